@@ -1,0 +1,40 @@
+"""Checks and conversions for image batches: the one place that knows the project's image convention,
+float (B, 3, H, W) in [-1, 1]."""
+
+from __future__ import annotations
+
+import torch
+
+# Generators overshoot tanh ranges a little through interpolation and float error; more is a bug.
+_RANGE_SLACK = 1e-3
+
+
+def check_images(x: torch.Tensor, name: str = "images", size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Raise a ValueError that says what is wrong unless `x` is float (B, 3, H, W) in [-1, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(x.shape)}")
+    if size is not None and tuple(x.shape[2:]) != tuple(size):
+        raise ValueError(f"{name} must be {size[0]}×{size[1]}, got {x.shape[2]}×{x.shape[3]}")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be floating point in [-1, 1], got dtype {x.dtype} (convert with to_float_images)"
+        )
+    if x.numel():
+        lo, hi = x.min().item(), x.max().item()
+        if lo != lo or hi != hi:
+            raise ValueError(f"{name} contain NaN")
+        if lo < -1 - _RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+            raise ValueError(f"{name} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    return x
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float (B, 3, H, W) in [-1, 1] → uint8 (B, 3, H, W), rounding as image writers do."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def to_float_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) → float in [-1, 1]."""
+    return x.float().div(127.5).sub(1.0)

@@ -1,0 +1,43 @@
+"""The embedded default world: a procedural scene renderer with exact labels, and the GAN, segmenter and
+FID feature net the project trained on it and ships.
+
+    >>> from lightning_gd import world
+    >>> G, seg = world.load_generator(), world.load_segmenter()
+    >>> x = G(G.sample_z(2, seed=0))
+    >>> tuple(x.shape), tuple(seg.labels(x).shape), seg.concepts[:3]
+    ((2, 3, 64, 64), (2, 64, 64), ('sky', 'cloud', 'sun'))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lightning_gd.segmenters import ModuleSegmenter
+from lightning_gd.world.models import FeatureNet, Generator, UNet
+from lightning_gd.world.render import CATEGORIES, CONCEPTS, render_scene
+from lightning_gd.world.weights import default_path, load_module, to_device
+
+__all__ = ["CATEGORIES", "CONCEPTS", "render_scene", "load_generator", "load_segmenter", "load_feature_net"]
+
+
+def load_generator(path: str | Path | None = None, device: torch.device | str | None = None) -> Generator:
+    """The world's GAN generator (EMA weights, eval mode): z (B, 128) → images (B, 3, 64, 64) in [-1, 1]."""
+    return to_device(load_module(Generator, path or default_path("generator"), "generator"), device)
+
+
+def load_segmenter(path: str | Path | None = None, device: torch.device | str | None = None) -> ModuleSegmenter:
+    """The world's segmenter over `CONCEPTS`: `probs(x)` (soft, differentiable) and `labels(x)` (hard)."""
+
+    def build(num_classes: int, width: int) -> ModuleSegmenter:
+        if num_classes != len(CONCEPTS):
+            raise ValueError(f"segmenter weights have {num_classes} classes; this world has {len(CONCEPTS)}")
+        return ModuleSegmenter(UNet(num_classes, width), CONCEPTS, CATEGORIES)
+
+    return to_device(load_module(build, path or default_path("segmenter"), "segmenter"), device)
+
+
+def load_feature_net(path: str | Path | None = None, device: torch.device | str | None = None) -> FeatureNet:
+    """The world's FID feature net: `forward_features(x)` → (B, 256)."""
+    return to_device(load_module(FeatureNet, path or default_path("features"), "feature net"), device)

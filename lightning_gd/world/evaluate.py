@@ -1,0 +1,119 @@
+"""Measurements behind the world's model cards: segmenter accuracy and IoU on fresh renders, its
+confidence on renders versus generated images, the GAN's concept pixel fractions and world FID."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from lightning_gd.images import to_uint8
+from lightning_gd.segmenters import Segmenter
+from lightning_gd.world.data import render_batch
+
+# Streams never used in training (training uses seed 0 and its val/test offsets).
+FRESH_SEED = 424_242
+FRESH_SEED_2 = 737_373
+
+
+@torch.no_grad()
+def generate(generator: torch.nn.Module, n: int, seed: int = 0, batch_size: int = 250) -> torch.Tensor:
+    """n images (n, 3, H, W) in [-1, 1] from z drawn with `seed`."""
+    z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    dev = next(generator.parameters()).device
+    return torch.cat([generator(zb.to(dev)).cpu() for zb in z.split(batch_size)])
+
+
+@torch.no_grad()
+def segment(seg: Segmenter, images: torch.Tensor, batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard labels (n, H, W) and per-pixel confidence, the top softmax probability (n, H, W)."""
+    labels, conf = [], []
+    for xb in images.split(batch_size):
+        p = seg.probs(xb)
+        c, lab = p.max(1)
+        labels.append(lab)
+        conf.append(c)
+    return torch.cat(labels), torch.cat(conf)
+
+
+def render(n: int, seed: int = FRESH_SEED, show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    chunks = [
+        render_batch(min(500, n - s), seed, start=s)
+        for s in tqdm(range(0, n, 500), desc="render", disable=not show_progress)
+    ]
+    return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, C) counts, rows = target, columns = prediction."""
+    idx = target.flatten() * num_classes + pred.flatten()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def iou_from_confusion(cm: torch.Tensor) -> torch.Tensor:
+    tp = cm.diag().double()
+    return tp / (cm.sum(0) + cm.sum(1) - cm.diag()).double().clamp_min(1)
+
+
+def pixel_fractions(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.bincount(labels.flatten(), minlength=num_classes).double() / labels.numel()
+
+
+def segmenter_table(seg: Segmenter, n: int = 2000) -> dict:
+    images, labels = render(n)
+    pred, conf = segment(seg, images)
+    cm = confusion(pred, labels, len(seg.concepts))
+    iou = iou_from_confusion(cm)
+    return {
+        "n": n,
+        "pixel_accuracy": float(cm.diag().sum() / cm.sum()),
+        "mean_iou": float(iou.mean()),
+        "iou": {c: float(v) for c, v in zip(seg.concepts, iou)},
+        "confidence_real": float(conf.mean()),
+    }
+
+
+def gan_table(generator: torch.nn.Module, seg: Segmenter, n: int = 2000, seed: int = 0) -> dict:
+    """Concept pixel fractions: real renders (exact labels and segmented) versus generated (segmented)."""
+    real, real_labels = render(n)
+    real_seg, real_conf = segment(seg, real)
+    fake = generate(generator, n, seed)
+    fake_seg, fake_conf = segment(seg, fake)
+    C = len(seg.concepts)
+    real_f, real_seg_f, fake_f = (pixel_fractions(t, C) for t in (real_labels, real_seg, fake_seg))
+    rows = {}
+    for i, c in enumerate(seg.concepts):
+        rel = float(fake_f[i] / real_f[i] - 1) if real_f[i] > 0 else float("nan")
+        rows[c] = {
+            "real": float(real_f[i]),
+            "real_segmented": float(real_seg_f[i]),
+            "generated": float(fake_f[i]),
+            "relative_difference": rel,
+        }
+    return {
+        "n": n,
+        "fractions": rows,
+        "confidence_real": float(real_conf.mean()),
+        "confidence_generated": float(fake_conf.mean()),
+        "images_real": real,
+        "images_generated": fake,
+    }
+
+
+def quality_bar(
+    fractions: dict, min_share: float = 0.01, tolerance: float = 0.35, parts: tuple[str, ...] = ("window", "door")
+) -> dict[str, bool]:
+    """The issue's bar: every concept with ≥ min_share of real pixels within ±tolerance (relative), and
+    parts reaching ≥ 50% of their real share."""
+    ok = {}
+    for c, row in fractions.items():
+        if row["real"] >= min_share:
+            ok[c] = abs(row["relative_difference"]) <= tolerance
+        if c in parts:
+            ok[c] = ok.get(c, True) and row["generated"] >= 0.5 * row["real"]
+    return ok
+
+
+def world_fid(images1: torch.Tensor, images2: torch.Tensor) -> float:
+    from lightning_gd.fid import fid
+
+    return fid(to_uint8(images1), to_uint8(images2))

@@ -1,0 +1,76 @@
+"""Turn a training checkpoint of one of the world's models into shipped safetensors weights."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from lightning_gd.world.gan import recalibrate_batchnorm
+from lightning_gd.world.models import FeatureNet, Generator, UNet
+from lightning_gd.world.render import CONCEPTS, RENDERER_VERSION
+from lightning_gd.world.weights import default_path, save_module
+
+MODELS = ("gan", "segmenter", "features")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _sub_state(state: dict, prefix: str) -> dict:
+    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not sub:
+        raise ValueError(f"checkpoint has no weights under '{prefix}'; is it a checkpoint of the right model?")
+    return sub
+
+
+def _run_wall_time(ckpt: Path) -> float | None:
+    """Seconds from the run's start (its hparams.yaml) to this checkpoint, if the log layout is Lightning's."""
+    hparams = ckpt.parent.parent / "hparams.yaml"
+    return ckpt.stat().st_mtime - hparams.stat().st_mtime if hparams.is_file() else None
+
+
+def export(model: str, checkpoint: str | Path, out: str | Path | None = None) -> Path:
+    """Export `model` ∈ {gan, segmenter, features} from a Lightning checkpoint; returns the written path."""
+    if model not in MODELS:
+        raise ValueError(f"unknown world model '{model}'; choose one of {', '.join(MODELS)}")
+    ckpt = load_checkpoint(checkpoint)
+    hp, state = ckpt.get("hyper_parameters", {}), ckpt["state_dict"]
+    provenance = {
+        "checkpoint": str(checkpoint),
+        "global_step": ckpt.get("global_step"),
+        "epoch": ckpt.get("epoch"),
+        "hyper_parameters": {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool, type(None)))},
+        "wall_time_s": _run_wall_time(Path(checkpoint)),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "renderer_version": RENDERER_VERSION,
+        "exported": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if model == "gan":
+        kwargs = {"z_dim": hp["z_dim"], "width": hp["g_width"]}
+        net = Generator(**kwargs)
+        net.load_state_dict(_sub_state(state, "generator_ema."))
+        recalibrate_batchnorm(net)  # EMA weights need their own BatchNorm statistics
+        name = "generator"
+    elif model == "segmenter":
+        kwargs = {"num_classes": len(CONCEPTS), "width": hp["width"]}
+        net = UNet(**kwargs)
+        net.load_state_dict(_sub_state(state, "segmenter.net."))
+        name = "segmenter"
+    else:
+        kwargs = {
+            "num_classes": len(CONCEPTS),
+            "feature_dim": hp["feature_dim"],
+            "grid": hp["grid"],
+            "width": hp["width"],
+        }
+        net = FeatureNet(**kwargs)
+        net.load_state_dict(_sub_state(state, "net."))
+        name = "features"
+    return save_module(net, out or default_path(name), kwargs, {"provenance": provenance})

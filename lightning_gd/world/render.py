@@ -1,0 +1,206 @@
+"""Procedural outdoor scenes with exact per-pixel labels: the embedded default world.
+
+A scene is drawn back to front (sky, sun, clouds, ground, road, then buildings and trees sorted by
+the row their base stands on), so occlusion follows depth and every label is exactly the colour that
+ended up on top. Windows and doors are drawn only on building facades, doors at the bottom of one.
+
+    >>> image, label = render_scene(0)
+    >>> image.shape, image.dtype, label.shape, int(label.max()) < len(CONCEPTS)
+    ((64, 64, 3), dtype('uint8'), (64, 64), True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIZE = 64
+RENDERER_VERSION = 1
+
+# Index = label value. Categories follow the paper's object / part / material split.
+CONCEPTS: tuple[str, ...] = (
+    "sky",
+    "cloud",
+    "sun",
+    "grass",
+    "road",
+    "building",
+    "window",
+    "door",
+    "tree",
+)
+CATEGORIES: dict[str, str] = {
+    "sky": "object",
+    "cloud": "object",
+    "sun": "object",
+    "grass": "material",
+    "road": "object",
+    "building": "object",
+    "window": "part",
+    "door": "part",
+    "tree": "object",
+}
+LABEL = {name: i for i, name in enumerate(CONCEPTS)}
+
+_YY, _XX = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+
+# (zenith, horizon) sky colours per mood; sunset and dusk skies change the light on everything.
+_SKIES = {
+    "day": ((40, 110, 210), (150, 200, 245)),
+    "hazy": ((110, 150, 200), (200, 215, 230)),
+    "overcast": ((120, 125, 135), (175, 178, 185)),
+    "sunset": ((70, 60, 140), (250, 150, 70)),
+    "dusk": ((25, 30, 80), (190, 90, 110)),
+}
+_SKY_LIGHT = {  # multiplicative light on the ground and objects
+    "day": (1.0, 1.0, 1.0),
+    "hazy": (0.95, 0.97, 1.0),
+    "overcast": (0.8, 0.82, 0.86),
+    "sunset": (1.05, 0.8, 0.62),
+    "dusk": (0.62, 0.55, 0.7),
+}
+_FACADES = [(170, 70, 50), (200, 180, 140), (150, 150, 155), (230, 225, 210), (110, 90, 80), (90, 110, 150)]
+_ROOFS = [(120, 40, 35), (70, 70, 80), (60, 50, 45)]
+_GRASS = [(70, 140, 50), (100, 160, 60), (90, 120, 45), (140, 150, 70), (60, 110, 60)]
+_CROWNS = [(40, 110, 40), (60, 130, 45), (30, 90, 50), (170, 110, 40), (150, 70, 30)]
+
+
+def render_scene(seed: int | np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+    """Render one scene. Returns `(image, label)`: uint8 (64, 64, 3) and uint8 (64, 64) indices into CONCEPTS."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((SIZE, SIZE, 3), np.float32)
+    lab = np.zeros((SIZE, SIZE), np.uint8)
+
+    def paint(mask: np.ndarray, colour, concept: str, noise: float = 6.0) -> None:
+        colour = np.asarray(colour, np.float32) * light
+        img[mask] = colour + rng.normal(0.0, noise, (int(mask.sum()), 3)).astype(np.float32)
+        lab[mask] = LABEL[concept]
+
+    mood = rng.choice(list(_SKIES), p=[0.4, 0.15, 0.15, 0.18, 0.12])
+    light = np.asarray(_SKY_LIGHT[mood], np.float32) * rng.uniform(0.85, 1.15)
+    horizon = int(rng.integers(24, 42))
+
+    # Sky: vertical gradient, zenith to horizon, with a little hue jitter.
+    top, bottom = (np.asarray(c, np.float32) + rng.normal(0, 12, 3) for c in _SKIES[mood])
+    t = np.clip(_YY / max(horizon, 1), 0, 1)[..., None]
+    img[:] = top * (1 - t) + bottom * t
+    img += rng.normal(0, 3, img.shape).astype(np.float32)
+    lab[:] = LABEL["sky"]
+
+    if rng.random() < 0.45:
+        cx, cy, r = rng.uniform(6, 58), rng.uniform(4, max(horizon - 8, 6)), rng.uniform(3.0, 6.0)
+        sun_colour = (255, 245, 200) if mood in ("day", "hazy") else (255, 190, 110)
+        paint((_XX - cx) ** 2 + (_YY - cy) ** 2 <= r * r, sun_colour, "sun", noise=3.0)
+
+    for _ in range(rng.choice([0, 1, 2, 3, 4], p=[0.3, 0.25, 0.2, 0.15, 0.1])):
+        cx, cy = rng.uniform(0, 64), rng.uniform(3, max(horizon - 6, 5))
+        w, h = rng.uniform(6, 14), rng.uniform(2.0, 4.5)
+        mask = np.zeros((SIZE, SIZE), bool)
+        for _ in range(int(rng.integers(2, 5))):  # a cloud is a few overlapping ellipses
+            ox, oy = rng.uniform(-w * 0.7, w * 0.7), rng.uniform(-h * 0.5, h * 0.3)
+            sx, sy = w * rng.uniform(0.5, 0.9), h * rng.uniform(0.7, 1.1)
+            mask |= ((_XX - cx - ox) / sx) ** 2 + ((_YY - cy - oy) / sy) ** 2 <= 1
+        mask &= _YY < horizon
+        grey = rng.uniform(205, 250) if mood != "overcast" else rng.uniform(215, 240)
+        paint(mask, (grey, grey, grey * rng.uniform(0.95, 1.05)), "cloud", noise=5.0)
+
+    # Ground: grass with low-frequency patches and per-pixel texture.
+    ground = _YY >= horizon
+    grass = np.asarray(_GRASS[rng.integers(len(_GRASS))], np.float32) + rng.normal(0, 10, 3)
+    patches = _smooth_noise(rng, 8) * 25
+    img[ground] = (grass * light + patches[ground][:, None]) + rng.normal(0, 9, (int(ground.sum()), 3))
+    lab[ground] = LABEL["grass"]
+
+    if rng.random() < 0.6:
+        _draw_road(rng, horizon, paint)
+
+    things = [("building", _draw_building) for _ in range(rng.choice([0, 1, 2, 3], p=[0.2, 0.35, 0.3, 0.15]))]
+    things += [("tree", _draw_tree) for _ in range(rng.choice([0, 1, 2, 3, 4], p=[0.2, 0.25, 0.25, 0.2, 0.1]))]
+    bases = [int(rng.integers(horizon + 1, SIZE + 4)) for _ in things]
+    for (_, draw), base in sorted(zip(things, bases), key=lambda p: p[1]):  # back to front
+        draw(rng, base, horizon, paint)
+
+    np.clip(img, 0, 255, out=img)
+    return img.astype(np.uint8), lab
+
+
+def _smooth_noise(rng: np.random.Generator, cells: int) -> np.ndarray:
+    """Low-frequency noise in [-1, 1], bilinearly upsampled from a cells×cells grid."""
+    grid = rng.uniform(-1, 1, (cells + 1, cells + 1)).astype(np.float32)
+    pos = np.linspace(0, cells, SIZE, dtype=np.float32)
+    i = np.minimum(pos.astype(int), cells - 1)
+    f = pos - i
+    rows = grid[i] * (1 - f)[:, None] + grid[i + 1] * f[:, None]  # (64, cells+1)
+    return rows[:, i] * (1 - f)[None, :] + rows[:, i + 1] * f[None, :]
+
+
+def _draw_road(rng, horizon, paint) -> None:
+    grey = rng.uniform(70, 120)
+    colour = (grey, grey, grey * rng.uniform(0.95, 1.1))
+    if rng.random() < 0.5:  # a road running to the horizon in perspective
+        vx = rng.uniform(10, 54)
+        half_bottom, half_top = rng.uniform(10, 22), rng.uniform(0.5, 2.0)
+        bottom_x = vx + rng.uniform(-15, 15)
+        t = np.clip((_YY - horizon) / max(SIZE - horizon, 1), 0, 1)
+        centre = vx * (1 - t) + bottom_x * t
+        half = half_top * (1 - t) + half_bottom * t
+        mask = (np.abs(_XX - centre) <= half) & (_YY >= horizon)
+    else:  # a road crossing the view
+        y0 = rng.uniform(horizon + 3, SIZE - 6)
+        thick = rng.uniform(4, 9)
+        mask = (_YY >= y0) & (_YY < y0 + thick)
+    paint(mask, colour, "road", noise=7.0)
+
+
+def _draw_building(rng, base, horizon, paint) -> None:
+    scale = 0.6 + 0.4 * (base - horizon) / max(SIZE - horizon, 1)  # nearer = bigger
+    w = int(rng.uniform(18, 34) * scale)
+    h = int(rng.uniform(18, 36) * scale)
+    x0 = int(rng.integers(-w // 3, SIZE - 2 * w // 3))
+    top = base - h
+    facade = np.asarray(_FACADES[rng.integers(len(_FACADES))], np.float32) * rng.uniform(0.85, 1.15)
+    body = (_XX >= x0) & (_XX < x0 + w) & (_YY >= top) & (_YY < base)
+    paint(body, facade, "building", noise=7.0)
+    if rng.random() < 0.5:  # pitched roof, part of the building
+        rh = rng.uniform(3, 8) * scale
+        cx = x0 + w / 2
+        roof = (_YY < top) & (_YY >= top - rh) & (np.abs(_XX - cx) <= (w / 2) * (_YY - (top - rh)) / rh)
+        paint(roof, _ROOFS[rng.integers(len(_ROOFS))], "building", noise=5.0)
+
+    # Windows: a grid on the facade above the door row, each several pixels across.
+    ww, wh = int(rng.integers(3, 6)), int(rng.integers(3, 6))
+    gx, gy = ww + int(rng.integers(2, 5)), wh + int(rng.integers(2, 5))
+    glass = (rng.uniform(40, 90), rng.uniform(60, 110), rng.uniform(100, 160))
+    if rng.random() < 0.3:  # lit windows
+        glass = (rng.uniform(220, 255), rng.uniform(190, 230), rng.uniform(90, 140))
+    door_h = int(rng.integers(7, 11) * max(scale, 0.75))
+    lx, ly = np.mod(_XX - x0 - 2, gx), np.mod(_YY - top - 2, gy)
+    windows = body & (lx < ww) & (ly < wh) & (_XX < x0 + w - 2 - (gx - ww) // 2) & (_YY < base - door_h - 1)
+    windows &= (_XX - x0 - 2 >= 0) & (_YY - top - 2 >= 0)
+    # keep only whole windows so the part is a clean rectangle
+    windows &= (_XX - lx + ww <= x0 + w - 1) & (_YY - ly + wh <= base - door_h - 1)
+    paint(windows, glass, "window", noise=6.0)
+
+    if rng.random() < 0.85 and w >= 8:
+        dw = int(rng.integers(4, 8))
+        dx = int(rng.integers(x0 + 1, max(x0 + w - dw, x0 + 2)))
+        door = (_XX >= dx) & (_XX < dx + dw) & (_YY >= base - door_h) & (_YY < base) & body
+        shade = rng.uniform(50, 120)
+        paint(door, (shade * 1.1, shade * 0.75, shade * 0.5), "door", noise=5.0)
+
+
+def _draw_tree(rng, base, horizon, paint) -> None:
+    scale = 0.55 + 0.45 * (base - horizon) / max(SIZE - horizon, 1)
+    cx = rng.uniform(0, 64)
+    trunk_h = rng.uniform(5, 11) * scale
+    trunk_w = max(2.0, rng.uniform(2, 3.5) * scale)
+    trunk = (np.abs(_XX - cx) <= trunk_w / 2) & (_YY < base) & (_YY >= base - trunk_h - 2)
+    paint(trunk, (rng.uniform(70, 110), rng.uniform(45, 65), rng.uniform(25, 40)), "tree", noise=5.0)
+    r = rng.uniform(6, 11) * scale
+    cy = base - trunk_h - r * 0.7
+    crown = np.zeros((SIZE, SIZE), bool)
+    for _ in range(int(rng.integers(3, 6))):  # a crown is a cluster of blobs
+        ox, oy = rng.uniform(-0.5, 0.5) * r, rng.uniform(-0.5, 0.3) * r
+        rr = r * rng.uniform(0.55, 0.85)
+        crown |= (_XX - cx - ox) ** 2 + (_YY - cy - oy) ** 2 <= rr * rr
+    leaf = np.asarray(_CROWNS[rng.integers(len(_CROWNS))], np.float32) * rng.uniform(0.8, 1.15)
+    paint(crown, leaf, "tree", noise=12.0)
