@@ -45,8 +45,22 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _positionals_to_options(fn: Callable, argv: list[str]) -> list[str]:
+    """Leading positional arguments fill the required parameters in order: `export-world gan --checkpoint x`
+    is `export-world --model gan --checkpoint x`."""
+    import inspect
+
+    required = [p.name for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
+    out, i = [], 0
+    while i < len(argv) and i < len(required) and not argv[i].startswith("-"):
+        out += [f"--{required[i]}", argv[i]]
+        i += 1
+    return out + argv[i:]
+
+
 def run_project_subcommand(name: str, argv: list[str]):
     fn = _PROJECT[name]
+    argv = _positionals_to_options(fn, argv)
     parser = ArgumentParser(prog=f"python -m lightning_gd {name}", description=fn.__doc__, exit_on_error=True)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below.")
     parser.add_function_arguments(fn, as_group=False)

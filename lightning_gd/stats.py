@@ -192,12 +192,16 @@ class IoUTally(Metric):
         self, acts: torch.Tensor, thresholds: torch.Tensor, groups: list[torch.Tensor], offsets: list[int]
     ) -> None:
         """acts (B, U, H, W) at segmentation size; thresholds (U,); label groups as in the module doc."""
-        masks = _flat_units(acts) > thresholds.to(acts)[:, None]  # (U, P)
-        self.unit_area += masks.sum(1)
-        onehot = concept_onehot(groups, offsets, self.num_concepts, acts.device)  # (P, C)
-        # 0/1 products summed in float32 are exact while a batch has < 2^24 pixels
-        self.intersection += (masks.float() @ onehot).round().long()
-        self.concept_area += onehot.sum(0).long()
+        B, U = acts.shape[:2]
+        masks = (acts > thresholds.to(acts)[None, :, None, None]).view(B, U, -1).float()  # (B, U, HW)
+        onehot = concept_onehot(groups, offsets, self.num_concepts, acts.device).view(B, -1, self.num_concepts)
+        # a column of ones makes the same product count each unit's mask area: (B, HW, C + 1)
+        onehot = torch.cat([onehot, torch.ones_like(onehot[..., :1])], -1)
+        # 0/1 products summed in float32 are exact while an image has < 2^24 pixels
+        counts = torch.bmm(masks, onehot).sum(0).round().long()  # (U, C + 1)
+        self.intersection += counts[:, :-1]
+        self.unit_area += counts[:, -1]
+        self.concept_area += onehot[..., :-1].sum((0, 1)).long()
 
     def compute(self) -> torch.Tensor:
         return iou_from_tallies(self.intersection, self.unit_area, self.concept_area)

@@ -30,12 +30,14 @@ def load_generator(path: str | Path | None = None, device: torch.device | str | 
 def load_segmenter(path: str | Path | None = None, device: torch.device | str | None = None) -> ModuleSegmenter:
     """The world's segmenter over `CONCEPTS`: `probs(x)` (soft, differentiable) and `labels(x)` (hard)."""
 
-    def build(num_classes: int, width: int) -> ModuleSegmenter:
+    def build(num_classes: int, width: int) -> UNet:
         if num_classes != len(CONCEPTS):
             raise ValueError(f"segmenter weights have {num_classes} classes; this world has {len(CONCEPTS)}")
-        return ModuleSegmenter(UNet(num_classes, width), CONCEPTS, CATEGORIES)
+        return UNet(num_classes, width)
 
-    return to_device(load_module(build, path or default_path("segmenter"), "segmenter"), device)
+    # The file holds the bare UNet's state dict (what `export` writes); wrap it after loading.
+    net = load_module(build, path or default_path("segmenter"), "segmenter")
+    return to_device(ModuleSegmenter(net, CONCEPTS, CATEGORIES).eval().requires_grad_(False), device)
 
 
 def load_feature_net(path: str | Path | None = None, device: torch.device | str | None = None) -> FeatureNet:

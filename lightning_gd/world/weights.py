@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
@@ -41,7 +41,7 @@ def load_module(build, path: str | Path, what: str) -> nn.Module:
     try:
         meta = read_metadata(path)
         state = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{path} is not a readable safetensors file of {what} weights: {err}") from err
     if "kwargs" not in meta:
         raise ValueError(f"{path} has no 'kwargs' metadata; it was not written by lightning_gd's exporter")

@@ -1,0 +1,87 @@
+"""Dissection cost against the forward passes it needs, and its memory as the sample grows.
+
+    python bench/dissect.py [--layer layer4] [--n 1000] [--big-n 10000] [--threads 2]
+
+Prints time(dissect N) / time(generator + segmenter forward on the same N) (target ≤ 1.25) and the peak
+resident memory of a dissection of N and of big-N samples, each in a fresh process (target: ≤ 1.2×).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def run_one(args) -> dict:
+    import torch
+
+    from lightning_gd.dissection import dissect
+    from lightning_gd.generators import latents
+    from lightning_gd.world import load_generator, load_segmenter
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    G, seg = load_generator(), load_segmenter()
+    out = {"n": args.n, "threads": torch.get_num_threads()}
+    if args.mode in ("time", "both"):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for start in range(0, args.n, args.batch_size):
+                idx = range(start, min(start + args.batch_size, args.n))
+                seg.labels(G(latents(idx, G.z_dim, 0)))
+        out["forward_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False)
+    out["dissect_s"] = time.perf_counter() - t0
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layer", default="layer4")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--big-n", type=int, default=10000)
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mode:  # child process
+        print(json.dumps(run_one(args)))
+        return
+
+    def child(n: int, mode: str) -> dict:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--layer",
+            args.layer,
+            "--n",
+            str(n),
+            "--batch-size",
+            str(args.batch_size),
+            "--mode",
+            mode,
+        ] + (["--threads", str(args.threads)] if args.threads else [])
+        return json.loads(
+            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        )
+
+    small = child(args.n, "both")
+    big = child(args.big_n, "memory")
+    print(f"layer {args.layer}, batch {args.batch_size}, {small['threads']} threads")
+    print(f"generator + segmenter forward, N={args.n}: {small['forward_s']:.2f} s")
+    print(f"dissect (quantile thresholds + IoU tallies), N={args.n}: {small['dissect_s']:.2f} s")
+    print(f"ratio dissect / forward: {small['dissect_s'] / small['forward_s']:.2f}  (target <= 1.25)")
+    print(
+        f"peak RSS N={args.n}: {small['peak_rss_mb']:.0f} MB; N={args.big_n}: {big['peak_rss_mb']:.0f} MB; "
+        f"ratio {big['peak_rss_mb'] / small['peak_rss_mb']:.2f}  (target <= 1.2)"
+    )
+
+
+if __name__ == "__main__":
+    main()
