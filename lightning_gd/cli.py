@@ -69,7 +69,8 @@ def run_project_subcommand(name: str, argv: list[str]):
     return fn(**kwargs)
 
 
-def run_lightning(argv: list[str]) -> LightningCLI:
+def run_lightning(argv: list[str] | None) -> LightningCLI:
+    """LightningCLI on `argv` (None: the process's own command line, which it reads itself)."""
     return LightningCLI(
         LightningModule,
         LightningDataModule,
@@ -89,13 +90,14 @@ def run_lightning(argv: list[str]) -> LightningCLI:
 def main(argv: list[str] | None = None) -> None:
     from lightning_gd import commands  # noqa: F401  (registers the project's subcommands)
 
+    from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return
     name = argv[0]
     if name in LIGHTNING_SUBCOMMANDS:
-        run_lightning(argv)
+        run_lightning(None if from_sys else argv)
     elif name in _PROJECT:
         run_project_subcommand(name, argv[1:])
     else:
