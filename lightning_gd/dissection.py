@@ -201,7 +201,9 @@ class TopK(Metric):
         self.values, self.indices = _topk_stable(vals, idx, self.k)
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        vals, idx = _topk_stable(self.values, self.indices, self.k)
+        # under DDP, torchmetrics stacks the ranks' tensor states (world, k, U) before the "cat": flatten them
+        U = self.values.shape[-1]
+        vals, idx = _topk_stable(self.values.reshape(-1, U), self.indices.reshape(-1, U), self.k)
         return vals.T, idx.T  # (U, k)
 
 
@@ -363,8 +365,9 @@ def dissect(
         raise ValueError("no layers to dissect")
     for layer in layers:
         resolve_layer(generator, layer)  # unknown names fail here, listing the close ones
-    settings = settings or DissectSettings(layers=tuple(layers), **overrides)
-    if overrides and settings.layers != tuple(layers):
+    if settings is None:
+        settings = DissectSettings(layers=tuple(layers), **overrides)
+    elif overrides or settings.layers != tuple(layers):
         settings = DissectSettings(**{**asdict(settings), **overrides, "layers": tuple(layers)})
     s = settings
     z_dim = z_dim_of(generator, z_dim)

@@ -31,10 +31,15 @@ def num_bins(per_octave: int = PER_OCTAVE) -> int:
 
 
 def bin_index(x: torch.Tensor, per_octave: int = PER_OCTAVE) -> torch.Tensor:
-    """Bin of each value, ascending with the value: negatives below the zero bin, positives above it."""
+    """Bin of each value, ascending with the value: negatives below the zero bin, positives above it.
+
+    Every bin is (lower, upper] (the zero bin [0, 0]), so `x > upper[b]` exactly when `bin_index(x) > b`: the masks
+    the IQR search scores are the masks `r > threshold` that the IoU tally then applies."""
     half = (E_MAX - E_MIN) * per_octave
     mant, expo = torch.frexp(x.float().abs())  # |x| = mant · 2^expo, mant ∈ [0.5, 1)
-    mag = (expo.long() - E_MIN) * per_octave + ((mant - 0.5) * (2 * per_octave)).long()
+    step = (mant - 0.5) * (2 * per_octave)  # exact: a power-of-two scaling
+    on_edge = (step == step.floor()) & (x > 0)  # a positive value on a lower edge belongs to the bin below
+    mag = (expo.long() - E_MIN) * per_octave + step.long() - on_edge.long()
     mag = mag.clamp_(0, half - 1)
     return torch.where(x > 0, half + 1 + mag, torch.where(x < 0, half - 1 - mag, torch.full_like(mag, half)))
 
@@ -75,7 +80,8 @@ def iqr_from_counts(joint: torch.Tensor, per_octave: int = PER_OCTAVE) -> tuple[
 
     joint: (U, C, bins) counts of pixels with concept c whose activation of unit u falls in each bin,
     plus a last concept row C-1 that must be "all pixels" (so marginals are exact for overlapping concepts).
-    Candidate thresholds are the bin upper edges. Returns (thresholds (U, C-1), ratio (U, C-1)).
+    Candidate thresholds are the upper edges of the bins that hold values.
+    Returns (thresholds (U, C-1), ratio (U, C-1)).
     """
     joint = joint.double()
     total = joint[:, -1:, :]  # (U, 1, bins): all pixels
@@ -97,6 +103,9 @@ def iqr_from_counts(joint: torch.Tensor, per_octave: int = PER_OCTAVE) -> tuple[
     h_joint = -(plogp(p11) + plogp(p10) + plogp(p01) + plogp(p00))
     mi = -(plogp(pm) + plogp(1 - pm) + plogp(pc) + plogp(1 - pc)) - h_joint  # I = H(M) + H(C) − H(M, C)
     ratio = torch.where(h_joint > 0, mi / h_joint.clamp(min=1e-300), torch.zeros_like(mi))
+    # only the upper edges of bins that hold values are candidates: an empty bin's mask repeats the one of the
+    # nearest full bin below it, and below the lowest full bin the mask is every pixel (a dead unit would get it)
+    ratio = ratio.masked_fill(total == 0, -1.0)
     best = ratio.argmax(-1)  # (U, C)
     _, upper = bin_edges(per_octave)
     return upper.to(joint.device)[best], ratio.gather(-1, best[..., None]).squeeze(-1)
