@@ -161,6 +161,8 @@ def dissect(
         layers = [name for name in layer_names(G) if name.startswith("layer") and "." not in name]
         if not layers:
             raise ValueError(f"all_layers: {type(G).__name__} has no top-level `layer*` blocks; name them with layers")
+    if not layers and generator is not None:
+        raise ValueError(f"name the layers to dissect (--layers); {type(G).__name__} has: {', '.join(layer_names(G))}")
     layers = layers or ["layer4"]
     settings = DissectSettings(
         layers=tuple(layers),
@@ -226,7 +228,7 @@ def compare(
         summ = doc["layers"][lay]["summary"]
         rows.append(
             {
-                "name": names[i] if names and i < len(names) else path.parent.name,
+                "name": names[i] if names and i < len(names) else path.resolve().parent.name,
                 "layer": lay,
                 "threshold": doc["settings"]["threshold"],
                 "interpretable": summ["interpretable"],

@@ -45,6 +45,7 @@ def fid(
         verbose=False,
         cache=False,
         samples_shuffle=False,
-        **kwargs,
+        # the images are already in memory: loader worker processes would only copy them around
+        **{"save_cpu_ram": True, **kwargs},
     )
     return float(metrics["frechet_inception_distance"])

@@ -1,4 +1,4 @@
-"""The whole dissection recipe on a generator whose units are known by construction.
+"""The whole dissection recipe on a generator whose units are known by construction (see `tests.helpers`).
 
 `PlantedGenerator` draws, per sample, a 6×6-cell red "dome" at a z-chosen place of a 16×16 featuremap over a blue
 sky (top half) and green grass (bottom half); its layer1 unit 0 *is* the dome mask, unit 1 is sparse noise
@@ -17,17 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from lightning_gd.dissection import DissectSettings, dissect
 from lightning_gd.generators import latents
 from lightning_gd.hooks import LayerNotFoundError
-from lightning_gd.segmenters import ModuleSegmenter
+from tests.helpers import CONCEPTS, DOME_SHARE, FM, SCALE, Z_DIM, PlantedGenerator, segmenter
 
-FM, SCALE, BLOB = 16, 4, 6  # featuremap side, image / featuremap, dome side in featuremap cells
-Z_DIM = 2 + FM * FM  # two for the dome's place, one per cell for the noise unit
-CONCEPTS = ("sky", "dome", "grass")
-DOME_SHARE = BLOB * BLOB / (FM * FM)  # of every image's pixels, and of every sparse sample's
 N = 50
 
 
@@ -38,59 +33,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-class Planted(nn.Module):
-    """z (B, Z_DIM) → featuremap (B, 3, FM, FM): unit 0 the dome mask, unit 1 noise, unit 2 dead (or NaN)."""
-
-    def __init__(self, nan: bool = False) -> None:
-        super().__init__()
-        self.nan = nan
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        cells = torch.arange(FM, device=z.device)
-        y0 = (torch.sigmoid(z[:, 0]) * (FM - BLOB + 1)).long().clamp(max=FM - BLOB)
-        x0 = (torch.sigmoid(z[:, 1]) * (FM - BLOB + 1)).long().clamp(max=FM - BLOB)
-        iy = (cells[None] >= y0[:, None]) & (cells[None] < y0[:, None] + BLOB)  # (B, FM)
-        ix = (cells[None] >= x0[:, None]) & (cells[None] < x0[:, None] + BLOB)
-        dome = (iy[:, :, None] & ix[:, None, :]).float()
-        noise = F.relu(z[:, 2:].view(-1, FM, FM) - 1.0)  # ≈ 16 % of the cells positive
-        dead = torch.full_like(dome, float("nan")) if self.nan else torch.zeros_like(dome)
-        return torch.stack([dome, noise, dead], 1)
-
-
-class Render(nn.Module):
-    """featuremap → image: the dome (unit 0, nearest-upsampled) red, over blue sky and green grass."""
-
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
-        dome = F.interpolate(r[:, :1], scale_factor=SCALE, mode="nearest")[:, 0] > 0.5  # (B, H, W)
-        H = dome.shape[1]
-        grass = (torch.arange(H, device=r.device) >= H // 2)[None, :, None].expand_as(dome)
-        sky = ~dome & ~grass
-        return torch.stack([dome, ~dome & grass, sky], 1).float() * 2 - 1  # RGB in {-1, 1}
-
-
-class PlantedGenerator(nn.Module):
-    def __init__(self, nan: bool = False) -> None:
-        super().__init__()
-        self.z_dim = Z_DIM
-        self.embed = nn.Identity()  # a 2-D output: not a featuremap
-        self.layer1 = Planted(nan)
-        self.render = Render()
-        self.calls = 0
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.render(self.layer1(self.embed(z)))
-
-
-class ColourNet(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, [2, 0, 1]]  # sky = blue, dome = red, grass = green
-
-
-def segmenter() -> ModuleSegmenter:
-    return ModuleSegmenter(ColourNet(), CONCEPTS, {"sky": "scene", "dome": "object", "grass": "scene"})
 
 
 def settings(threshold: str, batch_size: int = N) -> dict:

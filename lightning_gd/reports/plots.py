@@ -85,9 +85,10 @@ def comparison_figure(rows: list[dict], title: str, path: str | Path | None = No
         ("object_units", "distinct_concepts", "mean_iou"),
         ("units matching objects", "distinct concepts", "mean IoU (interpretable)"),
     ):
-        ax.bar(names, [r[key] for r in rows], color="#3b75af")
+        # bars at positions, not at categorical names: two rows with the same name must not share one bar
+        ax.bar(range(len(rows)), [r[key] for r in rows], color="#3b75af")
+        ax.set_xticks(range(len(rows)), names, rotation=45)
         ax.set_title(label, fontsize=9)
-        ax.tick_params(axis="x", rotation=45)
         ax.spines[["top", "right"]].set_visible(False)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)

@@ -35,7 +35,7 @@ class FeatureNetModule(pl.LightningModule):
         lr: Adam learning rate (one-cycle schedule).
     """
 
-    def __init__(self, feature_dim: int = 256, grid: int = 4, width: int = 32, lr: float = 2e-3) -> None:
+    def __init__(self, feature_dim: int = 256, grid: int = 4, width: int = 16, lr: float = 2e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = FeatureNet(len(CONCEPTS), feature_dim, grid, width)

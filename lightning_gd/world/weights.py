@@ -24,6 +24,7 @@ def save_module(module: nn.Module, path: str | Path, kwargs: dict, extra: dict |
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata=meta)
     tmp.replace(path)
+    path.chmod(0o644)  # safetensors writes owner-only files; shipped weights are for everyone
     return path
 
 

@@ -1,0 +1,103 @@
+"""A tiny generator whose units are known by construction, and a colour segmenter that labels its scenes exactly.
+
+`PlantedGenerator` draws, per sample, a 6×6-cell red "dome" at a z-chosen place of a 16×16 featuremap over a blue
+sky (top half) and green grass (bottom half); its layer1 unit 0 *is* the dome mask, unit 1 is sparse noise
+independent of the scene, unit 2 is dead. With `two_layers=True` a `layer2` (layer1 nearest-upsampled to 32×32,
+the same three units) sits between layer1 and the renderer; the images do not change. A colour segmenter labels
+exactly the dome mask upsampled (nearest) to 64×64, so unit 0 must come out as "dome" with IoU ≈ 1, the others
+near chance or 0.
+
+Both networks are importable classes with plain constructor arguments, so the command line can build them:
+`--generator '{"class_path": "tests.helpers.PlantedGenerator", "init_args": {"two_layers": true}}'`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_gd.segmenters import ModuleSegmenter, Segmenter
+
+FM, SCALE, BLOB = 16, 4, 6  # featuremap side, image / featuremap, dome side in featuremap cells
+Z_DIM = 2 + FM * FM  # two for the dome's place, one per cell for the noise unit
+CONCEPTS = ("sky", "dome", "grass")
+CATEGORIES = ("scene", "object", "scene")
+DOME_SHARE = BLOB * BLOB / (FM * FM)  # of every image's pixels, and of every sparse sample's
+
+
+class Planted(nn.Module):
+    """z (B, Z_DIM) → featuremap (B, 3, FM, FM): unit 0 the dome mask, unit 1 noise, unit 2 dead (or NaN)."""
+
+    def __init__(self, nan: bool = False) -> None:
+        super().__init__()
+        self.nan = nan
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        cells = torch.arange(FM, device=z.device)
+        y0 = (torch.sigmoid(z[:, 0]) * (FM - BLOB + 1)).long().clamp(max=FM - BLOB)
+        x0 = (torch.sigmoid(z[:, 1]) * (FM - BLOB + 1)).long().clamp(max=FM - BLOB)
+        iy = (cells[None] >= y0[:, None]) & (cells[None] < y0[:, None] + BLOB)  # (B, FM)
+        ix = (cells[None] >= x0[:, None]) & (cells[None] < x0[:, None] + BLOB)
+        dome = (iy[:, :, None] & ix[:, None, :]).float()
+        noise = F.relu(z[:, 2:].view(-1, FM, FM) - 1.0)  # ≈ 16 % of the cells positive
+        dead = torch.full_like(dome, float("nan")) if self.nan else torch.zeros_like(dome)
+        return torch.stack([dome, noise, dead], 1)
+
+
+class Render(nn.Module):
+    """featuremap → image: the dome (unit 0, nearest-upsampled by `scale`) red, over blue sky and green grass."""
+
+    def __init__(self, scale: int = SCALE) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        dome = F.interpolate(r[:, :1], scale_factor=self.scale, mode="nearest")[:, 0] > 0.5  # (B, H, W)
+        H = dome.shape[1]
+        grass = (torch.arange(H, device=r.device) >= H // 2)[None, :, None].expand_as(dome)
+        sky = ~dome & ~grass
+        return torch.stack([dome, ~dome & grass, sky], 1).float() * 2 - 1  # RGB in {-1, 1}
+
+
+class PlantedGenerator(nn.Module):
+    def __init__(self, nan: bool = False, two_layers: bool = False) -> None:
+        super().__init__()
+        self.z_dim = Z_DIM
+        self.embed = nn.Identity()  # a 2-D output: not a featuremap
+        self.layer1 = Planted(nan)
+        if two_layers:
+            self.layer2 = nn.Upsample(scale_factor=2, mode="nearest")
+        self.render = Render(SCALE // 2 if two_layers else SCALE)
+        self.calls = 0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        r = self.layer1(self.embed(z))
+        if hasattr(self, "layer2"):
+            r = self.layer2(r)
+        return self.render(r)
+
+
+class ColourNet(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, [2, 0, 1]]  # sky = blue, dome = red, grass = green
+
+
+def segmenter() -> ModuleSegmenter:
+    return ModuleSegmenter(ColourNet(), CONCEPTS, dict(zip(CONCEPTS, CATEGORIES)))
+
+
+class ColourSegmenter(Segmenter):
+    """The same colour segmenter as a class of its own; `names` renames the three concepts (sky, dome, grass)."""
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        super().__init__()
+        names = tuple(names or CONCEPTS)
+        if len(names) != len(CONCEPTS):
+            raise ValueError(f"names: one per concept {CONCEPTS}, got {names}")
+        self.concepts = names
+        self.categories = dict(zip(names, CATEGORIES))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, [2, 0, 1]]
