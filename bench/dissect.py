@@ -35,9 +35,29 @@ def run_one(args) -> dict:
                 seg.labels(G(latents(idx, G.z_dim, 0)))
         out["forward_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False)
+    result = dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False)
     out["dissect_s"] = time.perf_counter() - t0
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.mode == "both":  # how well the (strided, histogram) quantile holds on the full upsampled sample
+        from lightning_gd.dissection import upsample
+        from lightning_gd.hooks import Trace
+
+        t = result.layers[args.layer].thresholds
+        above = torch.zeros(t.shape[0], dtype=torch.float64)
+        total = 0
+        with torch.no_grad():
+            for start in range(0, args.n, args.batch_size):
+                idx = range(start, min(start + args.batch_size, args.n))
+                with Trace(G, args.layer, stop=True) as tr:
+                    G(latents(idx, G.z_dim, 0))
+                up = upsample(tr.output, (64, 64))
+                above += (up > t[None, :, None, None]).sum((0, 2, 3)).double()
+                total += up.shape[0] * 64 * 64
+        frac = above / total
+        alive = t > 0  # units that are zero on more than 99 % of pixels have no top-1 % region
+        out["frac_above_min"], out["frac_above_max"] = float(frac[alive].min()), float(frac[alive].max())
+        out["alive_units"], out["units"] = int(alive.sum()), int(t.numel())
+    return out
     return out
 
 

@@ -115,7 +115,7 @@ def capture(argv):
     return lcli
 
 cli.run_lightning = capture
-# Speed only: the exporter's BatchNorm recalibration runs 50 x 128 samples (20 s on a busy CPU); 2 x 32 here.
+# Speed only: the exporter's BatchNorm recalibration runs 20 x 128 samples (several seconds on a busy CPU); 2 x 32 here.
 import functools, lightning_gd.world.export as export
 export.recalibrate_batchnorm = functools.partial(export.recalibrate_batchnorm, batches=2, batch_size=32)
 common = ["--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "2",

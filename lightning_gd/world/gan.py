@@ -107,7 +107,7 @@ class GANModule(pl.LightningModule):
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(generator: Generator, batches: int = 50, batch_size: int = 128, seed: int = 0) -> Generator:
+def recalibrate_batchnorm(generator: Generator, batches: int = 20, batch_size: int = 128, seed: int = 0) -> Generator:
     """Recompute BatchNorm running statistics of (an EMA) generator from fresh z, as exact averages."""
     momenta = {}
     for m in generator.modules():
@@ -117,8 +117,9 @@ def recalibrate_batchnorm(generator: Generator, batches: int = 50, batch_size: i
     was_training = generator.training
     generator.train()
     g = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
     for _ in range(batches):
-        generator(torch.randn(batch_size, generator.z_dim, generator=g))
+        generator(torch.randn(batch_size, generator.z_dim, generator=g).to(device))
     for m, mom in momenta.items():
         m.momentum = mom
     generator.train(was_training)
