@@ -45,17 +45,18 @@ def demo(out: Path = Path("demo"), n: int = 8, seed: int = 0) -> Path:
 
 
 @subcommand
-def export_world(model: str, checkpoint: Path, out: Path | None = None) -> Path:
+def export_world(model: str, checkpoint: Path, out: Path | None = None, gan_weights: str = "ema") -> Path:
     """Export a world model (gan, segmenter or features) from a Lightning checkpoint to safetensors.
 
     Args:
         model: gan, segmenter or features.
         checkpoint: a checkpoint written by `python -m lightning_gd fit --config configs/world/<model>.yaml`.
         out: output file (default: the package's shipped weights).
+        gan_weights: for the GAN, `ema` (the moving average) or `generator` (the weights under training).
     """
     from lightning_gd.world.export import export
 
-    path = export(model, checkpoint, out)
+    path = export(model, checkpoint, out, gan_weights)
     print(f"wrote {path}")
     return path
 

@@ -41,13 +41,13 @@ def _provenance_md(name: str) -> list[str]:
     ]
 
 
-def _checkpoint_fids(checkpoints: list[Path], real: torch.Tensor, n: int) -> list[dict]:
+def _checkpoint_fids(checkpoints: list[Path], real: torch.Tensor, n: int, gan_weights: str) -> list[dict]:
     from lightning_gd.world.export import export
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for ckpt in checkpoints:
-            path = export("gan", ckpt, Path(tmp) / "g.safetensors")
+            path = export("gan", ckpt, Path(tmp) / "g.safetensors", gan_weights)
             step = read_metadata(path)["provenance"]["global_step"]
             rows.append(
                 {
@@ -74,7 +74,8 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
     bar = quality_bar(gan_t["fractions"])
     real2, _ = render(n, seed=FRESH_SEED_2)
     fids = {"real_vs_real": world_fid(real, real2), "real_vs_generated": world_fid(real, fake)}
-    ckpt_fids = _checkpoint_fids(list(gan_checkpoints), real, n)
+    gan_weights = read_metadata(default_path("generator"))["provenance"].get("gan_weights", "ema")
+    ckpt_fids = _checkpoint_fids(list(gan_checkpoints), real, n, gan_weights)
     results = {
         "segmenter": seg_t,
         "gan": {**gan_t, "quality_bar": bar, "fid": fids["real_vs_generated"], "checkpoint_fids": ckpt_fids},

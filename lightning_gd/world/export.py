@@ -36,10 +36,18 @@ def _run_wall_time(ckpt: Path) -> float | None:
     return ckpt.stat().st_mtime - hparams.stat().st_mtime if hparams.is_file() else None
 
 
-def export(model: str, checkpoint: str | Path, out: str | Path | None = None) -> Path:
-    """Export `model` ∈ {gan, segmenter, features} from a Lightning checkpoint; returns the written path."""
+GAN_WEIGHTS = ("ema", "generator")
+
+
+def export(model: str, checkpoint: str | Path, out: str | Path | None = None, gan_weights: str = "ema") -> Path:
+    """Export `model` ∈ {gan, segmenter, features} from a Lightning checkpoint; returns the written path.
+
+    For the GAN, `gan_weights` picks the exponential moving average (`ema`) or the generator under training
+    (`generator`); either way its BatchNorm statistics are recomputed from fresh z."""
     if model not in MODELS:
         raise ValueError(f"unknown world model '{model}'; choose one of {', '.join(MODELS)}")
+    if gan_weights not in GAN_WEIGHTS:
+        raise ValueError(f"unknown gan_weights '{gan_weights}'; choose one of {', '.join(GAN_WEIGHTS)}")
     ckpt = load_checkpoint(checkpoint)
     hp, state = ckpt.get("hyper_parameters", {}), ckpt["state_dict"]
     provenance = {
@@ -55,8 +63,9 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None) ->
     if model == "gan":
         kwargs = {"z_dim": hp["z_dim"], "width": hp["g_width"]}
         net = Generator(**kwargs)
-        net.load_state_dict(_sub_state(state, "generator_ema."))
-        recalibrate_batchnorm(net)  # EMA weights need their own BatchNorm statistics
+        net.load_state_dict(_sub_state(state, "generator_ema." if gan_weights == "ema" else "generator."))
+        recalibrate_batchnorm(net)  # exact statistics of these weights, not running averages over training
+        provenance["gan_weights"] = gan_weights
         name = "generator"
     elif model == "segmenter":
         kwargs = {"num_classes": len(CONCEPTS), "width": hp["width"]}
