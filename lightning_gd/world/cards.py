@@ -111,6 +111,8 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
         "## Generator (`load_generator()`)",
         "",
         *_provenance_md("generator"),
+        f"- weights: {'the EMA generator' if gan_weights == 'ema' else 'the trained generator (not its EMA)'}, "
+        "BatchNorm statistics recomputed from fresh z",
         "",
         f"Concept pixel fractions over {n} images: real renders (exact labels, and as segmented) versus generated "
         "samples (segmented). Quality bar: concepts with ≥ 1 % of real pixels within ±35 % relative; window and "
@@ -128,7 +130,8 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
     md += ["", f"World FID, {n} generated vs {n} real: **{fids['real_vs_generated']:.2f}**.", ""]
     if ckpt_fids:
         md += [
-            "World FID along the training run (EMA generator of each checkpoint):",
+            f"World FID along the training run ({'EMA generator' if gan_weights == 'ema' else 'trained generator'}"
+            " weights of each checkpoint, as shipped):",
             "",
             "| global step | iterations | world FID |",
             "|---|---|---|",

@@ -72,9 +72,11 @@ def segmenter_table(seg: Segmenter, n: int = 2000) -> dict:
     }
 
 
-def gan_table(generator: torch.nn.Module, seg: Segmenter, n: int = 2000, seed: int = 0) -> dict:
+def gan_table(
+    generator: torch.nn.Module, seg: Segmenter, n: int = 2000, seed: int = 0, render_seed: int = FRESH_SEED
+) -> dict:
     """Concept pixel fractions: real renders (exact labels and segmented) versus generated (segmented)."""
-    real, real_labels = render(n)
+    real, real_labels = render(n, seed=render_seed)
     real_seg, real_conf = segment(seg, real)
     fake = generate(generator, n, seed)
     fake_seg, fake_conf = segment(seg, fake)
