@@ -90,11 +90,12 @@ def test_write_dissection(planted, tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "http://" not in page and "https://" not in page  # offline: nothing to fetch
     srcs = re.findall(r'src="([^"]*)"', page)
-    assert srcs and all(src.startswith("data:image/png;base64,") for src in srcs)
+    assert srcs and all(src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in srcs)
     assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', page))
     assert len(srcs) == 2 + 2 * 3  # one concept chart per layer, one strip per unit
     for src in srcs:
-        assert is_png(base64.b64decode(src.split(",", 1)[1], validate=True))
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert is_png(data) if src.startswith("data:image/png") else data[:3] == b"\xff\xd8\xff"  # JPEG magic
     sections = page.split("<h2 ")[1:]
     assert len(sections) == len(LAYERS)
     for layer, section in zip(LAYERS, sections):

@@ -45,13 +45,12 @@ def to_json(diss: Dissection, info: dict | None = None) -> dict:
     }
 
 
-def _png_b64(images: torch.Tensor, scale: int = 2) -> str:
-    """uint8 (k, 3, H, W) → base64 PNG of the images side by side."""
-    row = torch.cat(list(images), dim=2).permute(1, 2, 0).numpy()  # (H, k·W, 3)
-    img = Image.fromarray(row)
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+def _jpeg_b64(images: torch.Tensor, k: int = 6) -> str:
+    """uint8 (k, 3, H, W) → base64 JPEG of the first k images side by side. JPEG at native size keeps a
+    page of hundreds of units at a few MB (noisy PNGs of all layers ran to over 100 MB); CSS scales it up."""
+    row = torch.cat(list(images[:k]), dim=2).permute(1, 2, 0).numpy()  # (H, k·W, 3)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    Image.fromarray(row).save(buf, format="JPEG", quality=90)
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -83,7 +82,12 @@ def write_html(
         rows = []
         for u in diss.units(layer):
             img = strips.get(layer, {}).get(u["unit"])
-            cell = f'<img src="data:image/png;base64,{_png_b64(img)}">' if img is not None else ""
+            cell = (
+                f'<img class="strip" src="data:image/jpeg;base64,{_jpeg_b64(img)}" '
+                f'width="{2 * img.shape[-1] * min(6, img.shape[0])}">'
+                if img is not None
+                else ""
+            )
             cls = esc(u["category"]) if u["interpretable"] else "dim"
             rows.append(
                 f'<tr><td data-v="{u["unit"]}">{u["unit"]}</td>'
