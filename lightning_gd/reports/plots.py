@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 CATEGORY_COLOURS = {"object": "#3b75af", "part": "#ef8636", "material": "#519e3e"}
 
@@ -44,11 +45,13 @@ def concept_bar_chart(
     ax.set_xticks(range(len(order)), order, rotation=60, ha="right")
     ax.set_ylabel("interpretable units")
     ax.set_title(title, fontsize=10)
-    for cat, col in CATEGORY_COLOURS.items():
-        if any(categories.get(c) == cat for c in order):
-            ax.bar([], [], color=col, label=cat)
-    if order:
-        ax.legend(fontsize=8, frameon=False)
+    handles = [
+        Patch(color=col, label=cat)
+        for cat, col in CATEGORY_COLOURS.items()
+        if any(categories.get(c) == cat for c in order)
+    ]
+    if handles:
+        ax.legend(handles=handles, fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
 
