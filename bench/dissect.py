@@ -101,6 +101,11 @@ def main() -> None:
         f"peak RSS N={args.n}: {small['peak_rss_mb']:.0f} MB; N={args.big_n}: {big['peak_rss_mb']:.0f} MB; "
         f"ratio {big['peak_rss_mb'] / small['peak_rss_mb']:.2f}  (target <= 1.2)"
     )
+    print(
+        f"quantile q=0.99 on the full upsampled sample: fraction above threshold in [{small['frac_above_min']:.5f}, "
+        f"{small['frac_above_max']:.5f}] over the {small['alive_units']}/{small['units']} units that are non-zero on "
+        "more than 1 % of pixels  (target 0.01 ± 0.001)"
+    )
 
 
 if __name__ == "__main__":

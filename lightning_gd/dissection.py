@@ -166,11 +166,28 @@ def sparse_labels(labels: torch.Tensor, indices: torch.Tensor, stride: int) -> t
     return labels[torch.arange(B, device=labels.device)[:, None, None], ys[:, :, None], xs[:, None, :]]
 
 
+def interpolation_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(n_out, n_in) weights of 1-D linear interpolation as F.interpolate(align_corners=False) computes it."""
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = src - i0
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m[torch.arange(n_out), i0] += 1 - w1
+    m[torch.arange(n_out), i1] += w1
+    return m.to(device=device, dtype=dtype)
+
+
 def upsample(r: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """r↑: (B, U, h, w) → (B, U, H, W), bilinear (identity when the sizes already agree)."""
+    """r↑: (B, U, h, w) → (B, U, H, W), bilinear (identity when the sizes already agree).
+
+    Bilinear interpolation is separable, so it is two small matmuls, A_h · r · A_wᵀ; on a CPU this is several
+    times faster than F.interpolate (which converts memory layouts) and equal to it to float rounding."""
     if tuple(r.shape[-2:]) == tuple(size):
         return r
-    return F.interpolate(r, size=size, mode="bilinear", align_corners=False)
+    a_h = interpolation_matrix(r.shape[-2], size[0], r.device, r.dtype)  # (H, h)
+    a_w = interpolation_matrix(r.shape[-1], size[1], r.device, r.dtype)  # (W, w)
+    return torch.matmul(torch.matmul(a_h, r), a_w.T)  # (B, U, H, w) → (B, U, H, W)
 
 
 def _featuremap(output, layer: str) -> torch.Tensor:

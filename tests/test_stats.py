@@ -352,7 +352,8 @@ def test_sparse_upsample_samples_the_bilinear_upsampling(size, h, stride):
         expect = full[i][:, list(rows)][:, :, list(cols)]
         torch.testing.assert_close(sparse[i], expect, atol=1e-5, rtol=0)
         assert torch.equal(slab[i], labels[i][list(rows)][:, list(cols)])
-    assert torch.equal(sparse_upsample(r, indices, size, 1), full)
+    # stride 1 is `upsample`, separable matmuls: equal to F.interpolate up to float rounding
+    torch.testing.assert_close(sparse_upsample(r, indices, size, 1), full, atol=1e-5, rtol=0)
 
 
 # ----------------------------------------------------------------------------------------------- top-k
@@ -389,3 +390,12 @@ def test_topk_with_fewer_samples_than_k():
     m.update(torch.tensor([[1.0, 2.0], [3.0, 0.0]]), torch.tensor([5, 2]))
     vals, idx = m.compute()
     assert idx[:, :2].tolist() == [[2, 5], [5, 2]]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 3, 16, 16), (1, 2, 5, 7), (1, 1, 64, 64)])
+def test_upsample_matches_bilinear_interpolate(shape):
+    from lightning_gd.dissection import upsample
+
+    r = torch.randn(shape, generator=gen(3))
+    expect = F.interpolate(r, size=(64, 64), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(upsample(r, (64, 64)), expect, atol=1e-5, rtol=0)
