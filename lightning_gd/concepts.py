@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lightning_gd.segmenters import Segmenter
+from lightning_gd.segmenters import Segmenter, concept_lookup
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,7 @@ class Vocabulary:
         return [0, self.num_classes, self.num_classes + 2 * k][: 1 + (2 if k else 0)]
 
     def index(self, name: str) -> int:
-        if name not in self.names:
-            import difflib
-
-            close = difflib.get_close_matches(name, self.names, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise KeyError(f"unknown concept '{name}'{hint}; the vocabulary is: {', '.join(self.names)}")
-        return self.names.index(name)
+        return concept_lookup(name, self.names)
 
     def label_groups(self, labels: torch.Tensor) -> list[torch.Tensor]:
         """Segmenter labels (B, H, W) → label groups (see module doc)."""

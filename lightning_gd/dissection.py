@@ -240,6 +240,25 @@ def _batches(indices: range, batch_size: int, desc: str, progress: bool):
     return tqdm(chunks, desc=desc, disable=not (progress and _is_rank_zero()), leave=False)
 
 
+def _segmented_batches(
+    generator: nn.Module,
+    segmenter: Segmenter,
+    layers: list[str],
+    n: int,
+    seed: int,
+    z_dim: int,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+):
+    """Yield (sample indices, featuremaps per layer, segmenter labels) for this rank's share of n samples."""
+    dev = device_of(generator)
+    for idx in _batches(shard(n), batch_size, desc, progress):
+        with TraceDict(generator, layers) as tr:
+            x = generator(latents(idx, z_dim, seed).to(dev))
+        yield idx, {layer: _featuremap(tr[layer].output, layer) for layer in layers}, segmenter.labels(x)
+
+
 @torch.no_grad()
 def quantile_thresholds(
     generator: nn.Module,
@@ -276,17 +295,15 @@ def iqr_thresholds(
     """Pass 1 (iqr mode), on the validation sample `iqr_seed`: per unit, the I/H-maximising threshold of the
     concept for which that ratio is highest."""
     hists: dict[str, UnitConceptHistogram] = {}
-    dev = device_of(generator)
     C = len(vocab.names)
-    for idx in _batches(shard(s.iqr_n), s.batch_size, "thresholds (iqr)", progress):
-        with TraceDict(generator, layers) as tr:
-            x = generator(latents(idx, z_dim, s.iqr_seed).to(dev))
-        labels = segmenter.labels(x)
+    batches = _segmented_batches(
+        generator, segmenter, layers, s.iqr_n, s.iqr_seed, z_dim, s.batch_size, "thresholds (iqr)", progress
+    )
+    for idx, maps, labels in batches:
         groups = [sparse_labels(g, idx, s.stride) for g in vocab.label_groups(labels)]
-        for layer in layers:
-            r = _featuremap(tr[layer].output, layer)
+        for layer, r in maps.items():
             if layer not in hists:
-                hists[layer] = UnitConceptHistogram(r.shape[1], C).to(dev)
+                hists[layer] = UnitConceptHistogram(r.shape[1], C).to(r.device)
             hists[layer].update(sparse_upsample(r, idx, tuple(labels.shape[-2:]), s.stride), groups, vocab.offsets)
     out = {}
     for layer, h in hists.items():
@@ -310,18 +327,16 @@ def tally(
     tallies: dict[str, IoUTally] = {}
     tops: dict[str, TopK] = {}
     fsize: dict[str, tuple[int, int]] = {}
-    dev = device_of(generator)
     C = len(vocab.names)
-    for idx in _batches(shard(s.n), s.batch_size, "IoU tallies", progress):
-        with TraceDict(generator, layers) as tr:
-            x = generator(latents(idx, z_dim, s.seed).to(dev))
-        labels = segmenter.labels(x)
+    batches = _segmented_batches(
+        generator, segmenter, layers, s.n, s.seed, z_dim, s.batch_size, "IoU tallies", progress
+    )
+    for idx, maps, labels in batches:
         groups = vocab.label_groups(labels)
-        for layer in layers:
-            r = _featuremap(tr[layer].output, layer)
+        for layer, r in maps.items():
             if layer not in tallies:
-                tallies[layer] = IoUTally(r.shape[1], C).to(dev)
-                tops[layer] = TopK(r.shape[1], s.top_k).to(dev)
+                tallies[layer] = IoUTally(r.shape[1], C).to(r.device)
+                tops[layer] = TopK(r.shape[1], s.top_k).to(r.device)
                 fsize[layer] = tuple(r.shape[-2:])
             tallies[layer].update(upsample(r, tuple(labels.shape[-2:])), thresholds[layer], groups, vocab.offsets)
             tops[layer].update(r.amax((2, 3)), idx)

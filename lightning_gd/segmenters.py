@@ -35,13 +35,18 @@ class Segmenter(nn.Module):
         return self.logits(check_images(x)).argmax(1)
 
     def concept_index(self, concept: str) -> int:
-        if concept not in self.concepts:
-            import difflib
+        return concept_lookup(concept, self.concepts, "this segmenter knows")
 
-            close = difflib.get_close_matches(concept, self.concepts, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise KeyError(f"unknown concept '{concept}'{hint}; this segmenter knows: {', '.join(self.concepts)}")
-        return self.concepts.index(concept)
+
+def concept_lookup(name: str, names: tuple[str, ...], what: str = "the vocabulary is") -> int:
+    """Index of `name` in `names`, or a KeyError that suggests close names and lists the valid ones."""
+    if name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise KeyError(f"unknown concept '{name}'{hint}; {what}: {', '.join(names)}")
+    return names.index(name)
 
 
 class ModuleSegmenter(Segmenter):

@@ -26,13 +26,7 @@ from tests.helpers import CONCEPTS, DOME_SHARE, FM, SCALE, Z_DIM, PlantedGenerat
 N = 50
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: more intra-op threads only add contention (25× slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def settings(threshold: str, batch_size: int = N) -> dict:

@@ -26,12 +26,7 @@ TINY = {"g_width": 16, "d_width": 8, "num_val_z": 8, "ema_decay": 0.9}
 LAYERS = ("layer1", "layer2", "layer3", "layer4", "layer5", "layer6")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data() -> SceneDataModule:

@@ -34,17 +34,11 @@ SCRIPT, BOLD = "<script>alert(1)</script>", "<b>x</b>"
 UNIT_KEYS = {"unit", "label", "category", "iou", "threshold", "interpretable"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: more intra-op threads only add contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def planted(_one_thread):
+def planted(one_thread):
     """(generator, dissection of layer1 + layer2, top-image strips): sky renamed to a script, dome to a <b> tag."""
     g = PlantedGenerator(two_layers=True).eval()
     seg = ColourSegmenter([SCRIPT, BOLD, "grass"])
