@@ -206,11 +206,11 @@ class IoUTally(Metric):
         onehot = concept_onehot(groups, offsets, self.num_concepts, acts.device).view(B, -1, self.num_concepts)
         # a column of ones makes the same product count each unit's mask area: (B, HW, C + 1)
         onehot = torch.cat([onehot, torch.ones_like(onehot[..., :1])], -1)
-        # 0/1 products summed in float32 are exact while an image has < 2^24 pixels
-        counts = torch.bmm(masks, onehot).sum(0).round().long()  # (U, C + 1)
+        # 0/1 products summed in float32 are exact per image (< 2^24 pixels); the batch sum is taken in int64
+        counts = torch.bmm(masks, onehot).round().long().sum(0)  # (U, C + 1)
         self.intersection += counts[:, :-1]
         self.unit_area += counts[:, -1]
-        self.concept_area += onehot[..., :-1].sum((0, 1)).long()
+        self.concept_area += onehot[..., :-1].sum(1).round().long().sum(0)
 
     def compute(self) -> torch.Tensor:
         return iou_from_tallies(self.intersection, self.unit_area, self.concept_area)

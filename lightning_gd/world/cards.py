@@ -74,7 +74,7 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
     bar = quality_bar(gan_t["fractions"])
     real2, _ = render(n, seed=FRESH_SEED_2)
     fids = {"real_vs_real": world_fid(real, real2), "real_vs_generated": world_fid(real, fake)}
-    gan_weights = read_metadata(default_path("generator"))["provenance"].get("gan_weights", "ema")
+    gan_weights = read_metadata(default_path("generator")).get("provenance", {}).get("gan_weights", "ema")
     ckpt_fids = _checkpoint_fids(list(gan_checkpoints), real, n, gan_weights)
     results = {
         "segmenter": seg_t,
