@@ -28,9 +28,10 @@ def _provenance_md(name: str) -> list[str]:
     meta = read_metadata(default_path(name)).get("provenance", {})
     wall = meta.get("wall_time_s")
     cfg = f"configs/world/{_CONFIGS[name]}.yaml"
+    weights = f" --gan_weights {meta['gan_weights']}" if "gan_weights" in meta else ""
     return [
-        f"- reproduce: `python -m lightning_gd fit --config {cfg}`, then "
-        f"`python -m lightning_gd export-world {_CONFIGS[name]} --checkpoint <checkpoint>`",
+        f"- reproduce: `python -m lightning_gd fit --config {cfg}` (the exact commands are at the top of the config), "
+        f"then `python -m lightning_gd export-world {_CONFIGS[name]} --checkpoint <checkpoint>{weights}`",
         "- seed: 0 (`seed_everything` in the config)",
         f"- checkpoint: `{meta.get('checkpoint')}`, global step {meta.get('global_step')}, epoch {meta.get('epoch')}",
         f"- wall time of the run up to that checkpoint: {wall / 60:.1f} min" if wall else "- wall time: not recorded",
