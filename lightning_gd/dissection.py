@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import Metric
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from lightning_gd.concepts import Vocabulary, vocabulary
 from lightning_gd.generators import device_of, latents, z_dim_of
 from lightning_gd.hooks import TraceDict, resolve_layer
+from lightning_gd.io import atomic_write
 from lightning_gd.segmenters import Segmenter
 from lightning_gd.stats import IoUTally, UnitConceptHistogram, UnitHistogram
 
@@ -140,17 +140,24 @@ def sample_offsets(indices: torch.Tensor, stride: int) -> tuple[torch.Tensor, to
     return k // stride, k % stride
 
 
+def _sparse_grid(
+    indices: torch.Tensor, size: tuple[int, int], stride: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel rows (B, H/s) and columns (B, W/s) of each image's sparse grid."""
+    oy, ox = sample_offsets(indices.to(device), stride)
+    ys = oy[:, None] + stride * torch.arange(size[0] // stride, device=device)[None, :]
+    xs = ox[:, None] + stride * torch.arange(size[1] // stride, device=device)[None, :]
+    return ys, xs
+
+
 def sparse_upsample(r: torch.Tensor, indices: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
     """The values F.interpolate(r, size, bilinear) takes at pixels (oy + stride·a, ox + stride·b) of each image:
     (B, U, h, w) → (B, U, H/stride, W/stride), without materialising the full upsampled map."""
-    H, W = size
     if stride == 1:
         return upsample(r, size)
-    oy, ox = sample_offsets(indices.to(r.device), stride)
-    ys = oy[:, None] + stride * torch.arange(H // stride, device=r.device)[None, :]  # (B, H/s) pixel rows
-    xs = ox[:, None] + stride * torch.arange(W // stride, device=r.device)[None, :]
-    gy = (2 * ys.to(r.dtype) + 1) / H - 1  # pixel centres in grid_sample's align_corners=False coordinates
-    gx = (2 * xs.to(r.dtype) + 1) / W - 1
+    ys, xs = _sparse_grid(indices, size, stride, r.device)
+    gy = (2 * ys.to(r.dtype) + 1) / size[0] - 1  # pixel centres in grid_sample's align_corners=False coordinates
+    gx = (2 * xs.to(r.dtype) + 1) / size[1] - 1
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)  # (B, H/s, W/s, 2)
     return F.grid_sample(r, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -159,11 +166,8 @@ def sparse_labels(labels: torch.Tensor, indices: torch.Tensor, stride: int) -> t
     """Labels (B, H, W) at the same sparse pixels as `sparse_upsample`."""
     if stride == 1:
         return labels
-    oy, ox = sample_offsets(indices.to(labels.device), stride)
-    B, H, W = labels.shape
-    ys = oy[:, None] + stride * torch.arange(H // stride, device=labels.device)[None, :]
-    xs = ox[:, None] + stride * torch.arange(W // stride, device=labels.device)[None, :]
-    return labels[torch.arange(B, device=labels.device)[:, None, None], ys[:, :, None], xs[:, None, :]]
+    ys, xs = _sparse_grid(indices, tuple(labels.shape[-2:]), stride, labels.device)
+    return labels[torch.arange(labels.shape[0], device=labels.device)[:, None, None], ys[:, :, None], xs[:, None, :]]
 
 
 def interpolation_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -368,10 +372,7 @@ def _stage_key(stage: str, layer: str, payload: dict) -> str:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
+    atomic_write(path, save({k: v.contiguous() for k, v in tensors.items()}))
 
 
 # ----------------------------------------------------------------------------------------------- recipe

@@ -7,7 +7,6 @@ import base64
 import html
 import io
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,15 +15,10 @@ import torch
 from PIL import Image
 
 from lightning_gd.dissection import Dissection
+from lightning_gd.io import atomic_write
 from lightning_gd.reports.plots import concept_bar_chart, layer_summary_figure
 
 JSON_VERSION = 1
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def to_json(diss: Dissection, info: dict | None = None) -> dict:
@@ -116,7 +110,7 @@ def write_html(
     page = _PAGE.format(
         title=esc(f"Dissection: {', '.join(diss.layers)}"), meta=meta, nav="".join(nav), sections="".join(sections)
     )
-    _atomic_write(path, page.encode())
+    atomic_write(path, page.encode())
 
 
 def markdown_table(diss: Dissection, layer: str, top: int = 20) -> str:
@@ -143,8 +137,8 @@ def write_dissection(
     for layer, res in diss.layers.items():
         buf = io.BytesIO()
         np.save(buf, res.iou.numpy())
-        _atomic_write(out / f"iou-{layer}.npy", buf.getvalue())
-    _atomic_write(out / "dissect.json", json.dumps(doc, indent=1).encode())
+        atomic_write(out / f"iou-{layer}.npy", buf.getvalue())
+    atomic_write(out / "dissect.json", json.dumps(doc, indent=1).encode())
     charts = {
         layer: concept_bar_chart(
             diss.summary(layer)["per_concept"],

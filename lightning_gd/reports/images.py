@@ -38,20 +38,24 @@ def unit_strips(
     units = list(range(result.num_units)) if units is None else units
     k = min(k or result.top_indices.shape[1], result.top_indices.shape[1])
     wanted = [(u, int(i)) for u in units for i in result.top_indices[u, :k] if int(i) >= 0]
+    # Top images repeat across units: generate each sample once and keep its (small) featuremap.
+    unique = sorted({i for _, i in wanted})
     dev = device_of(generator)
-    images, masks = [], []
-    for start in range(0, len(wanted), batch_size):
-        chunk = wanted[start : start + batch_size]
+    images, maps = [], []
+    for start in range(0, len(unique), batch_size):
         with Trace(generator, result.layer) as tr:
-            x = generator(latents([i for _, i in chunk], z_dim, seed).to(dev))
-        r = upsample(tr.output.float(), tuple(x.shape[-2:]))
-        sel = torch.tensor([u for u, _ in chunk], device=r.device)
-        act = r[torch.arange(len(chunk), device=r.device), sel]  # (b, H, W): each image's own unit
-        thr = result.thresholds.to(r.device)[sel][:, None, None]
+            x = generator(latents(unique[start : start + batch_size], z_dim, seed).to(dev))
         images.append(to_uint8(x).cpu())
-        masks.append((act > thr).cpu())
+        maps.append(tr.output.float().cpu())  # (b, U, h, w)
+    if not wanted:
+        return {}
+    row = {i: n for n, i in enumerate(unique)}
+    images, maps = torch.cat(images), torch.cat(maps)
+    rows = torch.tensor([row[i] for _, i in wanted])
+    sel = torch.tensor([u for u, _ in wanted])
+    act = upsample(maps[rows, sel][:, None], tuple(images.shape[-2:]))[:, 0]  # (pairs, H, W): each pair's unit
+    drawn = outline(images[rows], act > result.thresholds[sel][:, None, None])
     strips: dict[int, list[torch.Tensor]] = {u: [] for u in units}
-    drawn = outline(torch.cat(images), torch.cat(masks)) if images else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
     for (u, _), img in zip(wanted, drawn):
         strips[u].append(img)
     return {u: torch.stack(v) for u, v in strips.items() if v}

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 from torch import nn
+
+from lightning_gd.io import atomic_write
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FILES = {"generator": "generator.safetensors", "segmenter": "segmenter.safetensors", "features": "features.safetensors"}
@@ -17,15 +19,9 @@ FILES = {"generator": "generator.safetensors", "segmenter": "segmenter.safetenso
 
 def save_module(module: nn.Module, path: str | Path, kwargs: dict, extra: dict | None = None) -> Path:
     """Write `module`'s state dict (contiguous float tensors) with its constructor kwargs as metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
     meta = {"kwargs": json.dumps(kwargs), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    path.chmod(0o644)  # safetensors writes owner-only files; shipped weights are for everyone
-    return path
+    return atomic_write(path, save(state, metadata=meta))
 
 
 def read_metadata(path: str | Path) -> dict:
