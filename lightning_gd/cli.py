@@ -18,13 +18,15 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
 
 LIGHTNING_SUBCOMMANDS = {
-    "fit": "Train a model (the world's GAN, segmenter, feature net, or a causal search).",
+    "fit": "Train a model; alone, the causal unit search for `tree` on the embedded world (see --help).",
     "validate": "Run one validation epoch.",
     "test": "Run one test epoch.",
     "predict": "Run prediction.",
 }
 _PROJECT: dict[str, Callable] = {}
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# `fit`, `validate`, `test` and `predict` without --config or --model run the causal unit search for "tree" in
+# layer4 of the embedded world: a copy of configs/causal/tree.yaml that ships inside the package.
+DEFAULT_LIGHTNING_CONFIG = Path(__file__).resolve().parent / "default_fit.yaml"
 
 
 def subcommand(fn: Callable) -> Callable:
@@ -69,14 +71,22 @@ def run_project_subcommand(name: str, argv: list[str]):
     return fn(**kwargs)
 
 
+def _names_a_model(args: list[str]) -> bool:
+    """Whether the command line chooses its own config or model (then the default search does not apply)."""
+    return any(a in ("--config", "-c", "--model") or a.startswith(("--config=", "--model=")) for a in args)
+
+
 def run_lightning(argv: list[str] | None) -> LightningCLI:
     """LightningCLI on `argv` (None: the process's own command line, which it reads itself)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    defaults = [] if _names_a_model(args[1:]) else [str(DEFAULT_LIGHTNING_CONFIG)]
     return LightningCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={name: {"default_config_files": defaults} for name in LIGHTNING_SUBCOMMANDS},
         trainer_defaults={
             "logger": {
                 "class_path": "pytorch_lightning.loggers.TensorBoardLogger",

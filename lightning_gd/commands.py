@@ -250,3 +250,37 @@ def compare(
         )
     print(f"wrote {out / 'compare.json'}, {out / 'compare.png'}")
     return out
+
+
+@subcommand
+def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> Path:
+    """Summarise finished causal searches: the share of each concept removed by its top-n units (paper Fig. 9).
+
+    Args:
+        runs: run folders (each with the `ace.json` that `python -m lightning_gd test` writes).
+        out: output folder for causal_summary.json, causal_summary.md and causal_removal.png.
+    """
+    import json
+
+    from lightning_gd.reports.causal_report import removal_figure, summary_table
+
+    summaries = []
+    for run in runs:
+        path = Path(run) / "ace.json" if Path(run).is_dir() else Path(run)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no ace.json at {path}: test the run first "
+                "(`python -m lightning_gd test --config <its config> --ckpt_path <run>/checkpoints/last.ckpt`)"
+            )
+        summaries.append(json.loads(path.read_text()))
+    if not summaries:
+        raise ValueError("name at least one run folder")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "causal_summary.json").write_text(json.dumps(summaries, indent=1))
+    table = summary_table(summaries)
+    (out / "causal_summary.md").write_text(table + "\n")
+    removal_figure(summaries, out / "causal_removal.png")
+    print(table)
+    print(f"wrote {out / 'causal_summary.md'}, {out / 'causal_removal.png'}")
+    return out

@@ -101,3 +101,109 @@ class ColourSegmenter(Segmenter):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, [2, 0, 1]]
+
+
+# ----------------------------------------------------------------------------------------------- causal search
+
+CAUSAL_UNITS = 4  # units of CausalPlantedGenerator's layer1
+
+
+class CausalPlanted(nn.Module):
+    """z (B, Z_DIM) → featuremap (B, 4, FM, FM): units 0 and 1 the dome mask (the same z → dome place as
+    `Planted`), unit 2 a decoy equal to them, unit 3 sparse noise. Only units 0 and 1 reach the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.planted = Planted()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        dome, noise, _ = self.planted(z).unbind(1)
+        return torch.stack([dome, dome, dome, noise], 1)
+
+
+class CausalRender(nn.Module):
+    """featuremap (B, 4, FM, FM) → image: d = (r0 + r1) / 2 nearest-upsampled, red 2d − 1, and sky (blue, top half)
+    or grass (green, bottom half) scaled by 1 − d. Smooth in r, so the colour segmenter's soft probability of the
+    dome depends on units 0 and 1 only (decoy and noise are ignored); the hard label is dome where d > 1/2."""
+
+    def __init__(self, scale: int = SCALE) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        d = F.interpolate((r[:, 0:1] + r[:, 1:2]) / 2, scale_factor=self.scale, mode="nearest")[:, 0]  # (B, H, W)
+        H = d.shape[1]
+        grass = (torch.arange(H, device=r.device) >= H // 2)[None, :, None].to(d)
+        red = 2 * d - 1
+        green = 2 * grass * (1 - d) - 1
+        blue = 2 * (1 - grass) * (1 - d) - 1
+        return torch.stack([red, green, blue], 1)
+
+
+class CausalPlantedGenerator(nn.Module):
+    """A generator with causal units 0, 1 and a decoy unit 2 at `layer1` (see `CausalPlanted`). It has no
+    `forward_from` and is not an `nn.Sequential`, so `LayerSplit` replays it with the featuremap replaced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z_dim = Z_DIM
+        self.layer1 = CausalPlanted()
+        self.render = CausalRender()
+        self.calls = 0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.render(self.layer1(z))
+
+
+class CausalPlantedForwardFrom(CausalPlantedGenerator):
+    """The same generator with its own `forward_from(layer, r)`."""
+
+    def forward_from(self, layer: str, r: torch.Tensor) -> torch.Tensor:
+        if layer != "layer1":
+            raise KeyError(layer)
+        return self.render(r)
+
+
+class CausalPlantedSequential(nn.Sequential):
+    """The same generator as an `nn.Sequential` (children `layer1`, `render`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_module("layer1", CausalPlanted())
+        self.add_module("render", CausalRender())
+        self.z_dim = Z_DIM
+
+
+class NoLakeSegmenter(ColourSegmenter):
+    """The colour segmenter with a fourth concept, lake, that it knows and never predicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.concepts = (*CONCEPTS, "lake")
+        self.categories = {**self.categories, "lake": "scene"}
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        base = super().logits(x)
+        return torch.cat([base, torch.full_like(base[:, :1], -10.0)], 1)
+
+
+class NoUnits(nn.Module):
+    """A layer whose featuremap has 0 channels."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z.new_zeros(z.shape[0], 0, FM, FM)
+
+
+class EmptyLayerGenerator(nn.Module):
+    """`CausalPlantedGenerator` (as `inner`) with a 0-channel layer, `empty`, run before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z_dim = Z_DIM
+        self.empty = NoUnits()
+        self.inner = CausalPlantedGenerator()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.empty(z)
+        return self.inner(z)

@@ -203,3 +203,59 @@ def test_exported_feature_net_loads_and_embeds(chain):
     feats = net.forward_features(x)
     assert feats.shape == (3, 256)
     assert net(x).shape == (3, len(CONCEPTS), 4, 4)
+
+
+# The main job: `fit` without a config is the causal unit search for "tree" on the embedded world.
+
+
+def test_packaged_default_fit_config_is_the_tree_config():
+    assert cli.DEFAULT_LIGHTNING_CONFIG.read_text() == (ROOT / "configs" / "causal" / "tree.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, concept", [([], "tree"), (["--model.concept", "building"], "building")], ids=["bare", "override"]
+)
+def test_fit_without_config_prints_the_default_causal_search(in_repo, capsys, extra, concept):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["fit", *extra, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "class_path: lightning_gd.causal.CausalSearch" in out
+    assert "class_path: lightning_gd.causal.LatentDataModule" in out
+    assert f"concept: {concept}" in out
+
+
+def test_a_named_config_replaces_the_default(in_repo, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--config", "configs/world/gan.yaml", "--print_config"])
+    out = capsys.readouterr().out
+    assert "GANModule" in out and "CausalSearch" not in out and "LatentDataModule" not in out
+
+
+def test_default_fit_then_test_runs_end_to_end(tmp_path):
+    """The README's first command, shrunk: `fit` with no config, then `test` on its last checkpoint."""
+    small = ["--model.k_samples", "16", "--model.dissect_samples", "16", "--model.random_draws", "1"]
+    small += ["--data.n_train", "8", "--data.n_val", "4", "--data.n_test", "4", "--data.batch_size", "4"]
+    small += ["--model.eval_sizes", "[1, 20]", "--model.progress", "false", "--trainer.enable_progress_bar", "false"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "lightning_gd", *args]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+
+    fit = run("fit", "--trainer.max_epochs", "1", *small)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run_dir = tmp_path / "out" / "causal" / "tree-layer4"
+    result = json.loads((run_dir / "causal.json").read_text())
+    assert result["concept"] == "tree" and len(result["top_units"]) == 20 and len(result["units"]) == 128
+    assert "top-20 units by α" in fit.stdout
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert set(state) == {"alpha", "k", "iou", "presence", "prepared", "previous_top"}  # no frozen networks
+    test = run("test", "--ckpt_path", str(ckpt), *small)
+    assert test.returncode == 0, test.stderr[-3000:]
+    summary = json.loads((run_dir / "ace.json").read_text())
+    assert summary["sizes"] == [1, 20, 128] and set(summary["ablation_removed"]) >= {"alpha", "iou", "random_mean"}
+    assert summary["ablation_removed"]["alpha"][-1] == pytest.approx(1.0, abs=0.02)  # every unit off: no tree left
+    for name in ("ace_curve.png", "grid_ablation.png", "grid_insertion.png"):
+        assert (run_dir / name).stat().st_size > 1000

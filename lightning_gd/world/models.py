@@ -41,9 +41,22 @@ class Generator(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"Generator expects z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
         x = z[:, :, None, None]  # (B, z, 1, 1)
-        for block in (self.layer1, self.layer2, self.layer3, self.layer4, self.layer5, self.layer6, self.output):
+        for block in self.blocks().values():
             x = block(x)
         return x
+
+    def blocks(self) -> dict[str, nn.Module]:
+        names = ("layer1", "layer2", "layer3", "layer4", "layer5", "layer6", "output")
+        return {name: getattr(self, name) for name in names}
+
+    def forward_from(self, layer: str, r: torch.Tensor) -> torch.Tensor:
+        """The rest of the generator after block `layer`, applied to its (possibly edited) output r."""
+        names = list(self.blocks())
+        if layer not in names:
+            raise KeyError(f"forward_from: '{layer}' is not a block; blocks: {', '.join(names)}")
+        for name in names[names.index(layer) + 1 :]:
+            r = self.blocks()[name](r)
+        return r
 
     def sample_z(self, n: int, seed: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -1,0 +1,221 @@
+"""Average causal effects of unit sets (paper Eq. 4, Figs. 4 and 9), measured on held-out z with hard labels.
+
+- **Ablation**, P = the whole image: the share of concept c's pixels that disappears when the top-n units of
+  a ranking are set to 0, `1 − Σ_z |s_c(x_a)| / Σ_z |s_c(x)|`, for n along a curve and for several rankings
+  (α, IoU, random). The pixel counts of every other concept are kept too, so side effects are visible.
+- **Insertion**, P = one uniformly sampled featuremap location per image: the units are set to k_c there and
+  c is measured in the image window under P (the location's pixels and one location's margin around them):
+  `(E[s_c(x_i) in W] − E[s_c(x) in W]) / E[s_c(x)]`, normalised by c's mean pixel share as in Eq. 4.
+
+The per-batch functions return sums, so any batch split or DDP sharding adds up to the same result; `evaluate`
+is the Trainer-free entry point (the Lightning `test` of `CausalSearch` uses the same functions).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from lightning_gd.generators import device_of, latents
+from lightning_gd.interventions import LayerSplit, intervene, location_mask, unit_indicator
+from lightning_gd.segmenters import Segmenter
+
+DEFAULT_SIZES = (1, 2, 5, 10, 15, 20, 30, 40, 60, 80, 100, 128, 192, 256, 384, 512)
+
+
+def curve_sizes(
+    num_units: int, sizes: tuple[int, ...] | list[int] | None = None, top_n: int | None = None
+) -> list[int]:
+    """The n of the ablation curve: the given sizes (default `DEFAULT_SIZES`) up to U, plus top_n, ending at U."""
+    extra = {num_units} | ({min(top_n, num_units)} if top_n else set())
+    return sorted({int(n) for n in (sizes or DEFAULT_SIZES) if 0 < int(n) <= num_units} | extra)
+
+
+def random_rankings(num_units: int, draws: int, seed: int) -> torch.Tensor:
+    """(draws, U) random unit orders, fixed by the seed."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(num_units, generator=gen) for _ in range(draws)])
+
+
+def _label_counts(labels: torch.Tensor, num_concepts: int) -> torch.Tensor:
+    """(B, H, W) labels → (C,) pixel counts (float64)."""
+    return torch.bincount(labels.flatten(), minlength=num_concepts).double()
+
+
+@torch.no_grad()
+def ablation_counts(
+    split: LayerSplit,
+    segmenter: Segmenter,
+    z: torch.Tensor,
+    rankings: torch.Tensor,
+    sizes: list[int],
+    r: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel counts per concept of the original images (C,) and of the images with the top-n units of each
+    ranking ablated everywhere (R, N, C). rankings: (R, U) unit orders, best first."""
+    r = split.h(z) if r is None else r
+    C = len(segmenter.concepts)
+    original = _label_counts(segmenter.labels(split.f(r, z)), C)
+    everywhere = torch.ones(1, 1, *r.shape[-2:], device=r.device)
+    out = torch.zeros(rankings.shape[0], len(sizes), C, dtype=torch.float64)
+    for i, order in enumerate(rankings):
+        for j, n in enumerate(sizes):
+            alpha = unit_indicator(order[:n], r.shape[1], r.device)
+            out[i, j] = _label_counts(segmenter.labels(split.f(intervene(r, alpha, everywhere), z)), C)
+    return original, out
+
+
+def window_mask(locations: torch.Tensor, size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """(B,) featuremap locations → (B, H, W) boolean image windows: the location's pixels and one location's
+    margin on each side."""
+    cells = location_mask(locations, size)  # (B, 1, h, w)
+    cells = F.max_pool2d(cells, 3, stride=1, padding=1)  # the 3×3 locations around P
+    return F.interpolate(cells, size=image_size, mode="nearest")[:, 0] > 0.5
+
+
+@torch.no_grad()
+def insertion_sums(
+    split: LayerSplit,
+    segmenter: Segmenter,
+    z: torch.Tensor,
+    rankings: torch.Tensor,
+    n: int,
+    k: torch.Tensor,
+    locations: torch.Tensor,
+    concept: int,
+    r: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Insert the top-n units of each ranking at one location per image (B,) and sum c's pixels in the window
+    under it, before (scalar) and after (R,); the windows' pixel total; the number of images where c newly
+    appears there (R,); the number of images."""
+    r = split.h(z) if r is None else r
+    size = tuple(r.shape[-2:])
+    x = split.f(r, z)
+    window = window_mask(locations.to(r.device), size, tuple(x.shape[-2:]))  # (B, H, W)
+    before = (segmenter.labels(x) == concept) & window
+    mask = location_mask(locations.to(r.device), size)
+    after_sum = torch.zeros(rankings.shape[0], dtype=torch.float64)
+    appeared = torch.zeros(rankings.shape[0], dtype=torch.float64)
+    for i, order in enumerate(rankings):
+        alpha = unit_indicator(order[:n], r.shape[1], r.device)
+        after = (segmenter.labels(split.f(intervene(r, alpha, mask, k), z)) == concept) & window
+        after_sum[i] = after.sum().double()
+        appeared[i] = ((after.flatten(1).sum(1) > 0) & (before.flatten(1).sum(1) == 0)).sum().double()
+    return {
+        "before": before.sum().double(),
+        "after": after_sum,
+        "appeared": appeared,
+        "window": window.sum().double(),
+        "count": torch.tensor(float(len(z)), dtype=torch.float64),
+    }
+
+
+def uniform_locations(indices: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """One featuremap location per sample, uniform, fixed by (seed, sample index)."""
+    gen = torch.Generator()
+    out = []
+    for i in indices.tolist():
+        gen.manual_seed(seed * 1_000_003 + int(i) + 17)
+        out.append(int(torch.randint(size[0] * size[1], (1,), generator=gen)))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def summarize(
+    concepts: tuple[str, ...],
+    concept: str,
+    names: list[str],
+    sizes: list[int],
+    original: torch.Tensor,
+    ablated: torch.Tensor,
+    insertion: dict[str, torch.Tensor],
+    top_n: int,
+) -> dict:
+    """JSON-ready results from the summed counts. `names` labels the rankings (R,); those starting with
+    `random` are reported as mean ± std over the draws."""
+    c = concepts.index(concept)
+    rand = [i for i, name in enumerate(names) if name.startswith("random")]
+    fixed = [i for i, name in enumerate(names) if not name.startswith("random")]
+    removed = 1 - ablated[..., c] / original[c].clamp(min=1)  # (R, N)
+    presence = float(original[c] / original.sum())
+    # insertion: c's share of the windows' pixels gained, over c's share of all pixels (Eq. 4's normalisation)
+    gain = (insertion["after"] - insertion["before"]) / insertion["window"].clamp(min=1)  # (R,)
+    ace = gain / presence if presence > 0 else torch.full_like(gain, float("nan"))
+    appeared = insertion["appeared"] / insertion["count"].clamp(min=1)
+
+    def spread(values: torch.Tensor) -> tuple[float, float]:
+        return float(values.mean()), float(values.std()) if len(values) > 1 else 0.0
+
+    curves = {names[i]: removed[i].tolist() for i in fixed}
+    j = sizes.index(top_n) if top_n in sizes else None
+    at_n = {names[i]: float(removed[i, j]) for i in fixed} if j is not None else {}
+    side = {}
+    if j is not None:
+        side = {
+            names[i]: {
+                other: float(ablated[i, j, o] / original[o] - 1) if original[o] > 0 else None
+                for o, other in enumerate(concepts)
+            }
+            for i in fixed
+        }
+    inserted = {names[i]: {"ace": float(ace[i]), "appeared": float(appeared[i])} for i in fixed}
+    if rand:
+        curves["random_mean"] = removed[rand].mean(0).tolist()
+        curves["random_std"] = (removed[rand].std(0) if len(rand) > 1 else torch.zeros(len(sizes))).tolist()
+        if j is not None:
+            at_n["random_mean"], at_n["random_std"] = spread(removed[rand, j])
+        inserted["random"] = {"ace": spread(ace[rand])[0], "ace_std": spread(ace[rand])[1]}
+        inserted["random"]["appeared"] = float(appeared[rand].mean())
+    return {
+        "concept": concept,
+        "presence": presence,
+        "sizes": sizes,
+        "ablation_removed": curves,
+        "top_n": top_n,
+        "removed_at_top_n": at_n,
+        "side_effects_at_top_n": side,
+        "insertion_at_top_n": inserted,
+    }
+
+
+def evaluate(
+    generator: torch.nn.Module,
+    segmenter: Segmenter,
+    layer: str,
+    concept: str,
+    rankings: dict[str, torch.Tensor],
+    k: torch.Tensor,
+    n: int = 200,
+    seed: int = 102,
+    batch_size: int = 25,
+    top_n: int = 20,
+    sizes: list[int] | None = None,
+    random_draws: int = 3,
+    z_dim: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Ablation curves and insertion ACE of the given unit rankings ({name: (U,) order, best first}) plus
+    `random_draws` random orders, on n held-out samples of z (seed). Returns `summarize`'s dict."""
+    split = LayerSplit(generator, layer, z_dim)
+    c = segmenter.concept_index(concept)
+    dev = device_of(generator)
+    num_units = next(iter(rankings.values())).numel()
+    sizes = curve_sizes(num_units, sizes, top_n)
+    names = [*rankings, *[f"random{i}" for i in range(random_draws)]]
+    orders = torch.cat(
+        [torch.stack([v.long() for v in rankings.values()]), random_rankings(num_units, random_draws, seed)]
+    )
+    original = torch.zeros(len(segmenter.concepts), dtype=torch.float64)
+    ablated = torch.zeros(len(names), len(sizes), len(segmenter.concepts), dtype=torch.float64)
+    ins: dict[str, torch.Tensor | float] = {}
+    for idx in tqdm(torch.arange(n).split(batch_size), desc=f"ACE[{concept}]", disable=not progress, leave=False):
+        z = latents(idx, split.z_dim, seed).to(dev)
+        with torch.no_grad():
+            r = split.h(z)
+        o, a = ablation_counts(split, segmenter, z, orders, sizes, r)
+        original += o
+        ablated += a
+        locs = uniform_locations(idx, tuple(r.shape[-2:]), seed)
+        s = insertion_sums(split, segmenter, z, orders, min(top_n, num_units), k, locs, c, r)
+        ins = {key: ins.get(key, 0.0) + value for key, value in s.items()}
+    return summarize(tuple(segmenter.concepts), concept, names, sizes, original, ablated, ins, top_n)
