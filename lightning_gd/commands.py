@@ -120,6 +120,8 @@ def dissect(
     out: Path = Path("out/dissect"),
     tb_dir: Path | None = Path("tb_logs"),
     device: str = "cpu",
+    realism: Path | None = None,
+    max_unit_fid: float | None = None,
 ) -> Path:
     """Dissect generator layers: per-unit thresholds, unit×concept IoU, labels, HTML/JSON/TensorBoard reports.
 
@@ -144,6 +146,10 @@ def dissect(
         out: output folder (dissect.json, iou-<layer>.npy, report.html, figures, stage cache).
         tb_dir: TensorBoard folder (None: no TensorBoard).
         device: torch device for both networks.
+        realism: the `unit_fid.json` of `python -m lightning_gd artifacts` for the dissected layer: units
+            whose per-unit FID exceeds `max_unit_fid` are left out of the labels (the realism filter, §S-6.3).
+        max_unit_fid: the per-unit FID above which a unit counts as unrealistic (needed with `realism`; it
+            depends on the data and the feature extractor: the paper used 55 with Inception on LSUN bedrooms).
     """
     import torch
 
@@ -180,7 +186,20 @@ def dissect(
         top_k=top_k,
     )
     zd = z_dim_of(G, z_dim)
+    if (realism is None) != (max_unit_fid is None):
+        raise ValueError("the realism filter needs both --realism (a unit_fid.json) and --max_unit_fid")
+    if realism is not None:  # checked before the long passes
+        import json
+
+        if not Path(realism).is_file():
+            raise FileNotFoundError(f"no per-unit FID file at {realism} (run `python -m lightning_gd artifacts`)")
+        doc = json.loads(Path(realism).read_text())
+        if doc.get("layer") not in layers:
+            raise ValueError(f"{realism} scores layer '{doc.get('layer')}', not one of the dissected {layers}")
     result = run_dissect(G, layers, seg, settings, z_dim=zd, cache_dir=Path(out) / "cache")
+    if realism is not None:
+        dropped = result.filter_unrealistic(doc["layer"], doc["unit_fid"], max_unit_fid)
+        print(f"realism filter: {len(dropped)} units of {doc['layer']} with per-unit FID > {max_unit_fid} left out")
     strips = {layer: unit_strips(G, result.layers[layer], zd, seed) for layer in layers}
     info = {
         "generator": "world" if generator is None else type(generator).__name__,
@@ -284,3 +303,97 @@ def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> Path:
     print(table)
     print(f"wrote {out / 'causal_summary.md'}, {out / 'causal_removal.png'}")
     return out
+
+
+@subcommand
+def artifacts(
+    layer: str = "layer4",
+    generator: nn.Module | None = None,
+    generator_weights: Path | None = None,
+    z_dim: int | None = None,
+    n: int = 10_000,
+    k: int = 1_000,
+    seed: int = 0,
+    n_ablate: int = 20,
+    units: list[int] | None = None,
+    random_draws: int = 5,
+    n_eval: int = 2_000,
+    eval_seed: int = 1,
+    feature_extractor: str = "world",
+    feature_extractor_weights_path: Path | None = None,
+    real_images: Path | None = None,
+    real_n: int = 2_000,
+    batch_size: int = 100,
+    out: Path = Path("out/artifacts"),
+    cache_dir: Path | None = Path("out/cache"),
+    device: str = "cpu",
+) -> Path:
+    """Find artifact units by per-unit FID and report FID before/after ablating them vs random units.
+
+    Args:
+        layer: the generator layer whose units are scored.
+        generator: a generator module (class_path + init_args); default: the embedded world's GAN.
+        generator_weights: state dict for `generator` (safetensors, or a torch file loaded with weights_only).
+        z_dim: latent size, if the generator has no `z_dim` attribute.
+        n: images generated once for the per-unit FID (the paper: 200,000 on a GPU).
+        k: top-activating images per unit whose FID is measured (the paper: 10,000).
+        seed: seed of those n samples of z.
+        n_ablate: how many of the highest-FID units to ablate.
+        units: a user-chosen list of units to ablate too (e.g. picked by eye in the dissection's HTML report).
+        random_draws: random unit sets of size n_ablate for the baseline (mean ± std).
+        n_eval: samples per FID of the ablation table (the same seeded z for every row).
+        eval_seed: seed of those samples (differs from `seed`).
+        feature_extractor: `world` (world FID) or `inception` (needs feature_extractor_weights_path).
+        feature_extractor_weights_path: local weights of the extractor (Inception: torch-fidelity's layout).
+        real_images: a folder of real images for the real statistics (default: world renders).
+        real_n: world renders for the real statistics when real_images is not given.
+        batch_size: images per forward pass.
+        out: output folder (unit_fid.json, unit_fid.png, ablation.md, top_units.png, before_after.png).
+        cache_dir: where real-image statistics are cached (None: no cache).
+        device: torch device.
+    """
+    import torch
+
+    from lightning_gd.artifacts import ablation_table, check_units, per_unit_fid, scores_and_features, top_images
+    from lightning_gd.fid import folder_real_statistics, make_extractor, world_real_statistics
+    from lightning_gd.generators import latents, z_dim_of
+    from lightning_gd.reports.artifact_report import ablation_markdown, write_artifacts
+    from lightning_gd.world import load_generator
+
+    if n_ablate < 1 or random_draws < 1 or n_eval < 2:
+        raise ValueError("n_ablate and random_draws must be positive and n_eval at least 2")
+    if k > n:
+        raise ValueError(f"k = {k} top images per unit, but only n = {n} samples: use k ≤ n (the paper: k = n/20)")
+    G = load_weights(generator, generator_weights) if generator is not None else load_generator()
+    G = G.to(device).eval()
+    extractor = make_extractor(feature_extractor, feature_extractor_weights_path).to(device)
+    if real_images is not None:
+        real = folder_real_statistics(extractor, real_images, cache_dir, batch_size)
+    elif generator is None or feature_extractor == "world":
+        real = world_real_statistics(extractor, real_n, cache_dir=cache_dir, batch_size=batch_size)
+    else:
+        raise ValueError("name the real images of your model's domain with --real_images (a folder of PNG/JPEG)")
+    if units:  # checked on one probe sample, before the long pass
+        from lightning_gd.interventions import LayerSplit
+
+        with torch.no_grad():
+            probe = LayerSplit(G, layer, z_dim, check=False).h(latents([0], z_dim_of(G, z_dim), seed).to(device))
+        check_units(units, probe.shape[1], "units")
+    scores, features = scores_and_features(G, layer, extractor, n, seed, batch_size, z_dim)
+    unit_fid = per_unit_fid(scores, features, real, k)
+    ranking = torch.sort(unit_fid, descending=True, stable=True).indices.tolist()
+    rows = ablation_table(
+        G, layer, ranking, extractor, real, n_ablate, units, random_draws, n_eval, eval_seed, batch_size, z_dim
+    )
+    info = {
+        "generator": "world" if generator is None else type(generator).__name__,
+        "feature_extractor": extractor.identity,
+        "real": "world renders" if real_images is None else str(real_images),
+        "real_n": real.n,
+        "n_eval": n_eval,
+    }
+    write_artifacts(out, layer, unit_fid, k, n, rows, G, top_images(scores, k), n_ablate, seed, eval_seed, info, z_dim)
+    print(f"{layer}: highest per-unit FID: " + ", ".join(f"{u} ({float(unit_fid[u]):.1f})" for u in ranking[:10]))
+    print(ablation_markdown(rows))
+    print(f"wrote {Path(out) / 'unit_fid.json'}, {Path(out) / 'ablation.md'} and figures")
+    return Path(out)

@@ -77,8 +77,12 @@ class LayerDissection:
     def num_units(self) -> int:
         return self.iou.shape[0]
 
-    def units(self, vocab: Vocabulary, iou_threshold: float = 0.05) -> list[dict]:
-        """Per unit: best concept (label), its category, IoU, threshold, and whether it is interpretable."""
+    def units(
+        self, vocab: Vocabulary, iou_threshold: float = 0.05, unrealistic: frozenset[int] = frozenset()
+    ) -> list[dict]:
+        """Per unit: best concept (label), its category, IoU, threshold, and whether it is interpretable.
+
+        Units in `unrealistic` (the realism filter, §S-6.3) keep their IoU but are never interpretable."""
         best_iou, best = self.iou.max(1)
         return [
             {
@@ -87,7 +91,8 @@ class LayerDissection:
                 "category": vocab.categories[int(best[u])],
                 "iou": float(best_iou[u]),
                 "threshold": float(self.thresholds[u]),
-                "interpretable": bool(best_iou[u] > iou_threshold),
+                "interpretable": bool(best_iou[u] > iou_threshold) and u not in unrealistic,
+                "realistic": u not in unrealistic,
             }
             for u in range(self.num_units)
         ]
@@ -98,9 +103,25 @@ class Dissection:
     settings: DissectSettings
     vocabulary: Vocabulary
     layers: dict[str, LayerDissection] = field(default_factory=dict)
+    unrealistic: dict[str, frozenset[int]] = field(default_factory=dict)  # per layer, left out of the labels
 
     def units(self, layer: str) -> list[dict]:
-        return self.layers[layer].units(self.vocabulary, self.settings.iou_threshold)
+        return self.layers[layer].units(
+            self.vocabulary, self.settings.iou_threshold, self.unrealistic.get(layer, frozenset())
+        )
+
+    def filter_unrealistic(self, layer: str, unit_fid: torch.Tensor | list[float], max_fid: float) -> list[int]:
+        """The realism filter (§S-6.3): leave units whose per-unit FID exceeds `max_fid` out of the labels."""
+        unit_fid = torch.as_tensor(unit_fid, dtype=torch.float64)
+        if layer not in self.layers:
+            raise KeyError(f"no dissection of layer '{layer}'; dissected: {', '.join(self.layers)}")
+        if unit_fid.numel() != self.layers[layer].num_units:
+            raise ValueError(
+                f"per-unit FID has {unit_fid.numel()} units but layer '{layer}' has {self.layers[layer].num_units}"
+            )
+        dropped = [u for u in range(unit_fid.numel()) if float(unit_fid[u]) > max_fid]
+        self.unrealistic[layer] = frozenset(dropped)
+        return dropped
 
     def summary(self, layer: str) -> dict:
         """Interpretable units, distinct concepts, mean IoU of interpretable units, counts per concept."""
@@ -115,6 +136,7 @@ class Dissection:
             "distinct_concepts": len(per_concept),
             "mean_iou": sum(u["iou"] for u in units) / len(units) if units else 0.0,
             "per_concept": dict(sorted(per_concept.items(), key=lambda kv: -kv[1])),
+            "unrealistic": sorted(self.unrealistic.get(layer, frozenset())),
         }
 
 

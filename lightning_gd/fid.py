@@ -1,14 +1,32 @@
-"""FID through torch-fidelity, offline: the world's registered feature extractor by default.
+"""FID through torch-fidelity, offline, and the pieces per-unit FID needs (paper §4.2, §S-6.1).
 
-Images are uint8 (N, 3, H, W) tensors; `torch_fidelity.calculate_metrics` does the feature extraction and
-the Fréchet distance, so our numbers are torch-fidelity's own.
+Feature extractors are torch-fidelity's: the embedded world's (registered as `lightning-gd-world-v1`, "world
+FID", never comparable with Inception FID) by default, or InceptionV3 from a local weights file the user names
+(checked and loaded without pickle). The steps are named for what they do, as in torch-fidelity:
+
+    images ─ extract_features ─ features_to_statistics ─ statistics_to_fid ◄─ RealStatistics (cached)
+
+`RealStatistics` keeps the square root of the real covariance, so the FID of any subset of stored features
+costs one symmetric eigen-decomposition: tr √(Σ₁Σ₂) = tr √(Σ₂^½ Σ₁ Σ₂^½) (`fid_to_real`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch_fidelity
+from torch import nn
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+STATISTICS_VERSION = 1  # bump when the way real statistics are computed changes: old cache files are ignored
+INCEPTION = "inception-v3-compat"
+INCEPTION_FEATURE = "2048"
+WORLD = "world"
 
 
 class UInt8Images(Dataset):
@@ -29,8 +47,8 @@ class UInt8Images(Dataset):
 def fid(
     images1: torch.Tensor, images2: torch.Tensor, feature_extractor: str | None = None, batch_size: int = 200, **kwargs
 ) -> float:
-    """FID between two uint8 image sets (N, 3, H, W) with a torch-fidelity feature extractor
-    (default: the embedded world's, "world FID")."""
+    """FID between two uint8 image sets (N, 3, H, W), computed by `torch_fidelity.calculate_metrics` with a
+    registered feature extractor (default: the embedded world's, "world FID")."""
     if feature_extractor is None:
         from lightning_gd.world.features import register_world_feature_extractor
 
@@ -49,3 +67,264 @@ def fid(
         **{"save_cpu_ram": True, **kwargs},
     )
     return float(metrics["frechet_inception_distance"])
+
+
+# ----------------------------------------------------------------------------------------------- extractors
+
+
+@dataclass
+class Extractor:
+    """A torch-fidelity feature extractor module, the feature it yields for FID, and a cache identity."""
+
+    module: nn.Module
+    feature: str
+    identity: str  # name + weights hash: real statistics are cached under it
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) → features (B, D) float64."""
+        out = self.module(images)
+        out = out[self.module.features_list.index(self.feature)] if isinstance(out, (tuple, list)) else out
+        return out.double()
+
+    def to(self, device) -> Extractor:
+        self.module.to(device)
+        return self
+
+
+def world_extractor(weights_path: str | Path | None = None) -> Extractor:
+    """The world's FID feature net, as registered with torch-fidelity."""
+    from lightning_gd.world.features import FEATURE_NAME, WorldFeatureExtractor, register_world_feature_extractor
+    from lightning_gd.world.weights import default_path
+
+    name = register_world_feature_extractor()
+    path = Path(weights_path) if weights_path is not None else default_path("features")
+    module = WorldFeatureExtractor(name, [FEATURE_NAME], None if weights_path is None else str(weights_path))
+    return Extractor(module, FEATURE_NAME, f"{name}-{_file_hash(path)}")
+
+
+def load_inception_state_dict(weights_path: str | Path) -> dict[str, torch.Tensor]:
+    """An InceptionV3 state dict in torch-fidelity's layout, read without unpickling code (safetensors, or a
+    torch file with weights_only=True), with a clear error for a missing or wrong file."""
+    path = Path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Inception weights not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file gets the same actionable message
+        raise ValueError(
+            f"{path} is not a weights-only state dict (safetensors or torch.save of tensors): {err}"
+        ) from err
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    expected = {"Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3), "Mixed_7c.branch_pool.conv.weight": None, "fc.weight": None}
+    if not isinstance(state, dict) or not all(k in state for k in expected):
+        keys = ", ".join(list(state)[:5]) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{path} is not an InceptionV3 state dict in torch-fidelity's layout (expected keys such as "
+            f"{', '.join(expected)}; found {keys} …)"
+        )
+    if tuple(state["Conv2d_1a_3x3.conv.weight"].shape) != expected["Conv2d_1a_3x3.conv.weight"]:
+        raise ValueError(
+            f"{path}: Conv2d_1a_3x3.conv.weight has shape {tuple(state['Conv2d_1a_3x3.conv.weight'].shape)}"
+        )
+    return state
+
+
+def inception_extractor(weights_path: str | Path, feature: str = INCEPTION_FEATURE) -> Extractor:
+    """torch-fidelity's InceptionV3 with weights from a local file (never downloaded)."""
+    import tempfile
+
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    state = load_inception_state_dict(weights_path)
+    # torch-fidelity unpickles the file it is given; give it a file we wrote from plain tensors ourselves
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = Path(tmp) / "inception.pt"
+        torch.save({k: v.contiguous() for k, v in state.items()}, clean)
+        try:
+            module = FeatureExtractorInceptionV3(INCEPTION, [feature], feature_extractor_weights_path=str(clean))
+        except RuntimeError as err:
+            raise ValueError(f"{weights_path} does not fit torch-fidelity's InceptionV3: {err}") from err
+    return Extractor(module, feature, f"{INCEPTION}-{feature}-{_file_hash(Path(weights_path))}")
+
+
+def make_extractor(name: str = WORLD, weights_path: str | Path | None = None) -> Extractor:
+    """`world` (default; weights_path optional) or `inception` (weights_path required)."""
+    if name == WORLD:
+        return world_extractor(weights_path)
+    if name in ("inception", INCEPTION):
+        if weights_path is None:
+            raise ValueError(
+                "the Inception extractor needs feature_extractor_weights_path: a local file (nothing is downloaded)"
+            )
+        return inception_extractor(weights_path)
+    raise ValueError(f"unknown feature extractor '{name}'; choose one of world, inception")
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+
+def extract_features(
+    extractor: Extractor, images: torch.Tensor, batch_size: int = 200, progress: bool = False
+) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) → features (N, D) float64."""
+    chunks = images.split(batch_size)
+    return torch.cat([extractor(b) for b in tqdm(chunks, desc="features", disable=not progress, leave=False)])
+
+
+def features_to_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and unbiased covariance (D, D) in float64, as torch-fidelity's `fid_features_to_statistics`."""
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"FID statistics need at least 2 feature vectors (N, D), got {tuple(features.shape)}")
+    f = features.double()
+    mu = f.mean(0)
+    centred = f - mu
+    return mu, centred.T @ centred / (f.shape[0] - 1)
+
+
+def _sqrt_psd(sigma: torch.Tensor) -> torch.Tensor:
+    vals, vecs = torch.linalg.eigh(sigma)
+    return (vecs * vals.clamp(min=0).sqrt()) @ vecs.T
+
+
+@dataclass
+class RealStatistics:
+    """Real-image FID statistics with the square root of the covariance precomputed."""
+
+    mu: torch.Tensor  # (D,) float64
+    sigma: torch.Tensor  # (D, D)
+    sqrt_sigma: torch.Tensor  # (D, D), symmetric, sqrt_sigma @ sqrt_sigma = sigma
+    n: int
+    identity: str = ""
+
+    @classmethod
+    def from_features(cls, features: torch.Tensor, identity: str = "") -> RealStatistics:
+        mu, sigma = features_to_statistics(features)
+        return cls(mu, sigma, _sqrt_psd(sigma), int(features.shape[0]), identity)
+
+
+def statistics_to_fid(mu1: torch.Tensor, sigma1: torch.Tensor, real: RealStatistics) -> torch.Tensor:
+    """FID of (mu1, sigma1) against `real`; batched: mu1 (..., D), sigma1 (..., D, D) → (...)."""
+    a = real.sqrt_sigma
+    inner = a @ sigma1 @ a  # (..., D, D) symmetric PSD, same spectrum as sigma1 @ real.sigma
+    tr_covmean = torch.linalg.eigvalsh(inner).clamp(min=0).sqrt().sum(-1)
+    diff = mu1 - real.mu
+    return (diff * diff).sum(-1) + sigma1.diagonal(dim1=-2, dim2=-1).sum(-1) + real.sigma.trace() - 2 * tr_covmean
+
+
+def feature_sets_to_fid(features: torch.Tensor, real: RealStatistics) -> torch.Tensor:
+    """FID of each of c sets of K stored feature vectors (c, K, D) against `real` → (c,).
+
+    With K ≤ D the set's covariance has rank < K, and the non-zero eigenvalues of Σ_r^½ Σ_u Σ_r^½ are those
+    of the K×K matrix C Σ_r Cᵀ / (K − 1) (C the centred features), which is cheaper to decompose."""
+    f = features.to(real.mu.device, torch.float64)
+    c, k, d = f.shape
+    if k < 2:
+        raise ValueError(f"FID statistics need at least 2 feature vectors per set, got {k}")
+    mu = f.mean(1)  # (c, D)
+    centred = f - mu[:, None]  # (c, K, D)
+    if k > d:
+        sigma = centred.transpose(1, 2) @ centred / (k - 1)  # (c, D, D)
+        return statistics_to_fid(mu, sigma, real)
+    gram = centred @ real.sigma @ centred.transpose(1, 2) / (k - 1)  # (c, K, K)
+    tr_covmean = torch.linalg.eigvalsh(gram).clamp(min=0).sqrt().sum(-1)
+    tr_sigma = (centred * centred).sum((1, 2)) / (k - 1)
+    diff = mu - real.mu
+    return (diff * diff).sum(-1) + tr_sigma + real.sigma.trace() - 2 * tr_covmean
+
+
+def fid_to_real(features: torch.Tensor, real: RealStatistics) -> float:
+    """FID of a set of stored feature vectors (N, D) against the real statistics."""
+    mu, sigma = features_to_statistics(features)
+    return float(statistics_to_fid(mu, sigma, real))
+
+
+def world_real_statistics(
+    extractor: Extractor,
+    n: int = 2000,
+    seed: int = 777_777,
+    cache_dir: str | Path | None = "out/cache",
+    batch_size: int = 200,
+    progress: bool = True,
+) -> RealStatistics:
+    """Statistics of n world renders (seeded), cached under a name holding the extractor, the sample and
+    `STATISTICS_VERSION`."""
+    from lightning_gd.images import to_uint8
+    from lightning_gd.world.data import render_batch
+
+    key = {"extractor": extractor.identity, "n": n, "seed": seed, "source": "world-renders", "v": STATISTICS_VERSION}
+    name = f"fid-real-{extractor.identity}-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
+    path = Path(cache_dir) / f"{name}.safetensors" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return _load_statistics(path, extractor.identity)
+    feats = []
+    for start in tqdm(range(0, n, batch_size), desc="real features", disable=not progress, leave=False):
+        images, _ = render_batch(min(batch_size, n - start), seed=seed, start=start)
+        feats.append(extractor(to_uint8(images)))
+    real = RealStatistics.from_features(torch.cat(feats), extractor.identity)
+    if path is not None:
+        _save_statistics(real, path)
+    return real
+
+
+def folder_real_statistics(
+    extractor: Extractor,
+    folder: str | Path,
+    cache_dir: str | Path | None = "out/cache",
+    batch_size: int = 100,
+    progress: bool = True,
+) -> RealStatistics:
+    """Statistics of the real images (PNG/JPEG) in a folder, cached under the extractor, the files' names,
+    sizes and times, and `STATISTICS_VERSION`."""
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if len(files) < 2:
+        raise ValueError(f"{folder} holds {len(files)} PNG/JPEG images; FID needs real images (thousands, ideally)")
+    listing = [(str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime)) for p in files]
+    key = {"extractor": extractor.identity, "files": listing, "v": STATISTICS_VERSION}
+    name = f"fid-real-{extractor.identity}-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]}"
+    path = Path(cache_dir) / f"{name}.safetensors" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return _load_statistics(path, extractor.identity)
+    feats = []
+    for start in tqdm(range(0, len(files), batch_size), desc="real features", disable=not progress, leave=False):
+        batch = [np.asarray(Image.open(p).convert("RGB")) for p in files[start : start + batch_size]]
+        if len({b.shape for b in batch}) > 1:
+            raise ValueError(f"images in {folder} differ in size; resize them to one size first")
+        feats.append(extractor(torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()))
+    real = RealStatistics.from_features(torch.cat(feats), extractor.identity)
+    if path is not None:
+        _save_statistics(real, path)
+    return real
+
+
+def _save_statistics(real: RealStatistics, path: Path) -> None:
+    from safetensors.torch import save
+
+    from lightning_gd.io import atomic_write
+
+    tensors = {"mu": real.mu, "sigma": real.sigma, "sqrt_sigma": real.sqrt_sigma, "n": torch.tensor(real.n)}
+    atomic_write(path, save({k: v.contiguous() for k, v in tensors.items()}))
+
+
+def _load_statistics(path: Path, identity: str) -> RealStatistics:
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    return RealStatistics(t["mu"], t["sigma"], t["sqrt_sigma"], int(t["n"]), identity)

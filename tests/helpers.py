@@ -207,3 +207,81 @@ class EmptyLayerGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         self.empty(z)
         return self.inner(z)
+
+
+# ----------------------------------------------------------------------------------------------- FID
+
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase  # noqa: E402
+
+TINY_EXTRACTOR = "lightning-gd-test-tiny"  # a test-only torch-fidelity feature extractor
+TINY_FEATURE = "tiny"
+TINY_DIM = 16
+
+
+class TinyFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity feature extractor for tests: uint8 (B, 3, H, W) → a fixed random linear map (weights from
+    `seed`) of the image average-pooled to 4×4 cells, (B, TINY_DIM) float64. torch-fidelity builds its own
+    instance from the registry; the seed makes it the same network as ours."""
+
+    def __init__(self, name: str, features_list, seed: int = 0, **kwargs) -> None:
+        super().__init__(name, features_list)
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(3 * 4 * 4, TINY_DIM, generator=gen, dtype=torch.float64) / 8)
+        self.register_buffer("bias", torch.randn(TINY_DIM, generator=gen, dtype=torch.float64))
+
+    @staticmethod
+    def get_provided_features_list():
+        return (TINY_FEATURE,)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return TINY_FEATURE
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+
+    def forward(self, x: torch.Tensor):
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected uint8 (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
+        pooled = F.adaptive_avg_pool2d(x.double(), 4).flatten(1)  # (B, 48) in [0, 255]
+        return (pooled @ self.weight + self.bias,)
+
+
+def register_tiny_extractor() -> str:
+    """Register `TinyFeatureExtractor` with torch-fidelity (idempotent) and return its name."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if TINY_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(TINY_EXTRACTOR, TinyFeatureExtractor)
+    return TINY_EXTRACTOR
+
+
+def tiny_extractor():
+    """The registered tiny extractor as a `lightning_gd.fid.Extractor`."""
+    from lightning_gd.fid import Extractor
+
+    name = register_tiny_extractor()
+    return Extractor(TinyFeatureExtractor(name, [TINY_FEATURE]).eval(), TINY_FEATURE, f"{name}-seed0")
+
+
+class TinyConvGenerator(nn.Module):
+    """A small random conv generator: z (B, 8) → `embed` (B, 8, 4, 4) → `layer1` (B, 6, 8, 8) ReLU featuremap →
+    `render` images (B, 3, 32, 32) in (−1, 1). Weights fixed by `seed`."""
+
+    def __init__(self, seed: int = 0, units: int = 6) -> None:
+        super().__init__()
+        self.z_dim = 8
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.embed = nn.Sequential(nn.Linear(8, 8 * 4 * 4), nn.Unflatten(1, (8, 4, 4)))
+            self.layer1 = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(8, units, 3, padding=1), nn.ReLU())
+            self.render = nn.Sequential(nn.Upsample(scale_factor=4), nn.Conv2d(units, 3, 3, padding=1), nn.Tanh())
+        self.eval()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.render(self.layer1(self.embed(z)))

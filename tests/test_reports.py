@@ -31,7 +31,7 @@ Q = 1 - DOME_SHARE
 PNG = b"\x89PNG\r\n\x1a\n"
 # concept names that are markup: the report must show them as text, never as tags
 SCRIPT, BOLD = "<script>alert(1)</script>", "<b>x</b>"
-UNIT_KEYS = {"unit", "label", "category", "iou", "threshold", "interpretable"}
+UNIT_KEYS = {"unit", "label", "category", "iou", "threshold", "interpretable", "realistic"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,0 +1,191 @@
+"""Artifact units (paper §4.2, Tables 1–2; §S-6.1): per-unit FID in one generation pass, and FID after
+ablating units against ablating random ones.
+
+Per-unit FID: generate N images once; for each image record every unit's activation score — its **maximum
+over the featuremap**, so a unit that fires strongly anywhere in an image (a local artifact) ranks that image
+high, as in the dissection's top images — and the image's FID feature vector. For each unit, the K images
+with the highest score give a mean and covariance, and their FID against the real statistics needs no new
+images: one eigen-decomposition per unit with the real covariance's square root precomputed
+(`lightning_gd.fid.statistics_to_fid`). A unit with a high FID makes unrealistic images when it is on.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lightning_gd.fid import Extractor, RealStatistics, feature_sets_to_fid, fid_to_real
+from lightning_gd.generators import device_of, latents, z_dim_of
+from lightning_gd.hooks import Trace, resolve_layer
+from lightning_gd.images import to_uint8
+from lightning_gd.interventions import unit_indicator
+
+
+@torch.no_grad()
+def scores_and_features(
+    generator: nn.Module,
+    layer: str,
+    extractor: Extractor,
+    n: int = 10_000,
+    seed: int = 0,
+    batch_size: int = 100,
+    z_dim: int | None = None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over n samples: per-unit scores (N, U) (max activation over the featuremap) and FID features
+    (N, D) float32 of the generated images."""
+    resolve_layer(generator, layer)
+    z_dim = z_dim_of(generator, z_dim)
+    dev = device_of(generator)
+    extractor.to(dev)
+    scores, feats = [], []
+    for idx in tqdm(torch.arange(n).split(batch_size), desc="scores + features", disable=not progress, leave=False):
+        with Trace(generator, layer) as tr:
+            x = generator(latents(idx, z_dim, seed).to(dev))
+        r = tr.output
+        if not isinstance(r, torch.Tensor) or r.ndim != 4:
+            raise ValueError(f"layer '{layer}' must output a featuremap (B, units, h, w)")
+        scores.append(r.float().amax((2, 3)).cpu())  # (B, U)
+        feats.append(extractor(to_uint8(x)).float().cpu())  # (B, D)
+    return torch.cat(scores), torch.cat(feats)
+
+
+def top_images(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """(K, U) indices of the K images with the highest score per unit (ties: smaller index first)."""
+    n = scores.shape[0]
+    if k > n:
+        raise ValueError(f"K = {k} top images per unit, but only N = {n} samples: use K ≤ N (the paper: K = N/20)")
+    if k < 2:
+        raise ValueError(f"K must be at least 2 for a covariance, got {k}")
+    order = torch.sort(-scores, dim=0, stable=True).indices
+    return order[:k]
+
+
+def per_unit_fid(
+    scores: torch.Tensor,
+    features: torch.Tensor,
+    real: RealStatistics,
+    k: int,
+    chunk: int = 16,
+    progress: bool = True,
+) -> torch.Tensor:
+    """(U,) FID of each unit's K top-activating images against the real statistics, from stored features."""
+    top = top_images(scores, k)  # (K, U)
+    out = []
+    units = torch.arange(scores.shape[1])
+    for part in tqdm(units.split(chunk), desc="per-unit FID", disable=not progress, leave=False):
+        f = features[top[:, part]].transpose(0, 1)  # (c, K, D)
+        out.append(feature_sets_to_fid(f, real).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def generate_ablated(
+    generator: nn.Module,
+    layer: str | None,
+    units: list[int] | torch.Tensor,
+    n: int,
+    seed: int,
+    batch_size: int = 100,
+    z_dim: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """uint8 images (n, 3, H, W) from the seeded z with `units` of `layer` set to 0 everywhere (no units: the
+    generator as it is, and `layer` may be None)."""
+    if len(units) and layer is None:
+        raise ValueError("name the layer of the units to ablate")
+    z_dim = z_dim_of(generator, z_dim)
+    dev = device_of(generator)
+    out = []
+    for idx in tqdm(torch.arange(n).split(batch_size), desc="generate", disable=not progress, leave=False):
+        z = latents(idx, z_dim, seed).to(dev)
+        if len(units):
+
+            def edit(r: torch.Tensor) -> torch.Tensor:
+                keep = 1 - unit_indicator(units, r.shape[1], r.device)
+                return r * keep[None, :, None, None]
+
+            with Trace(generator, layer, edit_output=edit, retain_output=False):
+                x = generator(z)
+        else:
+            x = generator(z)
+        out.append(to_uint8(x).cpu())
+    return torch.cat(out)
+
+
+def ablation_fid(
+    generator: nn.Module,
+    layer: str | None,
+    units: list[int] | torch.Tensor,
+    extractor: Extractor,
+    real: RealStatistics,
+    n: int,
+    seed: int,
+    batch_size: int = 100,
+    z_dim: int | None = None,
+) -> float:
+    """FID against the real statistics of n samples with `units` ablated (none: the original generator)."""
+    images = generate_ablated(generator, layer, units, n, seed, batch_size, z_dim)
+    feats = torch.cat([extractor(b.to(device_of(extractor.module))) for b in images.split(batch_size)])
+    return fid_to_real(feats.cpu(), real)
+
+
+def check_units(units: list[int], num_units: int, what: str = "units") -> list[int]:
+    bad = [u for u in units if not 0 <= int(u) < num_units]
+    if bad:
+        raise IndexError(f"{what} out of range: {bad}; the layer has units 0 … {num_units - 1}")
+    return [int(u) for u in units]
+
+
+def ablation_table(
+    generator: nn.Module,
+    layer: str,
+    fid_ranking: list[int],
+    extractor: Extractor,
+    real: RealStatistics,
+    n_ablate: int = 20,
+    user_units: list[int] | None = None,
+    random_draws: int = 5,
+    n: int = 2000,
+    seed: int = 1,
+    batch_size: int = 100,
+    z_dim: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Tables 1–2: FID of the original generator; after ablating the top-n FID units; a user-given list;
+    their union; and n random units (mean ± std over draws). Every row uses the same n seeded z."""
+    num_units = len(fid_ranking)
+    top = fid_ranking[:n_ablate]
+    rows: list[tuple[str, list[int]]] = [("original", []), (f"top-{len(top)} FID units", top)]
+    if user_units:
+        user = check_units(user_units, num_units, "user units")
+        rows.append((f"user units ({len(user)})", user))
+        rows.append((f"union ({len(set(top) | set(user))})", sorted(set(top) | set(user))))
+    gen = torch.Generator().manual_seed(seed + 99)
+    draws = [torch.randperm(num_units, generator=gen)[: len(top)].tolist() for _ in range(random_draws)]
+    out = []
+    for name, units in tqdm(rows, desc="ablation FID", disable=not progress, leave=False):
+        out.append(
+            {
+                "ablation": name,
+                "units": units,
+                "fid": ablation_fid(generator, layer, units, extractor, real, n, seed, batch_size, z_dim),
+            }
+        )
+    random_fids = [
+        ablation_fid(generator, layer, units, extractor, real, n, seed, batch_size, z_dim)
+        for units in tqdm(draws, desc="random ablations", disable=not progress, leave=False)
+    ]
+    if random_fids:
+        t = torch.tensor(random_fids, dtype=torch.float64)
+        out.append(
+            {
+                "ablation": f"{len(top)} random units ({random_draws} draws)",
+                "units": draws,
+                "fid": float(t.mean()),
+                "fid_std": float(t.std()) if len(t) > 1 else 0.0,
+                "fids": random_fids,
+            }
+        )
+    return out
