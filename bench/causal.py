@@ -17,12 +17,18 @@ import time
 import torch
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    t0 = time.perf_counter()
+def timed_alternating(fns: list, repeats: int) -> list[float]:
+    """Median seconds per call of each function, the calls interleaved so that load from other processes
+    falls on all of them alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - t0) / repeats
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [sorted(t)[len(t) // 2] for t in times]
 
 
 def main() -> None:
@@ -69,9 +75,7 @@ def main() -> None:
         with torch.no_grad():
             seg.probs(module.generator(z))
 
-    t_step = timed(step, args.steps)
-    t_f = timed(forward_f, args.steps)
-    t_g = timed(forward_g, args.steps)
+    t_step, t_f, t_g = timed_alternating([step, forward_f, forward_g], args.steps)
     B = args.batch_size
     print(
         f"concept {args.concept}, {args.layer}, batch {B}, {edited} edited featuremaps per step, threads {args.threads}"
@@ -79,7 +83,7 @@ def main() -> None:
     print(f"one optimisation step       {t_step * 1e3:8.1f} ms")
     print(f"f + segmenter forward (B)   {t_f * 1e3:8.1f} ms")
     print(f"G + segmenter forward (B)   {t_g * 1e3:8.1f} ms")
-    print(f"ratio step / (f + seg forward on B):               {t_step / t_f:.2f}")
+    print(f"ratio step / (f + seg forward on B):              {t_step / t_f:.2f}")
     print(f"ratio step / (f + seg forward on the {edited} edits):  {t_step / (t_f * edited / B):.2f}")
     print(f"share of a step saved by reusing h(z) (G vs f forward): {1 - t_f / t_g:.1%} of each forward")
 

@@ -306,6 +306,60 @@ def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> Path:
 
 
 @subcommand
+def dissect_checkpoints(
+    checkpoints: list[str] | str,
+    layer: str = "layer4",
+    generator: nn.Module | None = None,
+    prefix: str = "generator",
+    segmenter: Segmenter | None = None,
+    z_dim: int | None = None,
+    n: int = 500,
+    seed: int = 0,
+    batch_size: int = 50,
+    iou_threshold: float = 0.05,
+    units: list[int] | None = None,
+    num_units: int = 4,
+    top_k: int = 4,
+    out: Path = Path("out/emergence"),
+    tb_dir: Path | None = Path("tb_logs"),
+    device: str = "cpu",
+) -> Path:
+    """Dissect a layer in each checkpoint of a training run and plot how its units emerge (paper Fig. 18).
+
+    Args:
+        checkpoints: Lightning checkpoints: a file, folder (its *.ckpt) or quoted glob pattern, or a list of them.
+        layer: the generator layer to dissect.
+        generator: the generator module to load each checkpoint into (class_path + init_args); default: the
+            world's Generator, sized from the checkpoint's hyper-parameters.
+        prefix: the generator's key prefix in the checkpoint's state_dict (`generator`, `generator_ema`, `nets.G`).
+        segmenter: a `lightning_gd.segmenters.Segmenter` (class_path + init_args); default: the world's.
+        z_dim: latent size, if the generator has no `z_dim` attribute.
+        n: probe samples per checkpoint (the same z for every checkpoint).
+        seed: seed of the probe z.
+        batch_size: samples per forward pass.
+        iou_threshold: a unit is interpretable when its best IoU exceeds this.
+        units: units whose top images are shown per checkpoint (default: the top units of the last checkpoint).
+        num_units: how many units to show when `units` is not given.
+        top_k: top images kept per unit.
+        out: output folder (emergence.json, emergence.png, emergence_heatmap.png, emergence_units.png).
+        tb_dir: TensorBoard folder (None: no TensorBoard); the run is `emergence-<out folder name>`.
+        device: torch device for both networks.
+    """
+    from lightning_gd.monitoring import dissect_checkpoints as run
+
+    history = run(
+        checkpoints, out=out, layer=layer, generator=generator, prefix=prefix, segmenter=segmenter, z_dim=z_dim,
+        n=n, seed=seed, batch_size=batch_size, iou_threshold=iou_threshold, units=units, num_units=num_units,
+        top_k=top_k, tb_dir=tb_dir, device=device,
+    )  # fmt: skip
+    print(f"{'step':>8} {'interpretable':>13} {'concepts':>9} {'mean IoU':>9}")
+    for r in history:
+        print(f"{r['step']:>8} {r['interpretable']:>13} {r['distinct_concepts']:>9} {r['mean_iou']:>9.3f}")
+    print(f"wrote {Path(out) / 'emergence.json'}, {Path(out) / 'emergence.png'}")
+    return Path(out)
+
+
+@subcommand
 def artifacts(
     layer: str = "layer4",
     generator: nn.Module | None = None,

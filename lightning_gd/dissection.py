@@ -427,7 +427,13 @@ def dissect(
     s = settings
     z_dim = z_dim_of(generator, z_dim)
     vocab = vocabulary(segmenter, list(s.parts) if isinstance(s.parts, tuple) else s.parts)
-    generator_mode, segmenter_mode = generator.training, segmenter.training
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if s.n < torch.distributed.get_world_size() or (
+            s.threshold == "iqr" and s.iqr_n < torch.distributed.get_world_size()
+        ):
+            raise ValueError(f"n={s.n} samples cannot be shared by {torch.distributed.get_world_size()} ranks")
+    # every submodule's own mode, so a frozen eval-mode block inside a training generator stays in eval mode
+    modes = [(m, m.training) for net in (generator, segmenter) for m in net.modules()]
     generator.eval(), segmenter.eval()
     try:
         with torch.no_grad():
@@ -490,7 +496,8 @@ def dissect(
         }
         res = cached("tally", tally_key, tally_stage)
     finally:
-        generator.train(generator_mode), segmenter.train(segmenter_mode)
+        for m, mode in modes:
+            m.training = mode
     out = Dissection(s, vocab)
     for lay in layers:
         r = res[lay]

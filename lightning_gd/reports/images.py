@@ -42,11 +42,17 @@ def unit_strips(
     unique = sorted({i for _, i in wanted})
     dev = device_of(generator)
     images, maps = [], []
-    for start in range(0, len(unique), batch_size):
-        with Trace(generator, result.layer) as tr:
-            x = generator(latents(unique[start : start + batch_size], z_dim, seed).to(dev))
-        images.append(to_uint8(x).cpu())
-        maps.append(tr.output.float().cpu())  # (b, U, h, w)
+    modes = [(m, m.training) for m in generator.modules()]
+    generator.eval()  # a generator in train mode would update its BatchNorm statistics here
+    try:
+        for start in range(0, len(unique), batch_size):
+            with Trace(generator, result.layer) as tr:
+                x = generator(latents(unique[start : start + batch_size], z_dim, seed).to(dev))
+            images.append(to_uint8(x).cpu())
+            maps.append(tr.output.float().cpu())  # (b, U, h, w)
+    finally:
+        for m, mode in modes:
+            m.training = mode
     if not wanted:
         return {}
     row = {i: n for n, i in enumerate(unique)}
