@@ -90,22 +90,24 @@ def generate_ablated(
     batch_size: int = 100,
     z_dim: int | None = None,
     progress: bool = False,
+    indices: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """uint8 images (n, 3, H, W) from the seeded z with `units` of `layer` set to 0 everywhere (no units: the
-    generator as it is, and `layer` may be None)."""
+    """uint8 images (n, 3, H, W) from the seeded z (samples 0 … n−1, or the given sample `indices`) with `units`
+    of `layer` set to 0 everywhere (no units: the generator as it is, and `layer` may be None)."""
     if len(units) and layer is None:
         raise ValueError("name the layer of the units to ablate")
     z_dim = z_dim_of(generator, z_dim)
     dev = device_of(generator)
+    indices = torch.arange(n) if indices is None else torch.as_tensor(indices).long()
+
+    def edit(r: torch.Tensor) -> torch.Tensor:
+        keep = 1 - unit_indicator(units, r.shape[1], r.device)
+        return r * keep[None, :, None, None]
+
     out = []
-    for idx in tqdm(torch.arange(n).split(batch_size), desc="generate", disable=not progress, leave=False):
+    for idx in tqdm(indices.split(batch_size), desc="generate", disable=not progress, leave=False):
         z = latents(idx, z_dim, seed).to(dev)
         if len(units):
-
-            def edit(r: torch.Tensor) -> torch.Tensor:
-                keep = 1 - unit_indicator(units, r.shape[1], r.device)
-                return r * keep[None, :, None, None]
-
             with Trace(generator, layer, edit_output=edit, retain_output=False):
                 x = generator(z)
         else:
@@ -124,11 +126,20 @@ def ablation_fid(
     seed: int,
     batch_size: int = 100,
     z_dim: int | None = None,
+    indices: torch.Tensor | None = None,
 ) -> float:
-    """FID against the real statistics of n samples with `units` ablated (none: the original generator)."""
-    images = generate_ablated(generator, layer, units, n, seed, batch_size, z_dim)
+    """FID against the real statistics of n samples (or the given sample `indices`) with `units` ablated
+    (none: the original generator)."""
+    images = generate_ablated(generator, layer, units, n, seed, batch_size, z_dim, indices=indices)
     feats = torch.cat([extractor(b.to(device_of(extractor.module))) for b in images.split(batch_size)])
     return fid_to_real(feats.cpu(), real)
+
+
+def firing_most(scores: torch.Tensor, units: list[int], n: int) -> torch.Tensor:
+    """The n sample indices where any of `units` fires most (max score over them; ties: smaller index)."""
+    if n > scores.shape[0]:
+        raise ValueError(f"{n} images wanted, but only {scores.shape[0]} samples were scored")
+    return torch.sort(-scores[:, units].amax(1), stable=True).indices[:n]
 
 
 def check_units(units: list[int], num_units: int, what: str = "units") -> list[int]:
@@ -152,9 +163,13 @@ def ablation_table(
     batch_size: int = 100,
     z_dim: int | None = None,
     progress: bool = True,
+    focus: tuple[torch.Tensor, int] | None = None,
 ) -> list[dict]:
     """Tables 1–2: FID of the original generator; after ablating the top-n FID units; a user-given list;
-    their union; and n random units (mean ± std over draws). Every row uses the same n seeded z."""
+    their union; and n random units (mean ± std over draws). Every row uses the same n seeded z (`fid`).
+
+    `focus` = (sample indices, their seed): every row is measured on those samples too (`fid_focus`), e.g.
+    the images where the top-n FID units fire most, as the paper's Table 1 does."""
     num_units = len(fid_ranking)
     top = fid_ranking[:n_ablate]
     rows: list[tuple[str, list[int]]] = [("original", []), (f"top-{len(top)} FID units", top)]
@@ -164,28 +179,27 @@ def ablation_table(
         rows.append((f"union ({len(set(top) | set(user))})", sorted(set(top) | set(user))))
     gen = torch.Generator().manual_seed(seed + 99)
     draws = [torch.randperm(num_units, generator=gen)[: len(top)].tolist() for _ in range(random_draws)]
-    out = []
-    for name, units in tqdm(rows, desc="ablation FID", disable=not progress, leave=False):
-        out.append(
-            {
-                "ablation": name,
-                "units": units,
-                "fid": ablation_fid(generator, layer, units, extractor, real, n, seed, batch_size, z_dim),
-            }
-        )
-    random_fids = [
-        ablation_fid(generator, layer, units, extractor, real, n, seed, batch_size, z_dim)
-        for units in tqdm(draws, desc="random ablations", disable=not progress, leave=False)
+
+    def measure(units: list[int]) -> dict[str, float]:
+        out = {"fid": ablation_fid(generator, layer, units, extractor, real, n, seed, batch_size, z_dim)}
+        if focus is not None:
+            idx, focus_seed = focus
+            out["fid_focus"] = ablation_fid(
+                generator, layer, units, extractor, real, len(idx), focus_seed, batch_size, z_dim, indices=idx
+            )
+        return out
+
+    out = [
+        {"ablation": name, "units": units, **measure(units)}
+        for name, units in tqdm(rows, desc="ablation FID", disable=not progress, leave=False)
     ]
-    if random_fids:
-        t = torch.tensor(random_fids, dtype=torch.float64)
-        out.append(
-            {
-                "ablation": f"{len(top)} random units ({random_draws} draws)",
-                "units": draws,
-                "fid": float(t.mean()),
-                "fid_std": float(t.std()) if len(t) > 1 else 0.0,
-                "fids": random_fids,
-            }
-        )
+    randoms = [measure(units) for units in tqdm(draws, desc="random ablations", disable=not progress, leave=False)]
+    if randoms:
+        row: dict = {"ablation": f"{len(top)} random units ({random_draws} draws)", "units": draws}
+        for key in randoms[0]:
+            t = torch.tensor([r[key] for r in randoms], dtype=torch.float64)
+            row[key] = float(t.mean())
+            row[f"{key}_std"] = float(t.std()) if len(t) > 1 else 0.0
+            row[f"{key}_draws"] = t.tolist()
+        out.append(row)
     return out

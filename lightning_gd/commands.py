@@ -408,7 +408,14 @@ def artifacts(
     """
     import torch
 
-    from lightning_gd.artifacts import ablation_table, check_units, per_unit_fid, scores_and_features, top_images
+    from lightning_gd.artifacts import (
+        ablation_table,
+        check_units,
+        firing_most,
+        per_unit_fid,
+        scores_and_features,
+        top_images,
+    )
     from lightning_gd.fid import folder_real_statistics, make_extractor, world_real_statistics
     from lightning_gd.generators import latents, z_dim_of
     from lightning_gd.reports.artifact_report import ablation_markdown, write_artifacts
@@ -436,9 +443,11 @@ def artifacts(
     scores, features = scores_and_features(G, layer, extractor, n, seed, batch_size, z_dim)
     unit_fid = per_unit_fid(scores, features, real, k)
     ranking = torch.sort(unit_fid, descending=True, stable=True).indices.tolist()
+    focus = (firing_most(scores, ranking[:n_ablate], min(n_eval, n)), seed)  # as the paper's Table 1
     rows = ablation_table(
-        G, layer, ranking, extractor, real, n_ablate, units, random_draws, n_eval, eval_seed, batch_size, z_dim
-    )
+        G, layer, ranking, extractor, real, n_ablate, units, random_draws, n_eval, eval_seed, batch_size, z_dim,
+        focus=focus,
+    )  # fmt: skip
     info = {
         "generator": "world" if generator is None else type(generator).__name__,
         "feature_extractor": extractor.identity,

@@ -213,19 +213,19 @@ def test_ablation_table():
         assert row["fid"] != rows[0]["fid"]
 
     rand = rows[-1]
-    assert len(rand["units"]) == 3 and len(rand["fids"]) == 3
-    for draw, value in zip(rand["units"], rand["fids"]):
+    assert len(rand["units"]) == 3 and len(rand["fid_draws"]) == 3
+    for draw, value in zip(rand["units"], rand["fid_draws"]):
         assert len(draw) == len(set(draw)) == 2 and all(0 <= u < UNITS for u in draw)
         assert rel(value, ablation_fid(g, "layer1", draw, ex, real, 30, 1, 10)) < 1e-9
-    t = torch.tensor(rand["fids"], dtype=torch.float64)
+    t = torch.tensor(rand["fid_draws"], dtype=torch.float64)
     assert rel(rand["fid"], float(t.mean())) < 1e-12 and rel(rand["fid_std"], float(t.std())) < 1e-12
 
     # the draws are seeded: the same table again; no user units: no user or union rows
     again = ablation_table(g, "layer1", ranking, ex, real, n_ablate=2, random_draws=3, **kw)
     assert [r["ablation"] for r in again] == ["original", "top-2 FID units", "2 random units (3 draws)"]
-    assert again[-1]["units"] == rand["units"] and again[-1]["fids"] == rand["fids"]
+    assert again[-1]["units"] == rand["units"] and again[-1]["fid_draws"] == rand["fid_draws"]
     one = ablation_table(g, "layer1", ranking, ex, real, n_ablate=2, random_draws=1, **kw)
-    assert one[-1]["fid_std"] == 0.0 and len(one[-1]["fids"]) == 1
+    assert one[-1]["fid_std"] == 0.0 and len(one[-1]["fid_draws"]) == 1
 
     with pytest.raises(IndexError, match=re.escape("user units out of range: [6]; the layer has units 0 … 5")):
         ablation_table(g, "layer1", ranking, ex, real, n_ablate=2, user_units=[1, 6], **kw)
@@ -266,7 +266,7 @@ def test_artifacts_subcommand_on_the_world(tmp_path, monkeypatch, capsys):
     )
     rows = doc["ablation"]
     assert [r["ablation"] for r in rows] == ["original", "top-20 FID units", "20 random units (2 draws)"]
-    assert rows[1]["units"] == doc["ranking"][:20] and len(rows[2]["fids"]) == 2
+    assert rows[1]["units"] == doc["ranking"][:20] and len(rows[2]["fid_draws"]) == 2
     original = fid_to_real(extract_features(ex, generate_ablated(G, "layer4", [], 20, seed=1)), real)
     assert rel(rows[0]["fid"], original) < 1e-6
 

@@ -33,10 +33,17 @@ def unit_fid_figure(unit_fid: torch.Tensor, n_top: int, title: str, path: str | 
 
 
 def ablation_markdown(rows: list[dict]) -> str:
-    lines = ["| ablation | FID |", "|---|---|"]
+    focus = "fid_focus" in rows[0]
+
+    def cell(row: dict, key: str) -> str:
+        return f"{row[key]:.2f}" + (f" ± {row[key + '_std']:.2f}" if key + "_std" in row else "")
+
+    head = "| ablation | FID, the evaluation sample |" + (
+        " FID, where the top-n FID units fire most |" if focus else ""
+    )
+    lines = [head, "|---|---|" + ("---|" if focus else "")]
     for row in rows:
-        fid = f"{row['fid']:.2f}" + (f" ± {row['fid_std']:.2f}" if "fid_std" in row else "")
-        lines.append(f"| {row['ablation']} | {fid} |")
+        lines.append(f"| {row['ablation']} | {cell(row, 'fid')} |" + (f" {cell(row, 'fid_focus')} |" if focus else ""))
     return "\n".join(lines)
 
 
