@@ -5,7 +5,8 @@
   (α, IoU, random). The pixel counts of every other concept are kept too, so side effects are visible.
 - **Insertion**, P = one uniformly sampled featuremap location per image: the units are set to k_c there and
   c is measured in the image window under P (the location's pixels and one location's margin around them):
-  `(E[s_c(x_i) in W] − E[s_c(x) in W]) / E[s_c(x)]`, normalised by c's mean pixel share as in Eq. 4.
+  `(E[s_c(x_i) in W] − E[s_c(x) in W]) / E[s_c(x)]`, normalised by c's mean pixel share as Eq. 4 normalises;
+  a local effect against the unedited image, not Eq. 4's insertion-minus-ablation δ.
 
 The per-batch functions return sums, so any batch split or DDP sharding adds up to the same result; `evaluate`
 is the Trainer-free entry point (the Lightning `test` of `CausalSearch` uses the same functions).
@@ -39,8 +40,8 @@ def random_rankings(num_units: int, draws: int, seed: int) -> torch.Tensor:
 
 
 def _label_counts(labels: torch.Tensor, num_concepts: int) -> torch.Tensor:
-    """(B, H, W) labels → (C,) pixel counts (float64)."""
-    return torch.bincount(labels.flatten(), minlength=num_concepts).double()
+    """(B, H, W) labels → (C,) pixel counts (float64, on the CPU whatever the networks' device)."""
+    return torch.bincount(labels.flatten(), minlength=num_concepts).double().cpu()
 
 
 @torch.no_grad()
@@ -102,11 +103,11 @@ def insertion_sums(
         after = (segmenter.labels(split.f(intervene(r, alpha, mask, k), z)) == concept) & window
         after_sum[i] = after.sum().double()
         appeared[i] = ((after.flatten(1).sum(1) > 0) & (before.flatten(1).sum(1) == 0)).sum().double()
-    return {
-        "before": before.sum().double(),
+    return {  # float64 on the CPU, whatever the networks' device
+        "before": before.sum().double().cpu(),
         "after": after_sum,
         "appeared": appeared,
-        "window": window.sum().double(),
+        "window": window.sum().double().cpu(),
         "count": torch.tensor(float(len(z)), dtype=torch.float64),
     }
 
@@ -136,7 +137,8 @@ def summarize(
     c = concepts.index(concept)
     rand = [i for i, name in enumerate(names) if name.startswith("random")]
     fixed = [i for i, name in enumerate(names) if not name.startswith("random")]
-    removed = 1 - ablated[..., c] / original[c].clamp(min=1)  # (R, N)
+    # (R, N); NaN when c never occurs in the sample (nothing to remove)
+    removed = 1 - ablated[..., c] / original[c] if original[c] > 0 else torch.full(ablated.shape[:2], float("nan"))
     presence = float(original[c] / original.sum())
     # insertion: c's share of the windows' pixels gained, over c's share of all pixels (Eq. 4's normalisation)
     gain = (insertion["after"] - insertion["before"]) / insertion["window"].clamp(min=1)  # (R,)
@@ -193,9 +195,12 @@ def evaluate(
     random_draws: int = 3,
     z_dim: int | None = None,
     progress: bool = True,
+    location_seed: int = 0,
 ) -> dict:
-    """Ablation curves and insertion ACE of the given unit rankings ({name: (U,) order, best first}) plus
-    `random_draws` random orders, on n held-out samples of z (seed). Returns `summarize`'s dict."""
+    """Ablation curves and insertion effects of the given unit rankings ({name: (U,) order, best first}) plus
+    `random_draws` random orders, on n held-out samples of z (seed). Returns `summarize`'s dict. With the
+    same seeds it gives what `CausalSearch`'s `test` gives (insertion locations from `location_seed`, random
+    orders from `location_seed + 7`)."""
     split = LayerSplit(generator, layer, z_dim)
     c = segmenter.concept_index(concept)
     dev = device_of(generator)
@@ -203,7 +208,10 @@ def evaluate(
     sizes = curve_sizes(num_units, sizes, top_n)
     names = [*rankings, *[f"random{i}" for i in range(random_draws)]]
     orders = torch.cat(
-        [torch.stack([v.long() for v in rankings.values()]), random_rankings(num_units, random_draws, seed)]
+        [
+            torch.stack([v.long() for v in rankings.values()]),
+            random_rankings(num_units, random_draws, location_seed + 7),
+        ]
     )
     original = torch.zeros(len(segmenter.concepts), dtype=torch.float64)
     ablated = torch.zeros(len(names), len(sizes), len(segmenter.concepts), dtype=torch.float64)
@@ -215,7 +223,7 @@ def evaluate(
         o, a = ablation_counts(split, segmenter, z, orders, sizes, r)
         original += o
         ablated += a
-        locs = uniform_locations(idx, tuple(r.shape[-2:]), seed)
+        locs = uniform_locations(idx, tuple(r.shape[-2:]), location_seed)
         s = insertion_sums(split, segmenter, z, orders, min(top_n, num_units), k, locs, c, r)
         ins = {key: ins.get(key, 0.0) + value for key, value in s.items()}
     return summarize(tuple(segmenter.concepts), concept, names, sizes, original, ablated, ins, top_n)

@@ -19,7 +19,7 @@ from lightning_gd.fid import Extractor, RealStatistics, feature_sets_to_fid, fid
 from lightning_gd.generators import device_of, latents, z_dim_of
 from lightning_gd.hooks import Trace, resolve_layer
 from lightning_gd.images import to_uint8
-from lightning_gd.interventions import unit_indicator
+from lightning_gd.interventions import ablate
 
 
 @torch.no_grad()
@@ -101,8 +101,7 @@ def generate_ablated(
     indices = torch.arange(n) if indices is None else torch.as_tensor(indices).long()
 
     def edit(r: torch.Tensor) -> torch.Tensor:
-        keep = 1 - unit_indicator(units, r.shape[1], r.device)
-        return r * keep[None, :, None, None]
+        return ablate(r, units)
 
     out = []
     for idx in tqdm(indices.split(batch_size), desc="generate", disable=not progress, leave=False):

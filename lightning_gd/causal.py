@@ -18,7 +18,7 @@ ablation where c is absent, or an insertion where it is already present, changes
 
 α starts at IoU_{u,c} / max_v IoU_{v,c} from a dissection of the layer (cached), is projected back to [0, 1]
 after every optimiser step, and the answer is the top-n units of α. `test` measures the ablation curve and
-the insertion ACE on held-out z (`lightning_gd.ace`).
+the insertion effect on held-out z (`lightning_gd.ace`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from pytorch_lightning import LightningDataModule, LightningModule
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchmetrics import Metric
 
 from lightning_gd import ace
@@ -105,17 +105,37 @@ class LatentDataModule(LightningDataModule):
                 raise ValueError("LatentDataModule needs z_dim, or a model with a `z_dim` attribute")
             self.z_dim = int(module.z_dim)
 
-    def _loader(self, n: int, seed: int) -> DataLoader:
-        return DataLoader(LatentDataset(n, self.z_dim, seed), batch_size=self.hparams.batch_size, shuffle=False)
+    def _loader(self, n: int, seed: int, evaluation: bool = False) -> DataLoader:
+        data = LatentDataset(n, self.z_dim, seed)
+        sampler = None
+        if evaluation and torch.distributed.is_available() and torch.distributed.is_initialized():
+            sampler = UnpaddedShard(data)  # each held-out z counted once, whatever the number of ranks
+        return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=False, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.hparams.n_train, self.hparams.train_seed)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.hparams.n_val, self.hparams.val_seed)
+        return self._loader(self.hparams.n_val, self.hparams.val_seed, evaluation=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.hparams.n_test, self.hparams.test_seed)
+        return self._loader(self.hparams.n_test, self.hparams.test_seed, evaluation=True)
+
+
+class UnpaddedShard(DistributedSampler):
+    """Sample i goes to rank i mod world size, with no padding: Lightning's default sampler repeats samples to
+    even out the ranks, which would count them twice in the evaluation sums. (A DistributedSampler subclass, so
+    Lightning leaves it in place.)"""
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+        self.indices = list(range(self.rank, len(dataset), self.num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class TensorSum(Metric):
@@ -203,7 +223,7 @@ class CausalSearch(LightningModule):
         from lightning_gd.commands import load_weights
         from lightning_gd.world import load_generator, load_segmenter
 
-        G = load_weights(generator, generator_weights) if generator is not None else load_generator()
+        G = load_weights(generator, generator_weights) if generator is not None else load_generator(generator_weights)
         seg = segmenter if segmenter is not None else load_segmenter()
         G.eval().requires_grad_(False)
         seg.eval().requires_grad_(False)
@@ -297,6 +317,31 @@ class CausalSearch(LightningModule):
                 self.alpha.fill_(0.5)
             self.prepared.fill_(True)
 
+    def _identity(self) -> dict[str, str]:
+        return {
+            "concept": self.hparams.concept,
+            "layer": self.hparams.layer,
+            "generator": fingerprint(self.generator),
+            "segmenter": fingerprint(self.segmenter),
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["causal_search"] = self._identity()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """α and k_c belong to one concept, layer and pair of networks: refuse a checkpoint of another search."""
+        saved = checkpoint.get("causal_search")
+        if saved is None:
+            return
+        mine = self._identity()
+        wrong = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+        if wrong:
+            what = ", ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in wrong.items())
+            raise ValueError(
+                f"this checkpoint is from another causal search ({what}); give each search its own checkpoint "
+                "folder (trainer.callbacks ModelCheckpoint dirpath, as configs/causal/<concept>.yaml do)"
+            )
+
     def on_fit_start(self) -> None:
         self._to_device()
         if not bool(self.prepared):  # a resumed run has them from its checkpoint
@@ -376,7 +421,9 @@ class CausalSearch(LightningModule):
             r = self.split.h(z)
         locations = self.training_locations(indices, z, r)
         if not (locations >= 0).any():
-            return None  # nothing to learn from in this batch: no c, and nowhere c can be inserted
+            # nothing to learn from in this batch (no c, nowhere to insert it); a zero loss rather than None
+            # keeps DDP ranks in step
+            return self.alpha.sum() * 0
         terms = self.delta(z, r, locations)
         norm = self.alpha.norm()
         loss = -terms["delta"] + self.hparams.lam * norm

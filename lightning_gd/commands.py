@@ -161,7 +161,7 @@ def dissect(
     from lightning_gd.reports.images import unit_strips
     from lightning_gd.world import load_generator, load_segmenter
 
-    G = load_weights(generator, generator_weights) if generator is not None else load_generator()
+    G = load_weights(generator, generator_weights) if generator is not None else load_generator(generator_weights)
     seg = segmenter if segmenter is not None else load_segmenter()
     G, seg = G.to(device).eval(), seg.to(device).eval()
     if all_layers:
@@ -425,7 +425,7 @@ def artifacts(
         raise ValueError("n_ablate and random_draws must be positive and n_eval at least 2")
     if k > n:
         raise ValueError(f"k = {k} top images per unit, but only n = {n} samples: use k ≤ n (the paper: k = n/20)")
-    G = load_weights(generator, generator_weights) if generator is not None else load_generator()
+    G = load_weights(generator, generator_weights) if generator is not None else load_generator(generator_weights)
     G = G.to(device).eval()
     extractor = make_extractor(feature_extractor, feature_extractor_weights_path).to(device)
     if real_images is not None:

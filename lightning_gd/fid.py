@@ -82,8 +82,9 @@ class Extractor:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) → features (B, D) float64."""
-        out = self.module(images)
+        """uint8 (B, 3, H, W) → features (B, D) float64, on the extractor's device."""
+        device = next(iter(self.module.parameters()), torch.empty(0)).device
+        out = self.module(images.to(device))
         out = out[self.module.features_list.index(self.feature)] if isinstance(out, (tuple, list)) else out
         return out.double()
 
@@ -212,12 +213,20 @@ class RealStatistics:
 
     @classmethod
     def from_features(cls, features: torch.Tensor, identity: str = "") -> RealStatistics:
-        mu, sigma = features_to_statistics(features)
+        mu, sigma = features_to_statistics(features.cpu())  # kept on the CPU, moved where they are used
         return cls(mu, sigma, _sqrt_psd(sigma), int(features.shape[0]), identity)
+
+    def to(self, device) -> RealStatistics:
+        if self.mu.device == torch.device(device):
+            return self
+        return RealStatistics(
+            self.mu.to(device), self.sigma.to(device), self.sqrt_sigma.to(device), self.n, self.identity
+        )
 
 
 def statistics_to_fid(mu1: torch.Tensor, sigma1: torch.Tensor, real: RealStatistics) -> torch.Tensor:
     """FID of (mu1, sigma1) against `real`; batched: mu1 (..., D), sigma1 (..., D, D) → (...)."""
+    real = real.to(mu1.device)
     a = real.sqrt_sigma
     inner = a @ sigma1 @ a  # (..., D, D) symmetric PSD, same spectrum as sigma1 @ real.sigma
     tr_covmean = torch.linalg.eigvalsh(inner).clamp(min=0).sqrt().sum(-1)
@@ -230,7 +239,8 @@ def feature_sets_to_fid(features: torch.Tensor, real: RealStatistics) -> torch.T
 
     With K ≤ D the set's covariance has rank < K, and the non-zero eigenvalues of Σ_r^½ Σ_u Σ_r^½ are those
     of the K×K matrix C Σ_r Cᵀ / (K − 1) (C the centred features), which is cheaper to decompose."""
-    f = features.to(real.mu.device, torch.float64)
+    f = features.to(torch.float64)
+    real = real.to(f.device)
     c, k, d = f.shape
     if k < 2:
         raise ValueError(f"FID statistics need at least 2 feature vectors per set, got {k}")

@@ -476,3 +476,63 @@ def test_latent_data_module():
         LatentDataModule(batch_size=0)
     with pytest.raises(ValueError, match="needs z_dim"):
         LatentDataModule().setup("fit")
+
+
+# ----------------------------------------------------------------------------------------------- DDP
+
+_DDP_TEST = """
+import json, sys
+sys.path.insert(0, {root!r})
+import torch
+import pytorch_lightning as pl
+from lightning_gd.causal import LatentDataModule
+from tests.test_causal import search
+
+torch.set_num_threads(1)
+module = search({out!r}, random_draws=1)
+data = LatentDataModule(n_train=8, n_val=5, n_test=7, batch_size=2)  # odd sizes: a padded sampler would repeat z
+kw = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+pl.Trainer(max_epochs=1, devices=1, enable_checkpointing=False, **kw).fit(module, data)
+torch.save(module.alpha.detach(), {out!r} + "/alpha.pt")
+pl.Trainer(devices=2, strategy="ddp", **kw).test(module, data)
+"""
+
+
+def test_two_ddp_ranks_test_what_one_process_tests(tmp_path):
+    """The held-out sums of `test` under 2 DDP ranks (each z counted once) equal one process's."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "ddp").mkdir()
+    script = tmp_path / "ddp_test.py"
+    script.write_text(textwrap.dedent(_DDP_TEST.format(root=str(root), out=str(tmp_path / "ddp"))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("MASTER_PORT", None)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two = json.loads((tmp_path / "ddp" / "ace.json").read_text())
+    module = search(tmp_path / "one", random_draws=1)
+    trainer(1).fit(module, LatentDataModule(n_train=8, n_val=5, n_test=7, batch_size=2))
+    torch.testing.assert_close(module.alpha.detach(), torch.load(tmp_path / "ddp" / "alpha.pt", weights_only=True))
+    trainer(1).test(module, LatentDataModule(n_train=8, n_val=5, n_test=7, batch_size=2))
+    one = json.loads((tmp_path / "one" / "ace.json").read_text())
+    assert two["n_test"] == one["n_test"] == 7
+    for key, curve in one["ablation_removed"].items():
+        assert two["ablation_removed"][key] == pytest.approx(curve, rel=1e-9), key
+    for key, values in one["insertion_at_top_n"].items():
+        assert two["insertion_at_top_n"][key] == pytest.approx(values, rel=1e-9), key
+    assert two["presence"] == pytest.approx(one["presence"], rel=1e-9)
+
+
+def test_a_checkpoint_of_another_search_is_refused(tmp_path):
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    data = LatentDataModule(n_train=4, n_val=2, n_test=2, batch_size=2)
+    trainer(1, enable_checkpointing=True, callbacks=[ckpt]).fit(search(tmp_path / "dome"), data)
+    other = search(tmp_path / "sky", concept="sky")
+    with pytest.raises(ValueError, match="another causal search.*concept: checkpoint 'dome', this run 'sky'"):
+        trainer(2, enable_checkpointing=True).fit(other, data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))

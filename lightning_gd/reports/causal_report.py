@@ -122,10 +122,10 @@ def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> Path:
 
 
 def summary_table(summaries: list[dict]) -> str:
-    """A markdown table of finished runs: share of c removed by the top-n units of each ranking, insertion ACE."""
+    """A markdown table of finished runs: share of c removed by the top-n units of each ranking, insertion effect."""
     lines = [
         "| concept | layer | c's pixel share | top-n | removed, α top-n | removed, IoU top-n | removed, n random "
-        "| insertion ACE, α top-n | held-out z |",
+        "| insertion effect, α top-n | held-out z |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
