@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchmetrics import Metric
 
 from lightning_gd import ace
-from lightning_gd.dissection import _atomic_save, _stage_key, dissect, fingerprint
+from lightning_gd.dissection import dissect, fingerprint, save_atomic, stage_key
 from lightning_gd.generators import latents
 from lightning_gd.interventions import (
     LayerSplit,
@@ -44,7 +44,7 @@ from lightning_gd.interventions import (
     intervene,
     location_mask,
 )
-from lightning_gd.io import atomic_write
+from lightning_gd.io import atomic_write, load_weights
 from lightning_gd.segmenters import Segmenter
 
 INIT_MODES = ("iou", "uniform")
@@ -220,7 +220,6 @@ class CausalSearch(LightningModule):
         cache_dir = None if cache_dir is None else str(cache_dir)
         generator_weights = None if generator_weights is None else str(generator_weights)
         self.save_hyperparameters(ignore=["generator", "segmenter"])
-        from lightning_gd.commands import load_weights
         from lightning_gd.world import load_generator, load_segmenter
 
         G = load_weights(generator, generator_weights) if generator is not None else load_generator(generator_weights)
@@ -276,13 +275,13 @@ class CausalSearch(LightningModule):
         cache = self.hparams.cache_dir
         if cache is None:
             return compute()
-        key = _stage_key(stage, self.hparams.layer, payload)
+        key = stage_key(stage, self.hparams.layer, payload)
         path = Path(cache) / f"{stage}-{self.hparams.concept}-{self.hparams.layer}-{key}.safetensors"
         if path.is_file():
             return load_file(str(path))
         result = compute()
         if self.trainer is None or self.trainer.is_global_zero:
-            _atomic_save({k: v.cpu() for k, v in result.items()}, path)
+            save_atomic({k: v.cpu() for k, v in result.items()}, path)
         return result
 
     def prepare(self) -> None:
@@ -504,7 +503,7 @@ class CausalSearch(LightningModule):
     def save_result(self) -> Path:
         """α, k_c, IoU and the ranking as safetensors, the rest as JSON, under `out`."""
         self.out.mkdir(parents=True, exist_ok=True)
-        _atomic_save(
+        save_atomic(
             {
                 "alpha": self.alpha.detach().cpu(),
                 "k": self.k.cpu(),

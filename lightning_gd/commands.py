@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from lightning_gd.cli import subcommand
+from lightning_gd.io import load_weights
 from lightning_gd.segmenters import Segmenter
 
 
@@ -73,29 +74,6 @@ def world_card(n: int = 2000, gan_checkpoints: list[Path] | None = None, out: Pa
     from lightning_gd.world.cards import write_cards
 
     return write_cards(n=n, gan_checkpoints=gan_checkpoints or [], out=out)
-
-
-def load_weights(module, path: Path | None):
-    """Load a state dict from safetensors or a torch file (weights only, never pickle code) into `module`."""
-    if path is None:
-        return module
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{path} does not fit {type(module).__name__}: {err}") from err
-    return module
 
 
 @subcommand

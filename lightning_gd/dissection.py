@@ -388,12 +388,12 @@ def fingerprint(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _stage_key(stage: str, layer: str, payload: dict) -> str:
+def stage_key(stage: str, layer: str, payload: dict) -> str:
     blob = json.dumps({"stage": stage, "layer": layer, **payload}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
     atomic_write(path, save({k: v.contiguous() for k, v in tensors.items()}))
 
 
@@ -450,7 +450,7 @@ def dissect(
         def cached(stage: str, payload: dict, compute):
             paths = (
                 {
-                    lay: cache / f"{stage}-{lay}-{_stage_key(stage, lay, {**ids, **payload})}.safetensors"
+                    lay: cache / f"{stage}-{lay}-{stage_key(stage, lay, {**ids, **payload})}.safetensors"
                     for lay in layers
                 }
                 if cache
@@ -461,7 +461,7 @@ def dissect(
             result = compute()
             if cache and _is_rank_zero():
                 for lay, tensors in result.items():
-                    _atomic_save(tensors, paths[lay])
+                    save_atomic(tensors, paths[lay])
             return result
 
         def thresholds_stage():

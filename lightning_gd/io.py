@@ -1,4 +1,5 @@
-"""Atomic file writes: readers see the old file or the whole new one, never half of it."""
+"""File helpers: atomic writes (readers see the old file or the whole new one, never half of it) and loading
+weights into a module without unpickling code."""
 
 from __future__ import annotations
 
@@ -14,3 +15,26 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
     tmp.chmod(mode)
     os.replace(tmp, path)
     return path
+
+
+def load_weights(module, path: Path | None):
+    """Load a state dict from safetensors or a torch file (weights only, never pickle code) into `module`."""
+    if path is None:
+        return module
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit {type(module).__name__}: {err}") from err
+    return module
