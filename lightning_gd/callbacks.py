@@ -304,6 +304,8 @@ class FIDMonitor(pl.Callback):
         from lightning_gd.fid import make_extractor
 
         self._extractor = make_extractor(self.feature_extractor, self.weights_path)  # bad paths fail here
+        if trainer.is_global_zero:  # a bad real-image folder fails now, not after every_n_batches batches
+            self._real_statistics(device_of(G))
 
     def _real_statistics(self, device):
         if self._real is None:

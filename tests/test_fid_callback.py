@@ -72,6 +72,9 @@ def test_fid_monitor_wrong_path_and_layer_fail_at_setup(tmp_path):
         _fit(tmp_path / "a", 1, [FIDMonitor("nets.X", **SMALL)])
     with pytest.raises(KeyError, match="layer1"):
         _fit(tmp_path / "b", 1, [FIDMonitor("nets.G", layer="layr1", artifact_units=[0], **SMALL)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds 0 PNG/JPEG images"):  # at setup, before any training batch
+        _fit(tmp_path / "d", 1, [FIDMonitor("nets.G", real_images=str(tmp_path / "empty"), **SMALL)])
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         bad = FIDMonitor("nets.G", feature_extractor="inception", feature_extractor_weights_path="nope.pth", **SMALL)
         _fit(tmp_path / "c", 1, [bad])
