@@ -174,6 +174,11 @@ def dissect(
         doc = json.loads(Path(realism).read_text())
         if doc.get("layer") not in layers:
             raise ValueError(f"{realism} scores layer '{doc.get('layer')}', not one of the dissected {layers}")
+        from lightning_gd.dissection import fingerprint
+
+        scored = doc.get("generator_fingerprint")
+        if scored is not None and scored != fingerprint(G):
+            raise ValueError(f"{realism} was scored on another generator (weights fingerprint {scored})")
     result = run_dissect(G, layers, seg, settings, z_dim=zd, cache_dir=Path(out) / "cache")
     if realism is not None:
         dropped = result.filter_unrealistic(doc["layer"], doc["unit_fid"], max_unit_fid)
@@ -394,6 +399,7 @@ def artifacts(
         scores_and_features,
         top_images,
     )
+    from lightning_gd.dissection import fingerprint
     from lightning_gd.fid import folder_real_statistics, make_extractor, world_real_statistics
     from lightning_gd.generators import latents, z_dim_of
     from lightning_gd.reports.artifact_report import ablation_markdown, write_artifacts
@@ -428,6 +434,7 @@ def artifacts(
     )  # fmt: skip
     info = {
         "generator": "world" if generator is None else type(generator).__name__,
+        "generator_fingerprint": fingerprint(G),
         "feature_extractor": extractor.identity,
         "real": "world renders" if real_images is None else str(real_images),
         "real_n": real.n,

@@ -27,7 +27,7 @@ from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from lightning_gd.concepts import Vocabulary, vocabulary
-from lightning_gd.generators import device_of, latents, z_dim_of
+from lightning_gd.generators import device_of, eval_mode, latents, z_dim_of
 from lightning_gd.hooks import TraceDict, resolve_layer
 from lightning_gd.io import atomic_write
 from lightning_gd.segmenters import Segmenter
@@ -432,10 +432,7 @@ def dissect(
             s.threshold == "iqr" and s.iqr_n < torch.distributed.get_world_size()
         ):
             raise ValueError(f"n={s.n} samples cannot be shared by {torch.distributed.get_world_size()} ranks")
-    # every submodule's own mode, so a frozen eval-mode block inside a training generator stays in eval mode
-    modes = [(m, m.training) for net in (generator, segmenter) for m in net.modules()]
-    generator.eval(), segmenter.eval()
-    try:
+    with eval_mode(generator, segmenter):
         with torch.no_grad():
             x0 = generator(latents([0], z_dim, s.seed).to(device_of(generator)))
         size = tuple(segmenter.labels(x0).shape[-2:])
@@ -495,9 +492,6 @@ def dissect(
             "vocab": vocab.names,
         }
         res = cached("tally", tally_key, tally_stage)
-    finally:
-        for m, mode in modes:
-            m.training = mode
     out = Dissection(s, vocab)
     for lay in layers:
         r = res[lay]

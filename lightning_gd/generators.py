@@ -6,6 +6,9 @@ the DDP rank that draws it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -36,3 +39,17 @@ def device_of(module: nn.Module) -> torch.device:
     for b in module.buffers():
         return b.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Eval mode inside; afterwards every submodule gets back its own mode (even on error), so a frozen
+    eval-mode block inside a training generator stays in eval mode."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lightning_gd.dissection import Dissection, dissect
-from lightning_gd.generators import device_of, z_dim_of
+from lightning_gd.generators import device_of, eval_mode, z_dim_of
 from lightning_gd.segmenters import Segmenter
 
 TAG = "emergence"
@@ -35,17 +35,9 @@ _LAID_OUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # writer →
 @contextlib.contextmanager
 def quiet_measurement(*modules: nn.Module) -> Iterator[None]:
     """No gradients, eval mode (each module's mode restored, even on error), and the torch RNG left untouched."""
-    modes = [[m.training for m in module.modules()] for module in modules]
     cuda = [d.index for d in {device_of(m) for m in modules} if d.type == "cuda"]
-    try:
-        with torch.random.fork_rng(devices=cuda), torch.no_grad():
-            for module in modules:
-                module.eval()
-            yield
-    finally:
-        for module, mode in zip(modules, modes):
-            for m, training in zip(module.modules(), mode):
-                m.training = training
+    with eval_mode(*modules), torch.random.fork_rng(devices=cuda), torch.no_grad():
+        yield
 
 
 def measure_unit_emergence(

@@ -403,3 +403,7 @@ def test_dissect_subcommand_realism(tmp_path, monkeypatch, capsys):
     short.write_text(json.dumps({"layer": "layer1", "unit_fid": [1.0, 1.0]}))
     with pytest.raises(ValueError, match="2 units"):
         cli.main([*argv, "--realism", str(short), "--max_unit_fid", "50"])
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"layer": "layer1", "unit_fid": [1.0] * 3, "generator_fingerprint": "0123abcd"}))
+    with pytest.raises(ValueError, match="scored on another generator"):
+        cli.main([*argv, "--realism", str(foreign), "--max_unit_fid", "50"])

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_gd.dissection import LayerDissection, upsample
-from lightning_gd.generators import device_of, latents
+from lightning_gd.generators import device_of, eval_mode, latents
 from lightning_gd.hooks import Trace
 from lightning_gd.images import to_uint8
 
@@ -42,17 +42,12 @@ def unit_strips(
     unique = sorted({i for _, i in wanted})
     dev = device_of(generator)
     images, maps = [], []
-    modes = [(m, m.training) for m in generator.modules()]
-    generator.eval()  # a generator in train mode would update its BatchNorm statistics here
-    try:
+    with eval_mode(generator):  # a generator in train mode would update its BatchNorm statistics here
         for start in range(0, len(unique), batch_size):
             with Trace(generator, result.layer) as tr:
                 x = generator(latents(unique[start : start + batch_size], z_dim, seed).to(dev))
             images.append(to_uint8(x).cpu())
             maps.append(tr.output.float().cpu())  # (b, U, h, w)
-    finally:
-        for m, mode in modes:
-            m.training = mode
     if not wanted:
         return {}
     row = {i: n for n, i in enumerate(unique)}
