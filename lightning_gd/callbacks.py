@@ -46,7 +46,31 @@ def resolve_attribute(root: nn.Module, path: str, what: str = "generator") -> nn
     return obj
 
 
-class UnitEmergenceMonitor(pl.Callback):
+class _EveryNBatches(pl.Callback):
+    """Calls `measure(trainer, pl_module, batches)` every `every_n_batches` training batches and, if
+    `at_train_end`, once more when training ends (unless the last batch was just measured). Batches, not
+    `global_step`, which counts every optimiser step under manual optimisation; Lightning's batch progress
+    survives resume."""
+
+    every_n_batches: int
+    at_train_end: bool = True
+    history: list[dict]
+
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: int) -> dict | None:
+        raise NotImplementedError
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        batches = trainer.fit_loop.epoch_loop.batch_progress.total.processed  # this batch included
+        if batches % self.every_n_batches == 0:
+            self.measure(trainer, pl_module, batches)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+        if self.at_train_end and batches > 0 and (not self.history or self.history[-1]["batch"] != batches):
+            self.measure(trainer, pl_module, batches)
+
+
+class UnitEmergenceMonitor(_EveryNBatches):
     """Dissect one layer of the generator on a fixed probe sample every N training batches and at the end of
     training; log the measures to the run's TensorBoard (other loggers get the scalars only).
 
@@ -152,17 +176,7 @@ class UnitEmergenceMonitor(pl.Callback):
         with quiet_measurement(self.segmenter):
             self.segmenter.labels(x)  # checks the image range and shape
 
-    # ------------------------------------------------------------------------------------------- schedule
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
-        batches = trainer.fit_loop.epoch_loop.batch_progress.total.processed  # this batch included; survives resume
-        if batches % self.every_n_batches == 0:
-            self.measure(trainer, pl_module, batches)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
-        if self.at_train_end and batches > 0 and (not self.history or self.history[-1]["batch"] != batches):
-            self.measure(trainer, pl_module, batches)
+    # ------------------------------------------------------------------------------------------- measure
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: int) -> dict:
         """Measure now (every rank: the dissection reduces across them); log on rank 0."""
@@ -227,7 +241,7 @@ def _is_tensorboard(logger) -> bool:
     return isinstance(logger, TensorBoardLogger)
 
 
-class FIDMonitor(pl.Callback):
+class FIDMonitor(_EveryNBatches):
     """FID of the generator during training on a fixed schedule and at the end (paper §4.2), and, when given
     artifact units or asked to find them (`find_artifacts` > 0, per-unit FID §S-6.1), the FID after ablating
     them, to TensorBoard (`<tag>/fid`, `<tag>/fid_ablated`) and any other logger. Computed on global rank 0 only
@@ -319,16 +333,6 @@ class FIDMonitor(pl.Callback):
                     self._extractor, self.real_n, cache_dir=self.cache_dir, progress=False
                 )
         return self._real
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
-        batches = trainer.fit_loop.epoch_loop.batch_progress.total.processed
-        if batches % self.every_n_batches == 0:
-            self.measure(trainer, pl_module, batches)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
-        if batches > 0 and (not self.history or self.history[-1]["batch"] != batches):
-            self.measure(trainer, pl_module, batches)
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: int) -> dict | None:
         if not trainer.is_global_zero:
