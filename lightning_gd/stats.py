@@ -214,3 +214,19 @@ class IoUTally(Metric):
 
     def compute(self) -> torch.Tensor:
         return iou_from_tallies(self.intersection, self.unit_area, self.concept_area)
+
+
+class TensorSum(Metric):
+    """A float64 sum of fixed-shape tensors, reduced across DDP ranks."""
+
+    full_state_update = False
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor) -> None:
+        self.total += value.to(self.total)
+
+    def compute(self) -> torch.Tensor:
+        return self.total

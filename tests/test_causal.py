@@ -17,10 +17,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_gd import ace
-from lightning_gd.causal import CausalSearch, LatentDataModule
+from lightning_gd.causal import CausalSearch
 from lightning_gd.generators import latents
 from lightning_gd.hooks import LayerNotFoundError
 from lightning_gd.interventions import LayerSplit, concept_means
+from lightning_gd.latent_data import LatentDataModule
 from tests.helpers import (
     CAUSAL_UNITS,
     CONCEPTS,
@@ -485,7 +486,7 @@ import json, sys
 sys.path.insert(0, {root!r})
 import torch
 import pytorch_lightning as pl
-from lightning_gd.causal import LatentDataModule
+from lightning_gd.latent_data import LatentDataModule
 from tests.test_causal import search
 
 torch.set_num_threads(1)

@@ -221,7 +221,7 @@ def test_fit_without_config_prints_the_default_causal_search(in_repo, capsys, ex
     assert exit_info.value.code in (0, None)
     out = capsys.readouterr().out
     assert "class_path: lightning_gd.causal.CausalSearch" in out
-    assert "class_path: lightning_gd.causal.LatentDataModule" in out
+    assert "class_path: lightning_gd.latent_data.LatentDataModule" in out
     assert f"concept: {concept}" in out
 
 
