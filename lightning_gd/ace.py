@@ -39,6 +39,14 @@ def random_rankings(num_units: int, draws: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.randperm(num_units, generator=gen) for _ in range(draws)])
 
 
+def with_random(orders: list[torch.Tensor], draws: int, location_seed: int) -> torch.Tensor:
+    """(R, U): the given unit orders, then `draws` random ones (seeded by `location_seed + 7`)."""
+    num_units = orders[0].numel()
+    return torch.cat(
+        [torch.stack([o.long().cpu() for o in orders]), random_rankings(num_units, draws, location_seed + 7)]
+    )
+
+
 def _label_counts(labels: torch.Tensor, num_concepts: int) -> torch.Tensor:
     """(B, H, W) labels → (C,) pixel counts (float64, on the CPU whatever the networks' device)."""
     return torch.bincount(labels.flatten(), minlength=num_concepts).double().cpu()
@@ -120,6 +128,29 @@ def uniform_locations(indices: torch.Tensor, size: tuple[int, int], seed: int) -
         gen.manual_seed(seed * 1_000_003 + int(i) + 17)
         out.append(int(torch.randint(size[0] * size[1], (1,), generator=gen)))
     return torch.tensor(out, dtype=torch.long)
+
+
+@torch.no_grad()
+def batch_sums(
+    split: LayerSplit,
+    segmenter: Segmenter,
+    z: torch.Tensor,
+    indices: torch.Tensor,
+    orders: torch.Tensor,
+    sizes: list[int],
+    top_n: int,
+    k: torch.Tensor,
+    concept: int,
+    location_seed: int,
+) -> dict[str, torch.Tensor]:
+    """Everything `summarize` needs from one batch, as sums over its samples (`indices`): the pixel counts of
+    the originals (C,) and of each ranking's ablations (R, N, C), and the insertion sums of the top-n units at
+    one uniform location per sample."""
+    r = split.h(z)
+    original, ablated = ablation_counts(split, segmenter, z, orders, sizes, r)
+    locations = uniform_locations(indices.cpu(), tuple(r.shape[-2:]), location_seed)
+    inserted = insertion_sums(split, segmenter, z, orders, top_n, k, locations, concept, r)
+    return {"original": original, "ablated": ablated, **inserted}
 
 
 def summarize(
@@ -207,23 +238,10 @@ def evaluate(
     num_units = next(iter(rankings.values())).numel()
     sizes = curve_sizes(num_units, sizes, top_n)
     names = [*rankings, *[f"random{i}" for i in range(random_draws)]]
-    orders = torch.cat(
-        [
-            torch.stack([v.long() for v in rankings.values()]),
-            random_rankings(num_units, random_draws, location_seed + 7),
-        ]
-    )
-    original = torch.zeros(len(segmenter.concepts), dtype=torch.float64)
-    ablated = torch.zeros(len(names), len(sizes), len(segmenter.concepts), dtype=torch.float64)
-    ins: dict[str, torch.Tensor | float] = {}
+    orders = with_random(list(rankings.values()), random_draws, location_seed)
+    sums: dict[str, torch.Tensor] = {}
     for idx in tqdm(torch.arange(n).split(batch_size), desc=f"ACE[{concept}]", disable=not progress, leave=False):
         z = latents(idx, split.z_dim, seed).to(dev)
-        with torch.no_grad():
-            r = split.h(z)
-        o, a = ablation_counts(split, segmenter, z, orders, sizes, r)
-        original += o
-        ablated += a
-        locs = uniform_locations(idx, tuple(r.shape[-2:]), location_seed)
-        s = insertion_sums(split, segmenter, z, orders, min(top_n, num_units), k, locs, c, r)
-        ins = {key: ins.get(key, 0.0) + value for key, value in s.items()}
-    return summarize(tuple(segmenter.concepts), concept, names, sizes, original, ablated, ins, top_n)
+        part = batch_sums(split, segmenter, z, idx, orders, sizes, min(top_n, num_units), k, c, location_seed)
+        sums = {key: sums[key] + value if key in sums else value for key, value in part.items()}
+    return summarize(tuple(segmenter.concepts), concept, names, sizes, sums["original"], sums["ablated"], sums, top_n)

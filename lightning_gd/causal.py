@@ -28,11 +28,10 @@ from pathlib import Path
 
 import torch
 from pytorch_lightning import LightningModule
-from safetensors.torch import load_file
 from torch import nn
 
 from lightning_gd import ace
-from lightning_gd.dissection import dissect, fingerprint, save_atomic, stage_key
+from lightning_gd.dissection import dissect, fingerprint, stage_key
 from lightning_gd.generators import latents
 from lightning_gd.interventions import (
     LayerSplit,
@@ -42,7 +41,7 @@ from lightning_gd.interventions import (
     intervene,
     location_mask,
 )
-from lightning_gd.io import atomic_write, load_weights
+from lightning_gd.io import atomic_write, cached_tensors, load_weights, save_atomic
 from lightning_gd.segmenters import Segmenter
 from lightning_gd.stats import TensorSum
 
@@ -140,9 +139,10 @@ class CausalSearch(LightningModule):
         self.ranking_names = ["alpha", "iou", *[f"random{i}" for i in range(random_draws)]]
         C = len(seg.concepts)
         self.val_sums = TensorSum((2,))
-        self.test_original = TensorSum((C,))
-        self.test_ablated = TensorSum((len(self.ranking_names), len(self.sizes), C))
-        self.test_insertion = TensorSum((4 + 2 * len(self.ranking_names),))
+        R = len(self.ranking_names)
+        shapes = {"original": (C,), "ablated": (R, len(self.sizes), C), "after": (R,), "appeared": (R,)}
+        shapes.update({key: () for key in ("before", "window", "count")})  # the sums of `ace.batch_sums`
+        self.test_sums = nn.ModuleDict({key: TensorSum(shape) for key, shape in shapes.items()})
         self._grid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ networks, preparation
@@ -165,16 +165,9 @@ class CausalSearch(LightningModule):
 
     def _cached(self, stage: str, payload: dict, compute) -> dict[str, torch.Tensor]:
         cache = self.hparams.cache_dir
-        if cache is None:
-            return compute()
         key = stage_key(stage, self.hparams.layer, payload)
-        path = Path(cache) / f"{stage}-{self.hparams.concept}-{self.hparams.layer}-{key}.safetensors"
-        if path.is_file():
-            return load_file(str(path))
-        result = compute()
-        if self.trainer is None or self.trainer.is_global_zero:
-            save_atomic({k: v.cpu() for k, v in result.items()}, path)
-        return result
+        path = Path(cache) / f"{stage}-{self.hparams.concept}-{self.hparams.layer}-{key}.safetensors" if cache else None
+        return cached_tensors(path, compute, write=self._trainer is None or self._trainer.is_global_zero)
 
     def prepare(self) -> None:
         """k_c, the IoU of every unit with c, and α's initial value (each rank computes the same)."""
@@ -416,48 +409,34 @@ class CausalSearch(LightningModule):
 
     # ------------------------------------------------------------------ test: ACE on held-out z
 
-    def _test_rankings(self) -> torch.Tensor:
-        randoms = ace.random_rankings(self.num_units, self.hparams.random_draws, self.hparams.location_seed + 7)
-        return torch.cat([torch.stack([self.ranking(), self.iou_ranking()]), randoms])
-
     def test_step(self, batch, batch_idx: int) -> None:
         indices, z = batch
-        orders = self._test_rankings().to(z.device)
-        with torch.no_grad():
-            r = self.split.h(z)
-        original, ablated = ace.ablation_counts(self.split, self.segmenter, z, orders, self.sizes, r)
-        self.test_original.update(original)
-        self.test_ablated.update(ablated)
-        locations = ace.uniform_locations(indices.cpu(), self.fm_size, self.hparams.location_seed)
-        s = ace.insertion_sums(self.split, self.segmenter, z, orders, self.top_n, self.k, locations, self.c, r)
-        self.test_insertion.update(
-            torch.cat([torch.stack([s["before"], s["window"], s["count"], torch.zeros(())]), s["after"], s["appeared"]])
+        orders = ace.with_random(
+            [self.ranking(), self.iou_ranking()], self.hparams.random_draws, self.hparams.location_seed
         )
+        seed = self.hparams.location_seed
+        sums = ace.batch_sums(
+            self.split, self.segmenter, z, indices, orders.to(z.device), self.sizes, self.top_n, self.k, self.c, seed
+        )
+        for key, value in sums.items():
+            self.test_sums[key].update(value)
         if self._grid_batch is None:
-            self._grid_batch = (z[:8].detach(), locations[:8])
+            self._grid_batch = (z[:8].detach(), ace.uniform_locations(indices[:8].cpu(), self.fm_size, seed))
 
     def on_test_epoch_end(self) -> None:
-        R = len(self.ranking_names)
-        ins = self.test_insertion.compute().cpu()
-        insertion = {
-            "before": ins[0],
-            "window": ins[1],
-            "count": ins[2],
-            "after": ins[4 : 4 + R],
-            "appeared": ins[4 + R :],
-        }
+        sums = {key: metric.compute().cpu() for key, metric in self.test_sums.items()}
+        for metric in self.test_sums.values():
+            metric.reset()
         summary = ace.summarize(
             tuple(self.segmenter.concepts),
             self.hparams.concept,
             self.ranking_names,
             self.sizes,
-            self.test_original.compute().cpu(),
-            self.test_ablated.compute().cpu(),
-            insertion,
+            sums["original"],
+            sums["ablated"],
+            sums,
             self.top_n,
         )
-        for metric in (self.test_original, self.test_ablated, self.test_insertion):
-            metric.reset()
         at_n = summary["removed_at_top_n"]
         self.log(f"test/removed_top{self.top_n}_alpha", at_n["alpha"])
         self.log(f"test/removed_top{self.top_n}_iou", at_n["iou"])
@@ -467,7 +446,7 @@ class CausalSearch(LightningModule):
             from lightning_gd.reports.causal_report import write_ace
 
             summary["layer"] = self.hparams.layer
-            summary["n_test"] = int(insertion["count"])
+            summary["n_test"] = int(sums["count"])
             summary["top_units"] = self.ranking()[: self.top_n].tolist()
             write_ace(self, summary, self._grid_batch, self._tensorboard())
         self._grid_batch = None

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import Metric
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from lightning_gd.concepts import Vocabulary, vocabulary
 from lightning_gd.generators import device_of, eval_mode, latents, z_dim_of
 from lightning_gd.hooks import TraceDict, resolve_layer
-from lightning_gd.io import atomic_write
+from lightning_gd.io import save_atomic
 from lightning_gd.segmenters import Segmenter
 from lightning_gd.stats import IoUTally, UnitConceptHistogram, UnitHistogram
 
@@ -391,10 +391,6 @@ def fingerprint(module: nn.Module) -> str:
 def stage_key(stage: str, layer: str, payload: dict) -> str:
     blob = json.dumps({"stage": stage, "layer": layer, **payload}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-def save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    atomic_write(path, save({k: v.contiguous() for k, v in tensors.items()}))
 
 
 # ----------------------------------------------------------------------------------------------- recipe

@@ -275,19 +275,15 @@ def world_real_statistics(
     from lightning_gd.images import to_uint8
     from lightning_gd.world.data import render_batch
 
-    key = {"extractor": extractor.identity, "n": n, "seed": seed, "source": "world-renders", "v": STATISTICS_VERSION}
-    name = f"fid-real-{extractor.identity}-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
-    path = Path(cache_dir) / f"{name}.safetensors" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        return _load_statistics(path, extractor.identity)
-    feats = []
-    for start in tqdm(range(0, n, batch_size), desc="real features", disable=not progress, leave=False):
-        images, _ = render_batch(min(batch_size, n - start), seed=seed, start=start)
-        feats.append(extractor(to_uint8(images)))
-    real = RealStatistics.from_features(torch.cat(feats), extractor.identity)
-    if path is not None:
-        _save_statistics(real, path)
-    return real
+    def features() -> torch.Tensor:
+        feats = []
+        for start in tqdm(range(0, n, batch_size), desc="real features", disable=not progress, leave=False):
+            images, _ = render_batch(min(batch_size, n - start), seed=seed, start=start)
+            feats.append(extractor(to_uint8(images)))
+        return torch.cat(feats)
+
+    key = {"n": n, "seed": seed, "source": "world-renders"}
+    return _cached_statistics(extractor, key, cache_dir, features)
 
 
 def folder_real_statistics(
@@ -306,35 +302,31 @@ def folder_real_statistics(
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if len(files) < 2:
         raise ValueError(f"{folder} holds {len(files)} PNG/JPEG images; FID needs real images (thousands, ideally)")
+
+    def features() -> torch.Tensor:
+        feats = []
+        for start in tqdm(range(0, len(files), batch_size), desc="real features", disable=not progress, leave=False):
+            batch = [np.asarray(Image.open(p).convert("RGB")) for p in files[start : start + batch_size]]
+            if len({b.shape for b in batch}) > 1:
+                raise ValueError(f"images in {folder} differ in size; resize them to one size first")
+            feats.append(extractor(torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()))
+        return torch.cat(feats)
+
     listing = [(str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime)) for p in files]
-    key = {"extractor": extractor.identity, "files": listing, "v": STATISTICS_VERSION}
-    name = f"fid-real-{extractor.identity}-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]}"
+    return _cached_statistics(extractor, {"files": listing}, cache_dir, features)
+
+
+def _cached_statistics(extractor: Extractor, key: dict, cache_dir, features) -> RealStatistics:
+    """`RealStatistics.from_features(features())`, cached under the extractor, `key` and `STATISTICS_VERSION`."""
+    from lightning_gd.io import cached_tensors
+
+    key = {"extractor": extractor.identity, **key, "v": STATISTICS_VERSION}
+    name = f"fid-real-{extractor.identity}-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
     path = Path(cache_dir) / f"{name}.safetensors" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        return _load_statistics(path, extractor.identity)
-    feats = []
-    for start in tqdm(range(0, len(files), batch_size), desc="real features", disable=not progress, leave=False):
-        batch = [np.asarray(Image.open(p).convert("RGB")) for p in files[start : start + batch_size]]
-        if len({b.shape for b in batch}) > 1:
-            raise ValueError(f"images in {folder} differ in size; resize them to one size first")
-        feats.append(extractor(torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()))
-    real = RealStatistics.from_features(torch.cat(feats), extractor.identity)
-    if path is not None:
-        _save_statistics(real, path)
-    return real
 
+    def compute() -> dict[str, torch.Tensor]:
+        real = RealStatistics.from_features(features())
+        return {"mu": real.mu, "sigma": real.sigma, "sqrt_sigma": real.sqrt_sigma, "n": torch.tensor(real.n)}
 
-def _save_statistics(real: RealStatistics, path: Path) -> None:
-    from safetensors.torch import save
-
-    from lightning_gd.io import atomic_write
-
-    tensors = {"mu": real.mu, "sigma": real.sigma, "sqrt_sigma": real.sqrt_sigma, "n": torch.tensor(real.n)}
-    atomic_write(path, save({k: v.contiguous() for k, v in tensors.items()}))
-
-
-def _load_statistics(path: Path, identity: str) -> RealStatistics:
-    from safetensors.torch import load_file
-
-    t = load_file(str(path))
-    return RealStatistics(t["mu"], t["sigma"], t["sqrt_sigma"], int(t["n"]), identity)
+    t = cached_tensors(path, compute)
+    return RealStatistics(t["mu"], t["sigma"], t["sqrt_sigma"], int(t["n"]), extractor.identity)

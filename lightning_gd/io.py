@@ -1,9 +1,10 @@
-"""File helpers: atomic writes (readers see the old file or the whole new one, never half of it) and loading
-weights into a module without unpickling code."""
+"""File helpers: atomic writes (readers see the old file or the whole new one, never half of it), a
+safetensors cache, and loading weights into a module without unpickling code."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -38,3 +39,23 @@ def load_weights(module, path: Path | None):
     except RuntimeError as err:
         raise ValueError(f"{path} does not fit {type(module).__name__}: {err}") from err
     return module
+
+
+def save_atomic(tensors: dict, path: str | Path) -> None:
+    """Write a dict of tensors as safetensors, atomically."""
+    from safetensors.torch import save
+
+    atomic_write(path, save({k: v.contiguous() for k, v in tensors.items()}))
+
+
+def cached_tensors(path: str | Path | None, compute: Callable[[], dict], write: bool = True) -> dict:
+    """The tensors stored at `path` if the file exists; else `compute()`, written there atomically when `write`
+    (e.g. on one DDP rank only). No path: just `compute()`."""
+    if path is not None and Path(path).is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    result = compute()
+    if path is not None and write:
+        save_atomic({k: v.cpu() for k, v in result.items()}, path)
+    return result
