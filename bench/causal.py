@@ -42,8 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lightning_gd.causal import CausalSearch
-    from lightning_gd.generators import latents
+    from lightning_gd.causal.search import CausalSearch
+    from lightning_gd.latents import latents
 
     module = CausalSearch(concept=args.concept, layer=args.layer, cache_dir=args.cache_dir, progress=False)
     module.prepare()

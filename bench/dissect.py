@@ -19,13 +19,13 @@ import time
 def run_one(args) -> dict:
     import torch
 
+    from lightning_gd import zoo
     from lightning_gd.dissection import dissect
-    from lightning_gd.generators import latents
-    from lightning_gd.world import load_generator, load_segmenter
+    from lightning_gd.latents import latents
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    G, seg = load_generator(), load_segmenter()
+    G, seg = zoo.generator(), zoo.segmenter()
     out = {"n": args.n, "threads": torch.get_num_threads()}
     if args.mode in ("time", "both"):
         t0 = time.perf_counter()
@@ -39,8 +39,8 @@ def run_one(args) -> dict:
     out["dissect_s"] = time.perf_counter() - t0
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.mode == "both":  # how well the (strided, histogram) quantile holds on the full upsampled sample
-        from lightning_gd.dissection import upsample
-        from lightning_gd.hooks import Trace
+        from lightning_gd.dissection.featuremaps import upsample
+        from lightning_gd.models.hooks import Trace
 
         t = result.layers[args.layer].thresholds
         above = torch.zeros(t.shape[0], dtype=torch.float64)

@@ -1,9 +1,9 @@
 """Cost of per-unit FID for every unit of a layer, against one FID over the same N and against the naive way.
 
-    python bench/fid.py [--layer layer4] [--n 10000] [--k 1000] [--threads 2]
+    python bench/fid.py [--layer layer4] [--n 10000] [--top_k 1000] [--threads 2]
 
 - one FID: generate N images, extract their features, one Fréchet distance against the (cached) real statistics;
-- per-unit FID (`lightning_gd.artifacts`): one pass that also records every unit's scores, then one
+- per-unit FID (`lightning_gd.realism.artifacts`): one pass that also records every unit's scores, then one
   eigen-decomposition per unit from the stored features (target: ≤ 2× one FID);
 - naive: a generation pass per unit (what a loop calling an FID function per unit costs), timed for
   `--naive-units` units and extrapolated to all U.
@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layer", default="layer4")
     parser.add_argument("--n", type=int, default=10_000)
-    parser.add_argument("--k", type=int, default=1_000)
+    parser.add_argument("--top_k", type=int, default=1_000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--naive-units", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
@@ -29,13 +29,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lightning_gd.artifacts import per_unit_fid, scores_and_features, top_images
-    from lightning_gd.fid import fid_to_real, world_extractor, world_real_statistics
-    from lightning_gd.world import load_generator
+    from lightning_gd import zoo
+    from lightning_gd.realism.artifacts import per_unit_fid, scores_and_features, top_images
+    from lightning_gd.realism.fid import fid_to_real, real_statistics
 
-    G = load_generator()
-    ex = world_extractor()
-    real = world_real_statistics(ex, cache_dir=args.cache_dir, progress=False)
+    G = zoo.generator("world")
+    ex = zoo.feature_extractor("world")
+    real = real_statistics(ex, zoo.real_images("world"), cache_dir=args.cache_dir, progress=False)
 
     t0 = time.perf_counter()
     scores, feats = scores_and_features(G, args.layer, ex, args.n, 0, args.batch_size, progress=False)
@@ -43,7 +43,7 @@ def main() -> None:
     t_one = time.perf_counter() - t0  # one FID over N (the scores come almost free with the pass)
 
     t0 = time.perf_counter()
-    unit_fid = per_unit_fid(scores, feats, real, args.k, progress=False)
+    unit_fid = per_unit_fid(scores, feats, real, args.top_k, progress=False)
     t_units = time.perf_counter() - t0
     t_per_unit = t_one + t_units
 
@@ -52,10 +52,10 @@ def main() -> None:
     t0 = time.perf_counter()
     for u in range(args.naive_units):
         s, f = scores_and_features(G, args.layer, ex, args.n, 0, args.batch_size, progress=False)
-        fid_to_real(f[top_images(s[:, u : u + 1], args.k)[:, 0]], real)
+        fid_to_real(f[top_images(s[:, u : u + 1], args.top_k)[:, 0]], real)
     t_naive = (time.perf_counter() - t0) / args.naive_units * U
 
-    print(f"{args.layer}: U = {U} units, N = {args.n}, K = {args.k}, threads {args.threads}")
+    print(f"{args.layer}: U = {U} units, N = {args.n}, K = {args.top_k}, threads {args.threads}")
     print(f"one FID over N (generate + features + distance)   {t_one:8.1f} s")
     print(
         f"per-unit FID, all units (one pass + {U} distances)  {t_per_unit:8.1f} s  ({t_units:.1f} s for the distances)"

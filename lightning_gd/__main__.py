@@ -1,4 +1,4 @@
-from lightning_gd.cli import main
+from lightning_gd.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -5,22 +5,27 @@
     trainer = pl.Trainer(callbacks=[UnitEmergenceMonitor("nets.G", "layer4", every_n_batches=1000)])
 
 It needs only the attribute path of the generator inside the LightningModule and a layer name; the measurement
-itself is `lightning_gd.monitoring.log_unit_emergence`.
+itself is `lightning_gd.dissection.emergence.log_unit_emergence`. `FIDMonitor` logs the FID of the generator,
+and optionally after ablating artifact units, on the same schedule.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from lightning_gd.generators import device_of, latents, z_dim_of
-from lightning_gd.hooks import Trace, resolve_layer
-from lightning_gd.monitoring import TAG, log_unit_emergence, quiet_measurement, scalars
-from lightning_gd.segmenters import Segmenter
+from lightning_gd import zoo
+from lightning_gd.dissection.emergence import log_unit_emergence
+from lightning_gd.latents import latents
+from lightning_gd.models.generators import device_of, quiet_measurement, z_dim_of
+from lightning_gd.models.hooks import Trace, resolve_layer
+from lightning_gd.models.segmenters import Segmenter
+from lightning_gd.models.split import check_featuremap
+from lightning_gd.reports.emergence import TAG, scalars
 
 __all__ = ["FIDMonitor", "UnitEmergenceMonitor", "resolve_attribute"]
 
@@ -81,7 +86,7 @@ class UnitEmergenceMonitor(_EveryNBatches):
     Args:
         generator: attribute path of the generator inside the LightningModule (`generator`, `G`, `nets.G`).
         layer: the generator layer to dissect (a module name, as in `dict(generator.named_modules())`).
-        segmenter: a `lightning_gd.segmenters.Segmenter`; default: the embedded world's.
+        segmenter: a zoo spec or a `lightning_gd.models.segmenters.Segmenter`; default: the embedded world's.
         every_n_batches: measure after every this many training batches.
         n: probe samples (the same z every time; seeded per index).
         seed: seed of the probe z.
@@ -100,7 +105,7 @@ class UnitEmergenceMonitor(_EveryNBatches):
         self,
         generator: str = "generator",
         layer: str = "layer4",
-        segmenter: Segmenter | None = None,
+        segmenter: Segmenter | str | None = None,
         every_n_batches: int = 1000,
         n: int = 200,
         seed: int = 0,
@@ -124,10 +129,10 @@ class UnitEmergenceMonitor(_EveryNBatches):
             raise ValueError(f"UnitEmergenceMonitor: iou_threshold must be in [0, 1), got {iou_threshold}")
         if units is not None and any(not isinstance(u, int) or u < 0 for u in units):
             raise ValueError(f"UnitEmergenceMonitor: units must be non-negative unit indices, got {units}")
-        if segmenter is not None and not isinstance(segmenter, Segmenter):
+        if segmenter is not None and not isinstance(segmenter, (Segmenter, str)):
             raise TypeError(
-                f"UnitEmergenceMonitor: segmenter must be a lightning_gd.segmenters.Segmenter, got "
-                f"{type(segmenter).__name__} (wrap a network with lightning_gd.segmenters.ModuleSegmenter)"
+                f"UnitEmergenceMonitor: segmenter must be a zoo spec or a Segmenter, got {type(segmenter).__name__} "
+                "(wrap a network with lightning_gd.zoo.segmenter(net, concepts=[...], output=...))"
             )
         self.generator, self.layer, self.segmenter = generator, layer, segmenter
         self.every_n_batches, self.n, self.seed, self.batch_size = every_n_batches, n, seed, batch_size
@@ -149,10 +154,7 @@ class UnitEmergenceMonitor(_EveryNBatches):
         G = resolve_attribute(pl_module, self.generator)
         resolve_layer(G, self.layer)  # LayerNotFoundError listing the valid layers
         self._z_dim = z_dim_of(G, self.z_dim)
-        if self.segmenter is None:
-            from lightning_gd.world import load_segmenter
-
-            self.segmenter = load_segmenter()
+        self.segmenter = zoo.segmenter(self.segmenter)
         if self.n < trainer.world_size:
             raise ValueError(
                 f"UnitEmergenceMonitor: n={self.n} probe samples cannot be shared by {trainer.world_size} ranks"
@@ -165,12 +167,10 @@ class UnitEmergenceMonitor(_EveryNBatches):
         self.segmenter.to(device_of(G))
         with quiet_measurement(G, self.segmenter), Trace(G, self.layer) as tr:
             x = G(latents([0], self._z_dim, self.seed).to(device_of(G)))
-        r = tr.output
-        if not isinstance(r, torch.Tensor) or r.ndim != 4:
-            shape = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
-            raise ValueError(
-                f"UnitEmergenceMonitor: layer {self.layer!r} must output a featuremap (B, units, h, w); got {shape}"
-            )
+        try:
+            r = check_featuremap(tr.output, self.layer)
+        except ValueError as err:
+            raise ValueError(f"UnitEmergenceMonitor: {err}") from None
         if self.units is not None and max(self.units, default=-1) >= r.shape[1]:
             raise ValueError(f"UnitEmergenceMonitor: units {self.units} out of range; {self.layer} has {r.shape[1]}")
         with quiet_measurement(self.segmenter):
@@ -255,8 +255,8 @@ class FIDMonitor(_EveryNBatches):
         layer: the layer of the artifact units (needed with `artifact_units` or `find_artifacts`).
         artifact_units: units to ablate for the "after" FID.
         find_artifacts: if > 0, find this many highest per-unit-FID units of `layer` at every measurement
-            (their top `k` of the n images each) and ablate those.
-        k: top-activating images per unit for `find_artifacts`.
+            (their top `top_k` of the n images each) and ablate those.
+        top_k: top-activating images per unit for `find_artifacts`.
         feature_extractor: `world` (world FID) or `inception` (needs feature_extractor_weights_path).
         feature_extractor_weights_path: local weights of the extractor.
         real_images: a folder of real images (default: world renders, `real_n` of them).
@@ -276,8 +276,8 @@ class FIDMonitor(_EveryNBatches):
         layer: str | None = None,
         artifact_units: list[int] | None = None,
         find_artifacts: int = 0,
-        k: int = 100,
-        feature_extractor: str = "world",
+        top_k: int = 100,
+        feature_extractor: Literal["world", "inception"] = "world",
         feature_extractor_weights_path: str | None = None,
         real_images: str | None = None,
         real_n: int = 2000,
@@ -293,10 +293,12 @@ class FIDMonitor(_EveryNBatches):
             raise ValueError(f"FIDMonitor: n must be at least 2 for a covariance, got {n}")
         if (artifact_units or find_artifacts) and layer is None:
             raise ValueError("FIDMonitor: artifact_units and find_artifacts need the layer they belong to")
-        if find_artifacts < 0 or (find_artifacts and not 2 <= k <= n):
-            raise ValueError(f"FIDMonitor: find_artifacts must be ≥ 0 and k in [2, n={n}], got {find_artifacts}, {k}")
+        if find_artifacts < 0 or (find_artifacts and not 2 <= top_k <= n):
+            raise ValueError(
+                f"FIDMonitor: find_artifacts must be ≥ 0 and top_k in [2, n={n}], got {find_artifacts}, {top_k}"
+            )
         self.generator, self.every_n_batches, self.n, self.seed = generator, every_n_batches, n, seed
-        self.layer, self.artifact_units, self.find_artifacts, self.k = layer, artifact_units, find_artifacts, k
+        self.layer, self.artifact_units, self.find_artifacts, self.top_k = layer, artifact_units, find_artifacts, top_k
         self.feature_extractor, self.weights_path = feature_extractor, feature_extractor_weights_path
         self.real_images, self.real_n, self.batch_size, self.cache_dir = real_images, real_n, batch_size, cache_dir
         self.z_dim, self.tag = z_dim, tag
@@ -315,29 +317,27 @@ class FIDMonitor(_EveryNBatches):
         self._z_dim = z_dim_of(G, self.z_dim)
         if self.layer is not None:
             resolve_layer(G, self.layer)
-        from lightning_gd.fid import make_extractor
-
-        self._extractor = make_extractor(self.feature_extractor, self.weights_path)  # bad paths fail here
+        # bad paths fail here
+        self._extractor = zoo.feature_extractor(self.feature_extractor, weights_path=self.weights_path)
         if trainer.is_global_zero:  # a bad real-image folder fails now, not after every_n_batches batches
             self._real_statistics(device_of(G))
 
     def _real_statistics(self, device):
         if self._real is None:
-            from lightning_gd.fid import folder_real_statistics, world_real_statistics
+            from lightning_gd.realism.fid import real_statistics
 
             self._extractor.to(device)
             if self.real_images is not None:
-                self._real = folder_real_statistics(self._extractor, self.real_images, self.cache_dir, progress=False)
+                source = zoo.real_images(f"folder:{self.real_images}")
             else:
-                self._real = world_real_statistics(
-                    self._extractor, self.real_n, cache_dir=self.cache_dir, progress=False
-                )
+                source = zoo.real_images("world", n=self.real_n)
+            self._real = real_statistics(self._extractor, source, self.cache_dir, progress=False)
         return self._real
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: int) -> dict | None:
         if not trainer.is_global_zero:
             return None
-        from lightning_gd.artifacts import ablation_fid, per_unit_fid, scores_and_features
+        from lightning_gd.realism.artifacts import ablation_fid, per_unit_fid, scores_and_features
 
         G = resolve_attribute(pl_module, self.generator)
         record: dict[str, Any] = {"batch": int(batches), "step": int(trainer.global_step)}
@@ -347,10 +347,10 @@ class FIDMonitor(_EveryNBatches):
                 scores, feats = scores_and_features(
                     G, self.layer, self._extractor, self.n, self.seed, self.batch_size, self._z_dim, progress=False
                 )
-                from lightning_gd.fid import fid_to_real
+                from lightning_gd.realism.fid import fid_to_real
 
                 record["fid"] = fid_to_real(feats, real)
-                unit_fid = per_unit_fid(scores, feats, real, self.k, progress=False)
+                unit_fid = per_unit_fid(scores, feats, real, self.top_k, progress=False)
                 units = torch.sort(unit_fid, descending=True, stable=True).indices[: self.find_artifacts].tolist()
             else:
                 record["fid"] = ablation_fid(

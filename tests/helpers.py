@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_gd.segmenters import ModuleSegmenter, Segmenter
+from lightning_gd.models.segmenters import ModuleSegmenter, Segmenter
 
 FM, SCALE, BLOB = 16, 4, 6  # featuremap side, image / featuremap, dome side in featuremap cells
 Z_DIM = 2 + FM * FM  # two for the dome's place, one per cell for the noise unit
@@ -175,6 +175,12 @@ class CausalPlantedSequential(nn.Sequential):
         self.z_dim = Z_DIM
 
 
+def dome_cell(r: torch.Tensor, b: int, edge: bool) -> int:
+    """A featuremap location of sample b inside its dome (unit 0 of r): the top-left cell, or one in the middle."""
+    cells = (r[b, 0].flatten() > 0.5).nonzero()[:, 0]
+    return int(cells[0] if edge else cells[len(cells) // 2])
+
+
 class NoLakeSegmenter(ColourSegmenter):
     """The colour segmenter with a fourth concept, lake, that it knows and never predicts."""
 
@@ -262,8 +268,8 @@ def register_tiny_extractor() -> str:
 
 
 def tiny_extractor():
-    """The registered tiny extractor as a `lightning_gd.fid.Extractor`."""
-    from lightning_gd.fid import Extractor
+    """The registered tiny extractor as a `lightning_gd.realism.fid.Extractor`."""
+    from lightning_gd.realism.fid import Extractor
 
     name = register_tiny_extractor()
     return Extractor(TinyFeatureExtractor(name, [TINY_FEATURE]).eval(), TINY_FEATURE, f"{name}-seed0")
@@ -285,3 +291,109 @@ class TinyConvGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.render(self.layer1(self.embed(z)))
+
+
+# ----------------------------------------------------------------------------------------------- training runs
+
+import pytorch_lightning as pl  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+PROBE = {"n": 24, "batch_size": 12, "top_k": 2, "num_units": 2}  # the emergence monitor's probe, kept small
+
+
+def tiny_trainer(root, **overrides) -> pl.Trainer:
+    """The one tiny CPU Trainer of the tests: one epoch, no logger, no checkpoints, no progress bar or model
+    summary, writing under `root`; keyword arguments override any of it (`max_steps`, `limit_train_batches`,
+    `logger`, `callbacks`, …). The `trainer` fixture of conftest.py is this with root = tmp_path."""
+    args = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return pl.Trainer(**{**args, **overrides})
+
+
+class TinyGenerator(nn.Module):
+    """z (B, Z_DIM) → 64×64 images: the planted scene at ±0.9 plus a learned tint of at most ±0.1, from a trainable
+    `mix` block with BatchNorm, so training moves weights and running statistics without changing the labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z_dim = Z_DIM
+        self.embed = nn.Identity()  # (B, Z_DIM): not a featuremap
+        self.layer1 = Planted()  # (B, 3, 16, 16): dome, noise, dead
+        self.mix = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU())  # (B, 4, 16, 16), trained
+        self.tint = nn.Conv2d(4, 3, 1)
+        self.render = Render()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        r = self.layer1(self.embed(z))
+        tint = torch.tanh(self.tint(F.interpolate(self.mix(r), scale_factor=SCALE)))  # (B, 3, 64, 64)
+        return 0.9 * self.render(r) + 0.1 * tint
+
+
+class ForeignGAN(pl.LightningModule):
+    """Someone else's GAN, not the project's: manual optimisation (two optimiser steps per batch), its generator
+    (`TinyGenerator`) at `nets.G`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        disc = nn.Sequential(nn.Conv2d(3, 4, 4, 4), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * 16 * 16, 1))
+        self.nets = nn.ModuleDict({"G": TinyGenerator(), "D": disc})
+
+    def configure_optimizers(self):
+        return (
+            torch.optim.Adam(self.nets["G"].parameters(), lr=1e-2),
+            torch.optim.Adam(self.nets["D"].parameters(), lr=1e-2),
+        )
+
+    def training_step(self, batch, batch_idx):
+        opt_g, opt_d = self.optimizers()
+        real = batch[0]
+        fake = self.nets["G"](torch.randn(real.shape[0], Z_DIM))
+        loss_d = F.softplus(-self.nets["D"](real)).mean() + F.softplus(self.nets["D"](fake.detach())).mean()
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.step()
+        loss_g = F.softplus(-self.nets["D"](fake)).mean()
+        opt_g.zero_grad()
+        self.manual_backward(loss_g)
+        opt_g.step()
+
+    def train_dataloader(self):
+        real = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+        return DataLoader(TensorDataset(real), batch_size=4, shuffle=True)  # shuffling draws from the global RNG
+
+
+# ----------------------------------------------------------------------------------------------- reports
+
+REPORT_N, REPORT_K, REPORT_LAYERS = 40, 4, ("layer1", "layer2")  # samples, top images, layers of a report
+REPORT_Q = 1 - DOME_SHARE
+PNG = b"\x89PNG\r\n\x1a\n"
+# concept names that are markup: a report must show them as text, never as tags
+SCRIPT, BOLD = "<script>alert(1)</script>", "<b>x</b>"
+
+
+def is_png(data: bytes) -> bool:
+    return data[:8] == PNG
+
+
+def planted_report():
+    """(generator, dissection of layer1 + layer2, top-image strips) of the two-layer planted generator, with sky
+    renamed to a script and dome to a <b> tag."""
+    from lightning_gd.dissection import dissect
+    from lightning_gd.reports.images import unit_strips
+
+    g = PlantedGenerator(two_layers=True).eval()
+    seg = ColourSegmenter([SCRIPT, BOLD, "grass"])
+    d = dissect(
+        g, list(REPORT_LAYERS), seg, n=REPORT_N, batch_size=REPORT_N, q=REPORT_Q, top_k=REPORT_K, progress=False
+    )
+    strips = {layer: unit_strips(g, d.layers[layer], Z_DIM, 0) for layer in REPORT_LAYERS}
+    return g, d, strips

@@ -1,9 +1,11 @@
-"""The unit-emergence monitor in someone else's training run, its plain-PyTorch twin, and checkpoint dissection.
+"""The callbacks in someone else's training run: the unit-emergence monitor (schedule, numbers, TensorBoard, no
+effect on training, resume, DDP, bad settings) and the FID monitor (schedule, numbers against a direct computation,
+artifact ablation given and found, resume state, bad settings).
 
-`ForeignGAN` is not the project's GAN: manual optimisation, its generator at `nets.G`. That generator draws the
-planted scene of `tests.helpers` (layer1 unit 0 *is* the dome mask, so the colour segmenter finds exactly one
-interpretable unit: dome) plus a small learned tint from a trainable `mix` block with BatchNorm, so training
-moves its weights and running statistics without changing the segmenter's labels.
+`ForeignGAN` (`tests.helpers`) is not the project's GAN: manual optimisation, its generator at `nets.G`. That
+generator draws the planted scene of `tests.helpers` (layer1 unit 0 *is* the dome mask, so the colour segmenter
+finds exactly one interpretable unit: dome) plus a small learned tint from a trainable `mix` block with BatchNorm,
+so training moves its weights and running statistics without changing the segmenter's labels.
 
 Fits are shared through module-scoped fixtures; every Trainer runs a handful of batches on CPU.
 """
@@ -20,85 +22,28 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
-from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_gd import cli
-from lightning_gd.callbacks import UnitEmergenceMonitor
-from lightning_gd.hooks import LayerNotFoundError
-from lightning_gd.monitoring import checkpoint_files, dissect_checkpoints, log_unit_emergence, measure_unit_emergence
-from tests.helpers import CONCEPTS, SCALE, Z_DIM, Planted, Render, segmenter
+from lightning_gd import zoo
+from lightning_gd.callbacks import FIDMonitor, UnitEmergenceMonitor
+from lightning_gd.dissection.emergence import measure_unit_emergence
+from lightning_gd.models.hooks import LayerNotFoundError
+from lightning_gd.realism.artifacts import ablation_fid, per_unit_fid, scores_and_features
+from lightning_gd.realism.fid import real_statistics
+from tests.helpers import CONCEPTS, PROBE, ForeignGAN, TinyGenerator, segmenter, tiny_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
-PROBE = {"n": 24, "batch_size": 12, "top_k": 2, "num_units": 2}
-
-
-class TinyGenerator(nn.Module):
-    """z (B, Z_DIM) → 64×64 images: the planted scene at ±0.9 plus a learned tint of at most ±0.1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.z_dim = Z_DIM
-        self.embed = nn.Identity()  # (B, Z_DIM): not a featuremap
-        self.layer1 = Planted()  # (B, 3, 16, 16): dome, noise, dead
-        self.mix = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU())  # (B, 4, 16, 16), trained
-        self.tint = nn.Conv2d(4, 3, 1)
-        self.render = Render()
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        r = self.layer1(self.embed(z))
-        tint = torch.tanh(self.tint(F.interpolate(self.mix(r), scale_factor=SCALE)))  # (B, 3, 64, 64)
-        return 0.9 * self.render(r) + 0.1 * tint
-
-
-class ForeignGAN(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-        disc = nn.Sequential(nn.Conv2d(3, 4, 4, 4), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * 16 * 16, 1))
-        self.nets = nn.ModuleDict({"G": TinyGenerator(), "D": disc})
-
-    def configure_optimizers(self):
-        return (
-            torch.optim.Adam(self.nets["G"].parameters(), lr=1e-2),
-            torch.optim.Adam(self.nets["D"].parameters(), lr=1e-2),
-        )
-
-    def training_step(self, batch, batch_idx):
-        opt_g, opt_d = self.optimizers()
-        real = batch[0]
-        fake = self.nets["G"](torch.randn(real.shape[0], Z_DIM))
-        loss_d = F.softplus(-self.nets["D"](real)).mean() + F.softplus(self.nets["D"](fake.detach())).mean()
-        opt_d.zero_grad()
-        self.manual_backward(loss_d)
-        opt_d.step()
-        loss_g = F.softplus(-self.nets["D"](fake)).mean()
-        opt_g.zero_grad()
-        self.manual_backward(loss_g)
-        opt_g.step()
-
-    def train_dataloader(self):
-        real = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
-        return DataLoader(TensorDataset(real), batch_size=4, shuffle=True)  # shuffling draws from the global RNG
 
 
 def _trainer(root: Path, batches: int, callbacks=(), logger=True, **kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=2 * batches,  # two optimiser steps per batch
-        default_root_dir=root,
-        logger=TensorBoardLogger(root, name="", version=0) if logger is True else logger,
-        callbacks=list(callbacks),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **{"enable_checkpointing": False, **kwargs},
+    """`batches` training batches of `ForeignGAN` (two optimiser steps each), logging to TensorBoard by default."""
+    logger = TensorBoardLogger(root, name="", version=0) if logger is True else logger
+    return tiny_trainer(
+        root, max_epochs=None, max_steps=2 * batches, logger=logger, callbacks=list(callbacks), **kwargs
     )
 
 
@@ -184,41 +129,6 @@ def test_record_matches_a_direct_dissection(monitored):
     torch.testing.assert_close(torch.tensor(record["best_iou"]), torch.tensor(last["best_iou"]), atol=1e-5, rtol=0)
 
 
-def test_measurement_restores_modes_hooks_and_rng_even_on_error():
-    G = TinyGenerator().train()
-    G.mix[1].eval()  # a frozen BatchNorm inside a training generator keeps its own mode
-    stats = G.mix[1].running_mean.clone()
-    rng = torch.get_rng_state()
-    log_unit_emergence(G, 0, None, layer="mix", segmenter=segmenter(), **PROBE)
-    assert G.training and G.mix.training and not G.mix[1].training
-    assert torch.equal(G.mix[1].running_mean, stats) and torch.equal(torch.get_rng_state(), rng)
-
-    def boom(module, inputs, output):
-        raise RuntimeError("boom")
-
-    handle = G.tint.register_forward_hook(boom)
-    with pytest.raises(RuntimeError, match="boom"):
-        log_unit_emergence(G, 0, None, layer="mix", segmenter=segmenter(), **PROBE)
-    handle.remove()
-    assert all(not m._forward_hooks for m in G.modules())  # the dissection's traces are gone
-    assert G.training and not G.mix[1].training and torch.equal(torch.get_rng_state(), rng)
-
-
-def test_plain_pytorch_entry_point_logs_the_same_tags(tmp_path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    G, history = TinyGenerator(), []
-    with SummaryWriter(str(tmp_path)) as writer:
-        for step in (0, 100):
-            log_unit_emergence(G, step, writer, layer="layer1", segmenter=segmenter(), history=history, **PROBE)
-    acc = EventAccumulator(str(tmp_path))
-    acc.Reload()
-    assert [e.value for e in acc.Scalars("emergence/layer1/interpretable_units")] == [1, 1]
-    assert [e.step for e in acc.Scalars("emergence/layer1/distinct_concepts")] == [0, 100]
-    assert [r["step"] for r in history] == [0, 100]
-    assert len(acc.Images("emergence/layer1/best_iou_heatmap")) == 2
-
-
 def test_other_loggers_get_the_scalars(tmp_path):
     monitor = UnitEmergenceMonitor("nets.G", "layer1", segmenter(), every_n_batches=2, **PROBE)
     trainer = _trainer(tmp_path, 2, [monitor], logger=CSVLogger(tmp_path))
@@ -232,78 +142,14 @@ def test_other_loggers_get_the_scalars(tmp_path):
 # ----------------------------------------------------------------------------------------------- resume
 
 
-@pytest.fixture(scope="module")
-def resumed(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("resume")
-    ckdir = tmp / "ckpts"
-
-    def run(batches: int, ckpt_path=None):
-        pl.seed_everything(0, verbose=False)
-        monitor = UnitEmergenceMonitor("nets.G", "mix", segmenter(), every_n_batches=2, **PROBE)
-        ckpt = ModelCheckpoint(dirpath=ckdir, save_last=True, every_n_train_steps=4, filename="{step}", save_top_k=-1)
-        trainer = _trainer(tmp, batches, [monitor, ckpt], enable_checkpointing=True)
-        trainer.fit(ForeignGAN(), ckpt_path=ckpt_path)
-        return monitor
-
-    first = run(4)
-    second = run(6, ckpt_path="last")
-    return ckdir, first, second
-
-
-def test_history_survives_resume(resumed):
-    ckdir, first, second = resumed
+def test_history_survives_resume(foreign_resumed):
+    ckdir, first, second = foreign_resumed
     assert [r["batch"] for r in first.history] == [2, 4]
     assert [r["batch"] for r in second.history] == [2, 4, 6]  # restored, then continued; no repeat at the end
     assert [r["step"] for r in second.history] == [4, 8, 12]
     assert second.history[:2] == first.history
     state = torch.load(ckdir / "last.ckpt", map_location="cpu", weights_only=True)["callbacks"]
     assert [r["batch"] for r in state[second.state_key]["history"]] == [2, 4, 6]
-
-
-def test_dissect_checkpoints_of_a_foreign_run(resumed, tmp_path):
-    ckdir, _, second = resumed
-    out = tmp_path / "emergence"
-    history = dissect_checkpoints(
-        [ckdir], out, "mix", TinyGenerator(), "nets.G", segmenter(), n=PROBE["n"], top_k=2, num_units=2, tb_dir=tmp_path
-    )
-    assert [r["step"] for r in history] == [4, 8, 12]  # step=4, step=8, step=12; last.ckpt repeats step 12
-    assert [r["batches"] for r in history] == [2, 4, 6]
-    for r, monitored in zip(history, second.history):  # the same probe z and weights as the monitor saw
-        assert r["best_concept"] == monitored["best_concept"]
-        torch.testing.assert_close(torch.tensor(r["best_iou"]), torch.tensor(monitored["best_iou"]), atol=1e-5, rtol=0)
-    assert json.loads((out / "emergence.json").read_text())[0]["step"] == 4
-    for name in ("emergence.png", "emergence_heatmap.png", "emergence_units.png"):
-        assert (out / name).stat().st_size > 1000
-    acc = EventAccumulator(str(tmp_path / "emergence-emergence"))
-    acc.Reload()
-    assert [e.step for e in acc.Scalars("emergence/mix/interpretable_units")] == [4, 8, 12]
-
-
-def test_checkpoint_files_from_folders_globs_and_files(resumed):
-    ckdir, _, _ = resumed
-    names = ["last.ckpt", "step=12.ckpt", "step=4.ckpt", "step=8.ckpt"]
-    assert [p.name for p in checkpoint_files(ckdir)] == names
-    assert [p.name for p in checkpoint_files([str(ckdir / "step=*.ckpt"), ckdir / "last.ckpt"])] == names[1:] + names[
-        :1
-    ]
-    with pytest.raises(FileNotFoundError, match="no checkpoint matches the pattern"):
-        checkpoint_files(str(ckdir / "epoch=*.ckpt"))
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        checkpoint_files([ckdir / "missing.ckpt"])
-
-
-def test_dissect_checkpoints_command_and_bad_prefix(resumed, tmp_path, monkeypatch, capsys):
-    ckdir, _, _ = resumed
-    monkeypatch.chdir(ROOT)
-    common = ["--layer", "layer1", "--n", "12", "--out", str(tmp_path / "o"), "--tb_dir", "null"]
-    gen = ["--generator", '{"class_path": "tests.test_callbacks.TinyGenerator"}']
-    seg = ["--segmenter", '{"class_path": "tests.helpers.ColourSegmenter"}']
-    cli.main(["dissect-checkpoints", str(ckdir / "step=8.ckpt"), *gen, *seg, "--prefix", "nets.G", *common])
-    assert "interpretable" in capsys.readouterr().out  # the printed table
-    (doc,) = json.loads((tmp_path / "o" / "emergence.json").read_text())
-    assert doc["step"] == 8 and doc["interpretable"] == 1 and doc["per_concept"]["dome"] == 1
-    with pytest.raises(KeyError, match="no weights under 'generator.'; its state_dict prefixes: nets"):
-        cli.main(["dissect-checkpoints", str(ckdir / "step=8.ckpt"), *gen, *seg, *common])
 
 
 # ----------------------------------------------------------------------------------------------- DDP
@@ -314,8 +160,7 @@ sys.path.insert(0, {root!r})
 import pytorch_lightning as pl
 from pytorch_lightning.strategies import DDPStrategy
 from lightning_gd.callbacks import UnitEmergenceMonitor
-from tests.helpers import segmenter
-from tests.test_callbacks import PROBE, ForeignGAN
+from tests.helpers import PROBE, ForeignGAN, segmenter
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
@@ -407,9 +252,91 @@ def test_layer_without_featuremap_and_bad_units_fail_at_setup(tmp_path):
         ({"n": 0}, "n must be an integer ≥ 1"),
         ({"iou_threshold": 1.5}, r"iou_threshold must be in \[0, 1\)"),
         ({"units": [-1]}, "units must be non-negative"),
-        ({"segmenter": nn.Identity()}, "segmenter must be a lightning_gd.segmenters.Segmenter"),
+        ({"segmenter": nn.Identity()}, "segmenter must be a zoo spec or a Segmenter"),
     ],
 )
 def test_invalid_settings_fail_at_construction(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         UnitEmergenceMonitor("nets.G", "layer1", **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------- FID monitor
+
+SMALL = {"n": 12, "batch_size": 6, "real_n": 16}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fidmon")
+    given = FIDMonitor("nets.G", every_n_batches=2, layer="layer1", artifact_units=[0], cache_dir=str(tmp), **SMALL)
+    found = FIDMonitor(
+        "nets.G", every_n_batches=4, layer="layer1", find_artifacts=1, top_k=4, cache_dir=str(tmp), tag="found", **SMALL
+    )
+    trainer, module = _fit(tmp / "run", 5, [given, found])
+    return tmp, trainer, module, given, found
+
+
+def test_fid_monitor_measures_on_batches_and_at_the_end(fitted):
+    _, _, _, given, found = fitted
+    assert [r["batch"] for r in given.history] == [2, 4, 5]
+    assert [r["batch"] for r in found.history] == [4, 5]
+    assert all(r["fid"] > 0 and r["fid_ablated"] > 0 for r in given.history)
+    assert all(r["artifact_units"] == [0] for r in given.history)
+
+
+def test_fid_monitor_numbers_match_a_direct_computation(fitted):
+    tmp, _, module, given, found = fitted
+    G = module.nets["G"].eval()
+    ex = zoo.feature_extractor("world")
+    real = real_statistics(ex, zoo.real_images("world", n=SMALL["real_n"]), cache_dir=str(tmp), progress=False)
+    last = given.history[-1]
+    assert last["fid"] == pytest.approx(ablation_fid(G, "layer1", [], ex, real, 12, 5, 6), rel=1e-6)
+    assert last["fid_ablated"] == pytest.approx(ablation_fid(G, "layer1", [0], ex, real, 12, 5, 6), rel=1e-6)
+    scores, feats = scores_and_features(G, "layer1", ex, 12, 5, 6, progress=False)
+    worst = int(torch.argmax(per_unit_fid(scores, feats, real, 4, progress=False)))
+    assert found.history[-1]["artifact_units"] == [worst]
+    assert found.history[-1]["fid"] == pytest.approx(last["fid"], rel=1e-6)  # same z, same generator
+
+
+def test_fid_monitor_logs_to_the_run(fitted):
+    _, trainer, _, _, _ = fitted
+    acc = EventAccumulator(trainer.logger.log_dir)
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"fid/fid", "fid/fid_ablated"} <= tags
+    assert len(acc.Scalars("fid/fid")) >= 3
+
+
+def test_fid_monitor_state_round_trips(fitted):
+    _, _, _, given, _ = fitted
+    fresh = FIDMonitor("nets.G", layer="layer1", artifact_units=[0], **SMALL)
+    assert len(given.history) == 3 and all("fid" in r for r in given.history)  # a history worth restoring
+    fresh.load_state_dict(given.state_dict())
+    assert fresh.history == given.history
+
+
+def test_fid_monitor_wrong_path_and_layer_fail_at_setup(tmp_path):
+    with pytest.raises(AttributeError, match="its children: G, D"):
+        _fit(tmp_path / "a", 1, [FIDMonitor("nets.X", **SMALL)])
+    with pytest.raises(KeyError, match="layer1"):
+        _fit(tmp_path / "b", 1, [FIDMonitor("nets.G", layer="layr1", artifact_units=[0], **SMALL)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds 0 PNG/JPEG images"):  # at setup, before any training batch
+        _fit(tmp_path / "d", 1, [FIDMonitor("nets.G", real_images=str(tmp_path / "empty"), **SMALL)])
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        bad = FIDMonitor("nets.G", feature_extractor="inception", feature_extractor_weights_path="nope.pth", **SMALL)
+        _fit(tmp_path / "c", 1, [bad])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"artifact_units": [0]}, "need the layer"),
+        ({"n": 1}, "at least 2"),
+        ({"every_n_batches": 0}, "every_n_batches"),
+        ({"layer": "layer1", "find_artifacts": 2, "top_k": 50, "n": 10}, "top_k in"),
+    ],
+)
+def test_fid_monitor_bad_settings_fail_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FIDMonitor("nets.G", **kwargs)

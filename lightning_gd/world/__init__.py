@@ -1,5 +1,6 @@
 """The embedded default world: a procedural scene renderer with exact labels, and the GAN, segmenter and
-FID feature net the project trained on it and ships.
+FID feature net the project trained on it and ships. It registers itself with the zoo (`register`), so the
+rest of the project asks `lightning_gd.zoo` for "world" and never imports this package.
 
     >>> from lightning_gd import world
     >>> G, seg = world.load_generator(), world.load_segmenter()
@@ -14,12 +15,20 @@ from pathlib import Path
 
 import torch
 
-from lightning_gd.segmenters import ModuleSegmenter
+from lightning_gd.models.segmenters import ModuleSegmenter
 from lightning_gd.world.models import FeatureNet, Generator, UNet
 from lightning_gd.world.render import CATEGORIES, CONCEPTS, render_scene
 from lightning_gd.world.weights import default_path, load_module, to_device
 
-__all__ = ["CATEGORIES", "CONCEPTS", "render_scene", "load_generator", "load_segmenter", "load_feature_net"]
+__all__ = [
+    "CATEGORIES",
+    "CONCEPTS",
+    "render_scene",
+    "load_generator",
+    "load_segmenter",
+    "load_feature_net",
+    "register",
+]
 
 
 def load_generator(path: str | Path | None = None, device: torch.device | str | None = None) -> Generator:
@@ -43,3 +52,33 @@ def load_segmenter(path: str | Path | None = None, device: torch.device | str | 
 def load_feature_net(path: str | Path | None = None, device: torch.device | str | None = None) -> FeatureNet:
     """The world's FID feature net: `forward_features(x)` → (B, 256)."""
     return to_device(load_module(FeatureNet, path or default_path("features"), "feature net"), device)
+
+
+def _generator(
+    argument: str | None = None,
+    weights: str | Path | None = None,
+    hyper_parameters: dict | None = None,
+    device: torch.device | str | None = None,
+) -> Generator:
+    """`world` (the shipped weights), `world:PATH` or weights=PATH (an exported safetensors file); with the
+    `hyper_parameters` of a world GAN training checkpoint, an untrained generator of that run's size."""
+    if hyper_parameters is not None:
+        return to_device(Generator(hyper_parameters.get("z_dim", 128), hyper_parameters.get("g_width", 256)), device)
+    return load_generator(argument or weights, device)
+
+
+def _segmenter(argument: str | None = None, device: torch.device | str | None = None) -> ModuleSegmenter:
+    return load_segmenter(argument, device)
+
+
+def register(zoo) -> None:
+    """Register the world's networks, FID pieces and subcommands with the zoo (called by the zoo itself)."""
+    from lightning_gd.world import commands
+    from lightning_gd.world.fid import world_extractor, world_renders
+
+    zoo.register("generator", "world", _generator, "the embedded world's GAN (world or world:PATH)")
+    zoo.register("segmenter", "world", _segmenter, "the embedded world's segmenter (world or world:PATH)")
+    zoo.register("feature_extractor", "world", world_extractor, "the world's FID feature net (world FID)")
+    zoo.register("real_images", "world", world_renders, "world renders")
+    for name, fn in commands.COMMANDS.items():
+        zoo.register_command(name, fn)

@@ -60,12 +60,10 @@ def _checkpoint_fids(checkpoints: list[Path], real: torch.Tensor, n: int, gan_we
     return sorted(rows, key=lambda r: r["global_step"])
 
 
-def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | None = None) -> Path:
-    out = Path(out or WEIGHTS_DIR)
-    out.mkdir(parents=True, exist_ok=True)
+def measure(n: int = 2000, gan_checkpoints: list[Path] = ()) -> dict:
+    """Every number of the cards: the segmenter's accuracy, the GAN's pixel fractions and world FID."""
     G, seg = load_generator(), load_segmenter()
     load_feature_net()  # fail early if missing
-
     seg_t = segmenter_table(seg, n)
     gan_t = gan_table(G, seg, n)
     real, fake = gan_t.pop("images_real"), gan_t.pop("images_generated")
@@ -77,21 +75,42 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
     fids = {"real_vs_real": world_fid(real, real2), "real_vs_generated": world_fid(real, fake)}
     gan_weights = read_metadata(default_path("generator")).get("provenance", {}).get("gan_weights", "ema")
     ckpt_fids = _checkpoint_fids(list(gan_checkpoints), real, n, gan_weights)
-    results = {
+    return {
         "segmenter": seg_t,
-        "gan": {**gan_t, "quality_bar": bar, "fid": fids["real_vs_generated"], "checkpoint_fids": ckpt_fids},
+        "gan": {
+            **gan_t,
+            "quality_bar": bar,
+            "fid": fids["real_vs_generated"],
+            "checkpoint_fids": ckpt_fids,
+            "weights": gan_weights,
+        },
         "features": fids,
     }
-    (out / "model_cards.json").write_text(json.dumps(results, indent=2))
 
+
+def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | None = None) -> Path:
+    out = Path(out or WEIGHTS_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    results = measure(n, gan_checkpoints)
+    (out / "model_cards.json").write_text(json.dumps(results, indent=2))
     md = [
         "# Model cards: the embedded world",
         "",
         f"Measured by `python -m lightning_gd world-card --n {n}` on fresh renders (a seed stream never used in "
         "training) and generated samples. FID here is **world FID** (the world's own feature net, not Inception).",
         "",
+        *_segmenter_md(results["segmenter"], n),
+        *_generator_md(results["gan"], n),
+        *_features_md(results["features"], n),
     ]
-    md += [
+    path = out / "MODEL_CARDS.md"
+    path.write_text("\n".join(md))
+    print(f"wrote {path} and {out / 'model_cards.json'}")
+    return path
+
+
+def _segmenter_md(seg_t: dict, n: int) -> list[str]:
+    return [
         "## Segmenter (`load_segmenter()`)",
         "",
         *_provenance_md("segmenter"),
@@ -108,7 +127,11 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
         f"generated images {seg_t['confidence_generated']:.3f}.",
         "",
     ]
-    md += [
+
+
+def _generator_md(gan_t: dict, n: int) -> list[str]:
+    gan_weights, bar, ckpt_fids = gan_t["weights"], gan_t["quality_bar"], gan_t["checkpoint_fids"]
+    md = [
         "## Generator (`load_generator()`)",
         "",
         *_provenance_md("generator"),
@@ -128,7 +151,7 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
             f"| {c} | {r['real']:.4f} | {r['real_segmented']:.4f} | {r['generated']:.4f} | "
             f"{r['relative_difference']:+.1%} | {verdict} |"
         )
-    md += ["", f"World FID, {n} generated vs {n} real: **{fids['real_vs_generated']:.2f}**.", ""]
+    md += ["", f"World FID, {n} generated vs {n} real: **{gan_t['fid']:.2f}**.", ""]
     if ckpt_fids:
         md += [
             f"World FID along the training run ({'EMA generator' if gan_weights == 'ema' else 'trained generator'}"
@@ -139,7 +162,11 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
             *[f"| {r['global_step']} | {r['global_step'] // 2} | {r['fid']:.2f} |" for r in ckpt_fids],
             "",
         ]
-    md += [
+    return md
+
+
+def _features_md(fids: dict, n: int) -> list[str]:
+    return [
         "## FID feature net (`load_feature_net()`, torch-fidelity extractor `lightning-gd-world-v1`)",
         "",
         *_provenance_md("features"),
@@ -148,7 +175,3 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
         f"renders vs generated: **{fids['real_vs_generated']:.2f}**.",
         "",
     ]
-    path = out / "MODEL_CARDS.md"
-    path.write_text("\n".join(md))
-    print(f"wrote {path} and {out / 'model_cards.json'}")
-    return path

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from lightning_gd.images import to_uint8
-from lightning_gd.segmenters import Segmenter
+from lightning_gd.models.images import to_uint8
+from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.world.data import render_batch
 
 # Streams never used in training (training uses seed 0 and its val/test offsets).
@@ -116,6 +116,7 @@ def quality_bar(
 
 
 def world_fid(images1: torch.Tensor, images2: torch.Tensor) -> float:
-    from lightning_gd.fid import fid
+    from lightning_gd.realism.fid import fid
+    from lightning_gd.world.features import register_world_feature_extractor
 
-    return fid(to_uint8(images1), to_uint8(images2))
+    return fid(to_uint8(images1), to_uint8(images2), register_world_feature_extractor())

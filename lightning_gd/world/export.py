@@ -8,26 +8,13 @@ from pathlib import Path
 
 import torch
 
+from lightning_gd.models.weights import read_checkpoint, state_dict_of
 from lightning_gd.world.gan import recalibrate_batchnorm
 from lightning_gd.world.models import FeatureNet, Generator, UNet
 from lightning_gd.world.render import CONCEPTS, RENDERER_VERSION
 from lightning_gd.world.weights import default_path, save_module
 
 MODELS = ("gan", "segmenter", "features")
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _sub_state(state: dict, prefix: str) -> dict:
-    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not sub:
-        raise ValueError(f"checkpoint has no weights under '{prefix}'; is it a checkpoint of the right model?")
-    return sub
 
 
 def _run_wall_time(ckpt: Path) -> float | None:
@@ -48,8 +35,8 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None, ga
         raise ValueError(f"unknown world model '{model}'; choose one of {', '.join(MODELS)}")
     if gan_weights not in GAN_WEIGHTS:
         raise ValueError(f"unknown gan_weights '{gan_weights}'; choose one of {', '.join(GAN_WEIGHTS)}")
-    ckpt = load_checkpoint(checkpoint)
-    hp, state = ckpt.get("hyper_parameters", {}), ckpt["state_dict"]
+    ckpt = read_checkpoint(checkpoint)
+    hp = ckpt.get("hyper_parameters", {})
     provenance = {
         "checkpoint": str(checkpoint),
         "global_step": ckpt.get("global_step"),
@@ -63,14 +50,14 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None, ga
     if model == "gan":
         kwargs = {"z_dim": hp["z_dim"], "width": hp["g_width"]}
         net = Generator(**kwargs)
-        net.load_state_dict(_sub_state(state, "generator_ema." if gan_weights == "ema" else "generator."))
+        net.load_state_dict(state_dict_of(ckpt, "generator_ema" if gan_weights == "ema" else "generator", checkpoint))
         recalibrate_batchnorm(net)  # exact statistics of these weights, not running averages over training
         provenance["gan_weights"] = gan_weights
         name = "generator"
     elif model == "segmenter":
         kwargs = {"num_classes": len(CONCEPTS), "width": hp["width"]}
         net = UNet(**kwargs)
-        net.load_state_dict(_sub_state(state, "segmenter.net."))
+        net.load_state_dict(state_dict_of(ckpt, "segmenter.net", checkpoint))
         name = "segmenter"
     else:
         kwargs = {
@@ -80,6 +67,6 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None, ga
             "width": hp["width"],
         }
         net = FeatureNet(**kwargs)
-        net.load_state_dict(_sub_state(state, "net."))
+        net.load_state_dict(state_dict_of(ckpt, "net", checkpoint))
         name = "features"
     return save_module(net, out or default_path(name), kwargs, {"provenance": provenance})

@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from lightning_gd.images import to_float_images
+from lightning_gd.models.images import to_float_images
 from lightning_gd.world.models import FeatureNet
 from lightning_gd.world.render import CONCEPTS
 

@@ -9,7 +9,7 @@ import torchmetrics
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from lightning_gd.segmenters import ModuleSegmenter
+from lightning_gd.models.segmenters import ModuleSegmenter
 from lightning_gd.world.models import UNet
 from lightning_gd.world.render import CATEGORIES, CONCEPTS
 

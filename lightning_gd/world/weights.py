@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save
 from torch import nn
 
-from lightning_gd.io import atomic_write
+from lightning_gd.cache import atomic_write
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FILES = {"generator": "generator.safetensors", "segmenter": "segmenter.safetensors", "features": "features.safetensors"}

@@ -1,0 +1,389 @@
+"""Causal unit search (paper §3.2, Eqs. 5–6; §S-6.4) as a Lightning training loop.
+
+`CausalSearch` learns α ∈ [0, 1]^U, the only trainable parameter, for one concept c at one layer:
+
+    loss = −δ_α + λ‖α‖₂,   δ_α = E[s_c(x_i')] − E[s_c(x_a')]
+
+with `x_a' = f((1 − α) ⊙ r at P)` (partial ablation) and `x_i' = f(α ⊙ k + (1 − α) ⊙ r at P)` (partial
+insertion), `s_c` the segmenter's soft probability of c averaged over the image pixels of the featuremap
+location P. The generator and segmenter are frozen and live outside the module's state, so checkpoints hold
+α, k_c and the IoU only. Per batch, `h(z)` runs once (no gradient); `f` and the segmenter run on the edited
+featuremaps, forward and backward, at training locations fixed per sample (`lightning_gd.causal.locations`).
+α starts at IoU_{u,c} / max_v IoU_{v,c} from a dissection of the layer (cached), is projected back to [0, 1]
+after every optimiser step, and the answer is the top-n units of α. `test` measures the ablation curve and
+the insertion effect on held-out z (`lightning_gd.causal.ace`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pytorch_lightning import LightningModule
+from torch import nn
+
+from lightning_gd import zoo
+from lightning_gd.cache import Cache, atomic_write, fingerprint, save_atomic
+from lightning_gd.causal import ace
+from lightning_gd.causal.interventions import at_locations, concept_means, coverage, intervene, location_mask
+from lightning_gd.causal.locations import training_locations
+from lightning_gd.dissection.recipe import dissect
+from lightning_gd.dissection.stats import TensorSum
+from lightning_gd.latents import latents
+from lightning_gd.models.segmenters import Segmenter
+from lightning_gd.models.split import LayerSplit
+
+InitMode = Literal["iou", "uniform"]
+
+
+class CausalSearch(LightningModule):
+    """Find the units of `layer` that cause `concept` by optimising a continuous intervention α.
+
+    Args:
+        concept: the concept to cause (a name in the segmenter's vocabulary).
+        layer: the generator layer whose units are searched.
+        generator: a zoo spec (`world`, …) or a generator module (class_path + init_args); default: the
+            embedded world's GAN.
+        generator_weights: a local weights file for `generator` (safetensors, or a torch file read weights-only).
+        segmenter: a zoo spec or a `lightning_gd.models.segmenters.Segmenter`; default: the world's.
+        z_dim: latent size, if the generator has no `z_dim` attribute.
+        lam: λ, the weight of ‖α‖₂ in the loss (≥ 0).
+        lr: Adam learning rate for α.
+        init: `iou` (α_u = IoU_{u,c} / max IoU, §S-6.4) or `uniform` (all 0.5).
+        top_n: size of the unit set reported, logged and evaluated.
+        candidates: random locations tried per sample when looking for an insertion location.
+        location_seed: seed of those locations and of the test's insertion locations.
+        kc_samples: samples for k_c, the per-unit mean activation where c is present (§S-6.4).
+        kc_seed: seed of that sample.
+        dissect_samples: samples of the dissection that gives the IoU (initialisation and IoU ranking).
+        dissect_seed: seed of that dissection.
+        eval_sizes: n of the test's ablation curve (default: 1, 2, 5, 10, 15, 20, 30, … up to U).
+        random_draws: random unit sets per n in the test's baseline.
+        out: folder for the result (α, ranking, ACE report); default `out/causal/<concept>-<layer>`.
+        cache_dir: folder for cached k_c and dissection stages (None: no cache).
+        progress: show progress bars for the preparation passes.
+    """
+
+    def __init__(
+        self,
+        concept: str = "tree",
+        layer: str = "layer4",
+        generator: nn.Module | str | None = None,
+        generator_weights: Path | None = None,
+        segmenter: Segmenter | str | None = None,
+        z_dim: int | None = None,
+        lam: float = 0.1,
+        lr: float = 0.01,
+        init: InitMode = "iou",
+        top_n: int = 20,
+        candidates: int = 4,
+        location_seed: int = 0,
+        kc_samples: int = 500,
+        kc_seed: int = 10,
+        dissect_samples: int = 1000,
+        dissect_seed: int = 0,
+        eval_sizes: list[int] | None = None,
+        random_draws: int = 3,
+        out: Path | None = None,
+        cache_dir: Path | None = Path("out/cache"),
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_settings(lam, init, top_n, candidates, random_draws, kc_samples, dissect_samples)
+        # paths as strings: checkpoints are read back with weights_only=True, which refuses pathlib objects
+        out, cache_dir, generator_weights = (None if p is None else str(p) for p in (out, cache_dir, generator_weights))
+        self.save_hyperparameters(ignore=["generator", "segmenter"])
+        G = zoo.generator(generator, weights=generator_weights).eval().requires_grad_(False)
+        seg = zoo.segmenter(segmenter).eval().requires_grad_(False)
+        if not seg.differentiable:
+            raise ValueError(f"{type(seg).__name__} gives labels only; the causal search needs soft probabilities")
+        # a plain dict, not submodules: the frozen networks stay out of state_dict and checkpoints
+        self.frozen = {"generator": G, "segmenter": seg}
+        self.names = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter)}
+        self.concept_index = seg.concept_index(concept)
+        self.split = LayerSplit(G, layer, z_dim)
+        self.z_dim = self.split.z_dim
+        with torch.no_grad():
+            r = self.split.h(latents([0], self.z_dim, kc_seed))
+        U = r.shape[1]
+        self.fm_size = tuple(r.shape[-2:])
+        self.top_n = min(top_n, U)
+        self.out = Path(out) if out is not None else Path("out/causal") / f"{concept}-{layer}"
+        self.alpha = nn.Parameter(torch.zeros(U))  # (U,)
+        self.register_buffer("k_c", torch.zeros(U))
+        self.register_buffer("iou", torch.zeros(U))
+        self.register_buffer("presence", torch.zeros(()))
+        self.register_buffer("prepared", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("previous_top", torch.full((self.top_n,), -1, dtype=torch.long))
+        self._locations: dict[int, tuple[int, int]] = {}
+        self.sizes = ace.curve_sizes(U, eval_sizes, self.top_n)
+        self.ranking_names = ["alpha", "iou", *[f"random{i}" for i in range(random_draws)]]
+        self.val_sums = TensorSum((2,))
+        self.test_sums = nn.ModuleDict(ace.sum_metrics(len(seg.concepts), len(self.ranking_names), len(self.sizes)))
+        self._grid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.frozen["generator"]
+
+    @property
+    def segmenter(self) -> Segmenter:
+        return self.frozen["segmenter"]
+
+    @property
+    def num_units(self) -> int:
+        return self.alpha.numel()
+
+    def _to_device(self) -> None:
+        for net in self.frozen.values():
+            net.to(self.device)
+
+    def prepare(self) -> None:
+        """k_c, the IoU of every unit with c, and α's initial value (each rank computes the same)."""
+        hp = self.hparams
+        ids = {"generator": fingerprint(self.generator), "segmenter": fingerprint(self.segmenter)}
+        cache = Cache(hp.cache_dir, write=self._trainer is None or self._trainer.is_global_zero)
+        kc = cache.tensors(
+            "k_c",
+            {**ids, "layer": hp.layer, "concept": hp.concept, "n": hp.kc_samples, "seed": hp.kc_seed},
+            lambda: concept_means(
+                self.split, self.segmenter, hp.concept, hp.kc_samples, hp.kc_seed, progress=hp.progress
+            ),
+            label=f"{hp.concept}-{hp.layer}",
+        )
+        result = dissect(
+            self.generator,
+            hp.layer,
+            self.segmenter,
+            n=hp.dissect_samples,
+            seed=hp.dissect_seed,
+            z_dim=self.z_dim,
+            cache_dir=hp.cache_dir,
+            progress=hp.progress,
+        )
+        iou = result.layers[hp.layer].iou[:, result.vocabulary.index(hp.concept)]
+        with torch.no_grad():
+            self.k_c.copy_(kc["k_c"])
+            self.presence.copy_(kc["presence"])
+            self.iou.copy_(iou)
+            if hp.init == "iou" and iou.max() > 0:
+                self.alpha.copy_(iou / iou.max())
+            else:
+                self.alpha.fill_(0.5)
+            self.prepared.fill_(True)
+
+    def _identity(self) -> dict[str, str]:
+        return {
+            "concept": self.hparams.concept,
+            "layer": self.hparams.layer,
+            "generator": fingerprint(self.generator),
+            "segmenter": fingerprint(self.segmenter),
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["causal_search"] = self._identity()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """α and k_c belong to one concept, layer and pair of networks: refuse a checkpoint of another search."""
+        saved = checkpoint.get("causal_search")
+        if saved is None:
+            return
+        mine = self._identity()
+        wrong = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+        if wrong:
+            what = ", ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in wrong.items())
+            raise ValueError(
+                f"this checkpoint is from another causal search ({what}); give each search its own checkpoint "
+                "folder (trainer.callbacks ModelCheckpoint dirpath, as configs/causal/<concept>.yaml do)"
+            )
+
+    def on_fit_start(self) -> None:
+        self._to_device()
+        if not bool(self.prepared):  # a resumed run has them from its checkpoint
+            self.prepare()
+
+    def on_validation_start(self) -> None:
+        self._to_device()
+
+    def on_test_start(self) -> None:
+        self._to_device()
+        if not bool(self.prepared):
+            raise RuntimeError(
+                "this CausalSearch has no trained α: run `python -m lightning_gd fit` first and test its checkpoint "
+                "(`python -m lightning_gd test --config <the fit config> --ckpt_path <run>/checkpoints/last.ckpt`)"
+            )
+
+    @torch.no_grad()
+    def training_locations(self, indices: torch.Tensor, z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """(B, 2) per sample: its ablation location and its insertion location (−1: none), fixed per index."""
+        missing = [j for j, i in enumerate(indices.tolist()) if i not in self._locations]
+        if missing:
+            sel = torch.tensor(missing, device=r.device)
+            found = training_locations(
+                self.split, self.segmenter, self.concept_index, self.k_c, indices[sel], z[sel], r[sel],
+                self.hparams.candidates, self.hparams.location_seed,
+            )  # fmt: skip
+            for j, loc in zip(missing, found.tolist()):
+                self._locations[int(indices[j])] = (loc[0], loc[1])
+        return torch.tensor([self._locations[int(i)] for i in indices.tolist()], device=r.device)
+
+    def delta(self, z: torch.Tensor, r: torch.Tensor, locations: torch.Tensor) -> dict[str, torch.Tensor]:
+        """δ_α and its two terms on a batch: the mean soft presence of c at the insertion locations after a
+        partial insertion, minus the same at the ablation locations after a partial ablation."""
+        a, i = locations[:, 0] >= 0, locations[:, 1] >= 0
+        pa, pi = locations[a, 0], locations[i, 1]
+        ra = intervene(r[a], self.alpha, location_mask(pa, self.fm_size))
+        ri = intervene(r[i], self.alpha, location_mask(pi, self.fm_size), self.k_c)
+        x = self.split.f(torch.cat([ra, ri]), torch.cat([z[a], z[i]]))
+        s = at_locations(coverage(self.segmenter.probs(x)[:, self.concept_index], self.fm_size), torch.cat([pa, pi]))
+        zero = self.alpha.sum() * 0
+        ablation = s[: len(pa)].mean() if len(pa) else zero
+        insertion = s[len(pa) :].mean() if len(pi) else zero
+        return {"delta": insertion - ablation, "ablation": ablation, "insertion": insertion}
+
+    def training_step(self, batch, batch_idx: int):
+        indices, z = batch
+        with torch.no_grad():
+            r = self.split.h(z)
+        locations = self.training_locations(indices, z, r)
+        if not (locations >= 0).any():
+            # nothing to learn from in this batch (no c, nowhere to insert it); a zero loss rather than None
+            # keeps DDP ranks in step
+            return self.alpha.sum() * 0
+        terms = self.delta(z, r, locations)
+        norm = self.alpha.norm()
+        loss = -terms["delta"] + self.hparams.lam * norm
+        B = len(z)
+        self.log("train/loss", loss, batch_size=B, prog_bar=True)
+        self.log("train/delta", terms["delta"], batch_size=B, prog_bar=True)
+        self.log("train/ablation", terms["ablation"], batch_size=B)
+        self.log("train/insertion", terms["insertion"], batch_size=B)
+        self.log("train/alpha_norm", norm, batch_size=B)
+        self.log("train/alpha_above_half", (self.alpha > 0.5).sum().float(), batch_size=B)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        with torch.no_grad():
+            self.alpha.clamp_(0.0, 1.0)  # projection onto [0, 1]^U after each step
+
+    def ranking(self) -> torch.Tensor:
+        """Units by α, largest first; ties (e.g. several units clamped at 1) broken by IoU, then by index."""
+        by_iou = self.iou_ranking()
+        return by_iou[torch.sort(-self.alpha.detach().cpu()[by_iou], stable=True).indices]
+
+    def iou_ranking(self) -> torch.Tensor:
+        return torch.sort(-self.iou.detach().cpu(), stable=True).indices
+
+    def on_train_epoch_end(self) -> None:
+        top = self.ranking()[: self.top_n].to(self.previous_top.device)
+        if (self.previous_top >= 0).all():
+            turnover = self.top_n - len(set(top.tolist()) & set(self.previous_top.tolist()))
+            self.log("train/top_n_turnover", float(turnover))
+        self.previous_top.copy_(top)
+        tb = self._tensorboard()
+        if tb is not None:
+            tb.add_histogram("alpha", self.alpha.detach().cpu(), self.current_epoch)
+            text = ", ".join(f"{u} ({float(self.alpha.detach()[u]):.2f})" for u in top.tolist())
+            tb.add_text(f"top_{self.top_n}_units", text, self.current_epoch)
+
+    def _tensorboard(self):
+        from torch.utils.tensorboard import SummaryWriter
+
+        exp = getattr(self.logger, "experiment", None) if self.logger is not None else None
+        return exp if isinstance(exp, SummaryWriter) and self.trainer.is_global_zero else None
+
+    def configure_optimizers(self):
+        return torch.optim.Adam([self.alpha], lr=self.hparams.lr)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        _, z = batch
+        original, ablated = ace.ablation_counts(
+            self.split, self.segmenter, z, self.ranking()[None].to(z.device), [self.top_n]
+        )
+        self.val_sums.update(torch.stack([original[self.concept_index], ablated[0, 0, self.concept_index]]))
+
+    def on_validation_epoch_end(self) -> None:
+        original, ablated = self.val_sums.compute()
+        self.val_sums.reset()
+        removed = float(1 - ablated / original) if original > 0 else 0.0
+        self.log(f"val/removed_top{self.top_n}", removed, prog_bar=True)
+
+    def result(self) -> dict:
+        """The search's answer: settings, the top-n units, and every unit's α and IoU, ranked by α."""
+        order, alpha = self.ranking().tolist(), self.alpha.detach().cpu()
+        return {
+            "concept": self.hparams.concept,
+            "layer": self.hparams.layer,
+            "settings": dict(self.hparams),
+            "presence": float(self.presence),
+            "top_n": self.top_n,
+            "top_units": order[: self.top_n],
+            "units": [{"unit": u, "alpha": float(alpha[u]), "iou": float(self.iou[u])} for u in order],
+            "epochs": self.current_epoch,
+            "global_step": self.global_step,
+        }
+
+    def save_result(self) -> Path:
+        """α, k_c, IoU and the ranking as safetensors, the rest as JSON, under `out`."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        tensors = {"alpha": self.alpha.detach(), "k_c": self.k_c, "iou": self.iou, "ranking": self.ranking()}
+        save_atomic(tensors, self.out / "alpha.safetensors")
+        atomic_write(self.out / "causal.json", json.dumps(self.result(), indent=1).encode())
+        return self.out
+
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero:
+            out = self.save_result()
+            top = ", ".join(str(u) for u in self.ranking()[: self.top_n].tolist())
+            print(f"\n{self.hparams.concept} @ {self.hparams.layer}: top-{self.top_n} units by α: {top}")
+            print(f"wrote {out / 'causal.json'} and {out / 'alpha.safetensors'}")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        indices, z = batch
+        orders = ace.with_random(
+            [self.ranking(), self.iou_ranking()], self.hparams.random_draws, self.hparams.location_seed
+        )
+        seed = self.hparams.location_seed
+        sums = ace.batch_sums(
+            self.split, self.segmenter, z, indices, orders.to(z.device), self.sizes, self.top_n, self.k_c,
+            self.concept_index, seed,
+        )  # fmt: skip
+        for key, value in sums.items():
+            self.test_sums[key].update(value)
+        if self._grid_batch is None:
+            self._grid_batch = (z[:8].detach(), ace.uniform_locations(indices[:8].cpu(), self.fm_size, seed))
+
+    def on_test_epoch_end(self) -> None:
+        sums = {key: metric.compute().cpu() for key, metric in self.test_sums.items()}
+        for metric in self.test_sums.values():
+            metric.reset()
+        concepts, names = tuple(self.segmenter.concepts), self.ranking_names
+        summary = ace.summarize(
+            concepts, self.hparams.concept, names, self.sizes, sums["original"], sums["ablated"], sums, self.top_n
+        )
+        at_n = summary["removed_at_top_n"]
+        self.log(f"test/removed_top{self.top_n}_alpha", at_n["alpha"])
+        self.log(f"test/removed_top{self.top_n}_iou", at_n["iou"])
+        self.log(f"test/removed_top{self.top_n}_random", at_n["random_mean"])
+        self.log("test/insertion_ace_alpha", summary["insertion_at_top_n"]["alpha"]["ace"])
+        if self.trainer.is_global_zero:
+            from lightning_gd.reports.causal import write_ace
+
+            summary["layer"] = self.hparams.layer
+            summary["n_test"] = int(sums["count"])
+            summary["top_units"] = self.ranking()[: self.top_n].tolist()
+            write_ace(self, summary, self._grid_batch, self._tensorboard())
+        self._grid_batch = None
+
+
+def _check_settings(
+    lam: float, init: str, top_n: int, candidates: int, random_draws: int, kc_samples: int, dissect_samples: int
+) -> None:
+    if lam < 0:
+        raise ValueError(f"lam (λ, the weight of ‖α‖₂) must be ≥ 0, got {lam}")
+    if init not in InitMode.__args__:
+        raise ValueError(f"unknown init '{init}'; choose one of {', '.join(InitMode.__args__)}")
+    if min(top_n, candidates, random_draws, kc_samples, dissect_samples) < 1:
+        raise ValueError("top_n, candidates, random_draws, kc_samples and dissect_samples must be positive")

@@ -1,0 +1,81 @@
+"""`python -m lightning_gd <subcommand>`: Lightning's own `fit` / `validate` / `test` / `predict`, plus the
+project's subcommands.
+
+A project subcommand is a library function and a report (`lightning_gd.cli.commands.COMMANDS`, an explicit
+list; plugins such as the embedded world add theirs through the zoo); jsonargparse builds its parser from the
+function's signature and docstring, so `--help`, `--print_config` and `--config` work the same way, and a
+mistyped key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from lightning_gd import zoo
+from lightning_gd.cli.commands import COMMANDS, Command
+from lightning_gd.cli.lightning import SUBCOMMANDS, run_lightning
+
+
+def project_commands() -> dict[str, Command]:
+    """The project's subcommands and those the zoo's plugins add (e.g. the world's `demo`)."""
+    return {**COMMANDS, **{name: Command(fn) for name, fn in zoo.commands().items()}}
+
+
+def _usage() -> str:
+    project = project_commands()
+    width = max(map(len, [*SUBCOMMANDS, *project]))
+    lines = ["usage: python -m lightning_gd <subcommand> [--config FILE] [--help] [options]", "", "subcommands:"]
+    for name, text in SUBCOMMANDS.items():
+        lines.append(f"  {name:<{width}}  {text}")
+    for name, command in sorted(project.items()):
+        doc = command.run.__doc__
+        summary = doc.strip().splitlines()[0] if doc else ""
+        lines.append(f"  {name:<{width}}  {summary}")
+    lines += ["", "`python -m lightning_gd <subcommand> --help` shows the options of one subcommand."]
+    return "\n".join(lines)
+
+
+def _positionals_to_options(fn: Callable, argv: list[str]) -> list[str]:
+    """Leading positional arguments fill the required parameters in order: `export-world gan --checkpoint x`
+    is `export-world --model gan --checkpoint x`."""
+    required = [p.name for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
+    out, i = [], 0
+    while i < len(argv) and i < len(required) and not argv[i].startswith("-"):
+        out += [f"--{required[i]}", argv[i]]
+        i += 1
+    return out + argv[i:]
+
+
+def run_project_subcommand(name: str, argv: list[str]):
+    command = project_commands()[name]
+    argv = _positionals_to_options(command.run, argv)
+    prog, doc = f"python -m lightning_gd {name}", (command.run.__doc__ or "").split("Args:")[0].strip()
+    parser = ArgumentParser(prog=prog, description=doc, exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below.")
+    parser.add_function_arguments(command.run, as_group=False)
+    cfg = parser.parse_args(argv)
+    kwargs = {k: v for k, v in parser.instantiate_classes(cfg).items() if k not in ("config", "__path__")}
+    return command(**kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from_sys = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    name = argv[0]
+    if name in SUBCOMMANDS:
+        run_lightning(None if from_sys else argv)
+    elif name in project_commands():
+        run_project_subcommand(name, argv[1:])
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(name, [*SUBCOMMANDS, *project_commands()], n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        sys.exit(f"error: unknown subcommand '{name}'.{hint}\n\n{_usage()}")

@@ -1,0 +1,7 @@
+"""Dissection (paper §3.1): featuremaps → thresholds → tallies → IoU → labels, and its use over training
+(unit emergence). `dissect` is the recipe; `Dissection` its result."""
+
+from lightning_gd.dissection.recipe import dissect
+from lightning_gd.dissection.results import Dissection, DissectSettings, LayerDissection
+
+__all__ = ["DissectSettings", "Dissection", "LayerDissection", "dissect"]

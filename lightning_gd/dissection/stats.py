@@ -1,0 +1,266 @@
+"""Streaming statistics for dissection, as torchmetrics `Metric`s whose states are sums, so Lightning's
+DDP reduces them exactly and any batch split gives the same answer.
+
+- `UnitHistogram`: per-unit counts of activations in fixed log-spaced bins (mergeable, bounded memory,
+  no stored activations) → quantile thresholds (`quantile`) to a small relative bin width, refined by
+  linear interpolation inside the bin.
+- `UnitConceptHistogram`: the same counts split by the concept under each pixel → the per-unit IQR
+  threshold of the paper's Eq. 2 (argmax_t I/H against the unit's best concept).
+- `IoUTally`: intersections, unit-mask areas and concept areas pooled over the sample → IoU (U, C).
+- `TopK`: the k samples with the largest score per unit (the unit browser's top images).
+- `TensorSum`: any tensor summed over batches and ranks (the ACE evaluation's counts).
+
+Concept masks arrive as *label groups*: a list of (B, H, W) long tensors, each pixel carrying at most one
+concept per group (-1 = none) and group g owning concept indices `offsets[g] … offsets[g+1]-1`. One group
+holds a segmenter's classes; part concepts (top/bottom halves, left/right halves) are two more groups, so
+overlapping concepts never need a dense (B, C, H, W) mask.
+
+The maths are pure functions (`bin_index`, `bin_edges`, `quantile_from_counts`, `iqr_from_counts`,
+`iou_from_tallies`) with brute-force twins in the tests.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+# Bins: exact zero, and per sign 2^E_MIN … 2^E_MAX split into PER_OCTAVE relative steps (≈ 1.1 % wide at 64).
+E_MIN, E_MAX, PER_OCTAVE = -24, 24, 64
+
+
+def num_bins(per_octave: int = PER_OCTAVE) -> int:
+    return 2 * (E_MAX - E_MIN) * per_octave + 1
+
+
+def bin_index(x: torch.Tensor, per_octave: int = PER_OCTAVE) -> torch.Tensor:
+    """Bin of each value, ascending with the value: negatives below the zero bin, positives above it.
+
+    Every bin is (lower, upper] (the zero bin [0, 0]), so `x > upper[b]` exactly when `bin_index(x) > b`: the masks
+    the IQR search scores are the masks `r > threshold` that the IoU tally then applies."""
+    half = (E_MAX - E_MIN) * per_octave
+    mant, expo = torch.frexp(x.float().abs())  # |x| = mant · 2^expo, mant ∈ [0.5, 1)
+    step = (mant - 0.5) * (2 * per_octave)  # exact: a power-of-two scaling
+    on_edge = (step == step.floor()) & (x > 0)  # a positive value on a lower edge belongs to the bin below
+    mag = (expo.long() - E_MIN) * per_octave + step.long() - on_edge.long()
+    mag = mag.clamp_(0, half - 1)
+    return torch.where(x > 0, half + 1 + mag, torch.where(x < 0, half - 1 - mag, torch.full_like(mag, half)))
+
+
+def bin_edges(per_octave: int = PER_OCTAVE, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, upper) value edges of every bin, ascending; the zero bin is [0, 0]."""
+    half = (E_MAX - E_MIN) * per_octave
+    j = torch.arange(half, dtype=dtype)
+    expo, frac = E_MIN + torch.div(j, per_octave, rounding_mode="floor"), torch.remainder(j, per_octave)
+    lo = (0.5 + frac / (2 * per_octave)) * torch.pow(2.0, expo)
+    hi = (0.5 + (frac + 1) / (2 * per_octave)) * torch.pow(2.0, expo)
+    zero = torch.zeros(1, dtype=dtype)
+    lower = torch.cat([-hi.flip(0), zero, lo])
+    upper = torch.cat([-lo.flip(0), zero, hi])
+    return lower, upper
+
+
+def quantile_from_counts(counts: torch.Tensor, q: float, per_octave: int = PER_OCTAVE) -> torch.Tensor:
+    """Per-row q-quantile (U,) of histograms (U, bins), interpolating linearly inside the bin."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile level must be in [0, 1], got {q}")
+    counts = counts.double()
+    cum = counts.cumsum(1)  # (U, bins)
+    total = cum[:, -1:]
+    if (total == 0).any():
+        raise ValueError("quantile of a unit with no observations; was the histogram updated?")
+    target = q * total
+    b = torch.searchsorted(cum, target).clamp_(max=counts.shape[1] - 1)  # first bin with cum ≥ target
+    before = torch.where(b > 0, cum.gather(1, (b - 1).clamp(min=0)), torch.zeros_like(target))
+    inside = counts.gather(1, b).clamp(min=1)
+    lower, upper = (e.to(counts.device)[b] for e in bin_edges(per_octave))
+    t = ((target - before) / inside).clamp(0, 1)
+    return (lower + t * (upper - lower)).squeeze(1)
+
+
+def iqr_from_counts(joint: torch.Tensor, per_octave: int = PER_OCTAVE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (unit, concept) threshold maximising the information quality ratio I/H (paper Eq. 2).
+
+    joint: (U, C, bins) counts of pixels with concept c whose activation of unit u falls in each bin,
+    plus a last concept row C-1 that must be "all pixels" (so marginals are exact for overlapping concepts).
+    Candidate thresholds are the upper edges of the bins that hold values.
+    Returns (thresholds (U, C-1), ratio (U, C-1)).
+    """
+    joint = joint.double()
+    total = joint[:, -1:, :]  # (U, 1, bins): all pixels
+    per_c = joint[:, :-1, :]  # (U, C, bins)
+    n = total.sum(-1, keepdim=True)  # (U, 1, 1)
+    above_c = per_c.flip(-1).cumsum(-1).flip(-1)  # count of concept pixels in bins ≥ b
+    above = total.flip(-1).cumsum(-1).flip(-1)
+    # threshold "above upper edge of bin b" ⇒ mask = bins > b: shift the suffix sums by one bin.
+    a_c = torch.cat([above_c[..., 1:], torch.zeros_like(above_c[..., :1])], -1)  # |mask ∧ c|
+    a = torch.cat([above[..., 1:], torch.zeros_like(above[..., :1])], -1)  # |mask|
+    c_tot = per_c.sum(-1, keepdim=True)  # |c|
+    p11, p10, p01 = a_c / n, (a - a_c) / n, (c_tot - a_c) / n
+    p00 = (1 - p11 - p10 - p01).clamp(min=0)
+    pm, pc = p11 + p10, p11 + p01
+
+    def plogp(p):
+        return torch.where(p > 0, p * p.clamp(min=1e-300).log(), torch.zeros_like(p))
+
+    h_joint = -(plogp(p11) + plogp(p10) + plogp(p01) + plogp(p00))
+    mi = -(plogp(pm) + plogp(1 - pm) + plogp(pc) + plogp(1 - pc)) - h_joint  # I = H(M) + H(C) − H(M, C)
+    ratio = torch.where(h_joint > 0, mi / h_joint.clamp(min=1e-300), torch.zeros_like(mi))
+    # only the upper edges of bins that hold values are candidates: an empty bin's mask repeats the one of the
+    # nearest full bin below it, and below the lowest full bin the mask is every pixel (a dead unit would get it)
+    ratio = ratio.masked_fill(total == 0, -1.0)
+    best = ratio.argmax(-1)  # (U, C)
+    _, upper = bin_edges(per_octave)
+    return upper.to(joint.device)[best], ratio.gather(-1, best[..., None]).squeeze(-1)
+
+
+def iou_from_tallies(inter: torch.Tensor, unit_area: torch.Tensor, concept_area: torch.Tensor) -> torch.Tensor:
+    """IoU (U, C) = I / (|unit mask| + |concept| − I), 0 where both are empty."""
+    union = unit_area.double()[:, None] + concept_area.double()[None, :] - inter.double()
+    return torch.where(union > 0, inter.double() / union.clamp(min=1), torch.zeros_like(union))
+
+
+def concept_onehot(groups: list[torch.Tensor], offsets: list[int], num_concepts: int, device=None) -> torch.Tensor:
+    """Label groups → dense (P, C) float 0/1 concept membership of every pixel (B·H·W flattened)."""
+    onehot = torch.zeros(groups[0].numel(), num_concepts, device=device)
+    for labels, off in zip(groups, offsets):
+        lab = labels.flatten()
+        keep = (lab >= 0).nonzero().squeeze(1)
+        onehot[keep, lab[keep] + off] = 1.0
+    return onehot
+
+
+def _flat_units(acts: torch.Tensor) -> torch.Tensor:
+    """(B, U, H, W) → (U, B·H·W)."""
+    return acts.transpose(0, 1).reshape(acts.shape[1], -1)
+
+
+class UnitHistogram(Metric):
+    """Per-unit activation histogram in fixed log-spaced bins; `quantile(q)` gives thresholds (U,)."""
+
+    full_state_update = False
+
+    def __init__(self, num_units: int, per_octave: int = PER_OCTAVE, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_units, self.per_octave = num_units, per_octave
+        self.add_state("counts", torch.zeros(num_units, num_bins(per_octave), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, acts: torch.Tensor) -> None:
+        """acts: (B, U, H, W) activations, already at the resolution the quantile is taken at."""
+        if acts.shape[1] != self.num_units:
+            raise ValueError(f"expected {self.num_units} units, got featuremap {tuple(acts.shape)}")
+        nb = self.counts.shape[1]
+        idx = bin_index(_flat_units(acts), self.per_octave)  # (U, P)
+        idx += torch.arange(self.num_units, device=idx.device)[:, None] * nb
+        self.counts += torch.bincount(idx.flatten(), minlength=self.num_units * nb).view(self.num_units, nb)
+
+    def compute(self) -> torch.Tensor:
+        return self.counts
+
+    def quantile(self, q: float) -> torch.Tensor:
+        """Per-unit q-quantile (U,); under DDP the counts of all ranks are summed first."""
+        return quantile_from_counts(self.compute(), q, self.per_octave).float()
+
+
+class UnitConceptHistogram(Metric):
+    """Per (unit, concept) activation histograms for the IQR threshold; concepts come as label groups."""
+
+    full_state_update = False
+
+    def __init__(self, num_units: int, num_concepts: int, per_octave: int = 16, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_units, self.num_concepts, self.per_octave = num_units, num_concepts, per_octave
+        shape = (num_units, num_concepts + 1, num_bins(per_octave))  # last row: all pixels
+        self.add_state("counts", torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, acts: torch.Tensor, groups: list[torch.Tensor], offsets: list[int]) -> None:
+        U, C1, nb = self.counts.shape
+        idx = bin_index(_flat_units(acts), self.per_octave)  # (U, P)
+        unit_base = torch.arange(U, device=idx.device)[:, None] * (C1 * nb)
+        flat = [(unit_base + (C1 - 1) * nb + idx).flatten()]
+        for labels, off in zip(groups, offsets):
+            lab = labels.flatten()  # (P,) concept within group, -1 = none
+            keep = lab >= 0
+            flat.append((unit_base + (lab[keep] + off)[None, :] * nb + idx[:, keep]).flatten())
+        self.counts += torch.bincount(torch.cat(flat), minlength=U * C1 * nb).view(U, C1, nb)
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return iqr_from_counts(self.counts, self.per_octave)
+
+
+class IoUTally(Metric):
+    """Pooled unit×concept intersections and areas for fixed thresholds → IoU (U, C)."""
+
+    full_state_update = False
+
+    def __init__(self, num_units: int, num_concepts: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_units, self.num_concepts = num_units, num_concepts
+        self.add_state("intersection", torch.zeros(num_units, num_concepts, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("unit_area", torch.zeros(num_units, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("concept_area", torch.zeros(num_concepts, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(
+        self, acts: torch.Tensor, thresholds: torch.Tensor, groups: list[torch.Tensor], offsets: list[int]
+    ) -> None:
+        """acts (B, U, H, W) at segmentation size; thresholds (U,); label groups as in the module doc."""
+        B, U = acts.shape[:2]
+        masks = (acts > thresholds.to(acts)[None, :, None, None]).view(B, U, -1).float()  # (B, U, HW)
+        onehot = concept_onehot(groups, offsets, self.num_concepts, acts.device).view(B, -1, self.num_concepts)
+        # a column of ones makes the same product count each unit's mask area: (B, HW, C + 1)
+        onehot = torch.cat([onehot, torch.ones_like(onehot[..., :1])], -1)
+        # 0/1 products summed in float32 are exact per image (< 2^24 pixels); the batch sum is taken in int64
+        counts = torch.bmm(masks, onehot).round().long().sum(0)  # (U, C + 1)
+        self.intersection += counts[:, :-1]
+        self.unit_area += counts[:, -1]
+        self.concept_area += onehot[..., :-1].sum(1).round().long().sum(0)
+
+    def compute(self) -> torch.Tensor:
+        return iou_from_tallies(self.intersection, self.unit_area, self.concept_area)
+
+
+class TensorSum(Metric):
+    """A float64 sum of fixed-shape tensors, reduced across DDP ranks."""
+
+    full_state_update = False
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor) -> None:
+        self.total += value.to(self.total)
+
+    def compute(self) -> torch.Tensor:
+        return self.total
+
+
+class TopK(Metric):
+    """The k samples with the largest score per unit; states gather across DDP ranks and are re-ranked."""
+
+    full_state_update = False
+
+    def __init__(self, num_units: int, k: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.k = k
+        self.add_state("values", torch.full((k, num_units), -float("inf")), dist_reduce_fx="cat")
+        self.add_state("indices", torch.full((k, num_units), -1, dtype=torch.long), dist_reduce_fx="cat")
+
+    def update(self, scores: torch.Tensor, indices: torch.Tensor) -> None:
+        """scores (B, U) for samples `indices` (B,)."""
+        vals = torch.cat([self.values, scores.float()])
+        idx = torch.cat([self.indices, indices.to(self.indices)[:, None].expand_as(scores)])
+        # ties broken by the smaller sample index, so any batch split or rank count picks the same samples
+        self.values, self.indices = _topk_stable(vals, idx, self.k)
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # under DDP, torchmetrics stacks the ranks' tensor states (world, k, U) before the "cat": flatten them
+        U = self.values.shape[-1]
+        vals, idx = _topk_stable(self.values.reshape(-1, U), self.indices.reshape(-1, U), self.k)
+        return vals.T, idx.T  # (U, k)
+
+
+def _topk_stable(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.argsort(idx, dim=0, stable=True)
+    vals, idx = vals.gather(0, order), idx.gather(0, order)
+    top = torch.argsort(vals, dim=0, descending=True, stable=True)[:k]
+    return vals.gather(0, top), idx.gather(0, top)

@@ -1,0 +1,39 @@
+"""The causal jobs beside Lightning's `fit` / `test` (which run `lightning_gd.causal.search.CausalSearch`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightning_gd.cache import atomic_write
+
+
+def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> str:
+    """Summarise finished causal searches: the share of each concept removed by its top-n units (paper Fig. 9).
+
+    Writes causal_summary.json, causal_summary.md and causal_removal.png under `out`; returns the markdown table.
+
+    Args:
+        runs: run folders (each with the `ace.json` that `python -m lightning_gd test` writes).
+        out: output folder for causal_summary.json, causal_summary.md and causal_removal.png.
+    """
+    from lightning_gd.reports.causal import summary_table
+    from lightning_gd.reports.figures import removal_figure
+
+    summaries = []
+    for run in runs:
+        path = Path(run) / "ace.json" if Path(run).is_dir() else Path(run)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no ace.json at {path}: test the run first "
+                "(`python -m lightning_gd test --config <its config> --ckpt_path <run>/checkpoints/last.ckpt`)"
+            )
+        summaries.append(json.loads(path.read_text()))
+    if not summaries:
+        raise ValueError("name at least one run folder")
+    out = Path(out)
+    table = summary_table(summaries)
+    atomic_write(out / "causal_summary.json", json.dumps(summaries, indent=1).encode())
+    atomic_write(out / "causal_summary.md", (table + "\n").encode())
+    removal_figure(summaries, out / "causal_removal.png")
+    return table

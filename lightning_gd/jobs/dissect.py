@@ -1,0 +1,161 @@
+"""The dissection jobs: dissect a generator's layers into a folder of reports, and compare finished dissections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lightning_gd import zoo
+from lightning_gd.cache import atomic_write
+from lightning_gd.dissection.recipe import dissect as run_dissection
+from lightning_gd.dissection.results import DissectSettings, ThresholdMode
+from lightning_gd.models.generators import z_dim_of
+from lightning_gd.models.hooks import layer_names
+from lightning_gd.models.segmenters import Segmenter
+
+
+def dissect(
+    layers: list[str] | str | None = None,
+    all_layers: bool = False,
+    generator: nn.Module | str | None = None,
+    generator_weights: Path | None = None,
+    segmenter: Segmenter | str | None = None,
+    z_dim: int | None = None,
+    n: int = 1000,
+    seed: int = 0,
+    batch_size: int = 50,
+    threshold: ThresholdMode = "quantile",
+    q: float = 0.99,
+    iqr_n: int = 500,
+    iqr_seed: int = 1,
+    stride: int = 4,
+    parts: bool = False,
+    iou_threshold: float = 0.05,
+    top_k: int = 10,
+    out: Path = Path("out/dissect"),
+    tb_dir: Path | None = Path("tb_logs"),
+    device: str = "cpu",
+    realism: Path | None = None,
+    max_unit_fid: float | None = None,
+) -> dict:
+    """Dissect generator layers: per-unit thresholds, unit×concept IoU, labels, HTML/JSON/TensorBoard reports.
+
+    Writes dissect.json, iou-<layer>.npy, report.html, figures and TensorBoard; returns the JSON document.
+
+    Args:
+        layers: layer names to dissect (default: layer4 of the world's generator); one name or a list.
+        all_layers: dissect every `layer*` block of the generator in one run.
+        generator: a zoo spec (`world`, `world:PATH`, …) or a generator module (class_path + init_args);
+            default: the embedded world's GAN.
+        generator_weights: a local weights file for `generator` (safetensors, or a torch file read weights-only).
+        segmenter: a zoo spec or a `lightning_gd.models.segmenters.Segmenter` (class_path + init_args);
+            default: the world's.
+        z_dim: latent size, if the generator has no `z_dim` attribute.
+        n: samples for the IoU (and, in quantile mode, the thresholds).
+        seed: seed of the sample's z (per-index).
+        batch_size: samples per forward pass.
+        threshold: `quantile` (top 1-q level per unit) or `iqr` (max I/H against the best concept, paper Eq. 2).
+        q: quantile level of the `quantile` mode.
+        iqr_n: size of the separate validation sample of the `iqr` mode.
+        iqr_seed: seed of that validation sample (must differ from `seed`).
+        stride: threshold passes read every stride-th upsampled pixel per axis (offset per sample), 1 = all.
+        parts: also dissect part concepts (object halves: -t, -b, -l, -r).
+        iou_threshold: a unit is interpretable when its best IoU exceeds this.
+        top_k: top-activating images kept per unit.
+        out: output folder (dissect.json, iou-<layer>.npy, report.html, figures, stage cache).
+        tb_dir: TensorBoard folder (None: no TensorBoard).
+        device: torch device for both networks.
+        realism: the `unit_fid.json` of `python -m lightning_gd artifacts` for the dissected layer: units
+            whose per-unit FID exceeds `max_unit_fid` are left out of the labels (the realism filter, §S-6.3).
+        max_unit_fid: the per-unit FID above which a unit counts as unrealistic (needed with `realism`; it
+            depends on the data and the feature extractor: the paper used 55 with Inception on LSUN bedrooms).
+    """
+    from lightning_gd.realism.filter import load_unit_fid
+    from lightning_gd.reports.dissection import write_dissection
+    from lightning_gd.reports.images import unit_strips
+
+    G = zoo.generator(generator, weights=generator_weights).to(device).eval()
+    seg = zoo.segmenter(segmenter).to(device).eval()
+    layers = _layers(G, [layers] if isinstance(layers, str) else list(layers or []), all_layers, generator is None)
+    settings = DissectSettings(
+        layers=tuple(layers), n=n, seed=seed, batch_size=batch_size, threshold=threshold, q=q, iqr_n=iqr_n,
+        iqr_seed=iqr_seed, stride=stride, parts=parts, iou_threshold=iou_threshold, top_k=top_k,
+    )  # fmt: skip
+    if (realism is None) != (max_unit_fid is None):
+        raise ValueError("the realism filter needs both --realism (a unit_fid.json) and --max_unit_fid")
+    unit_fid = load_unit_fid(realism, layers, G) if realism is not None else None  # checked before the long passes
+    zd = z_dim_of(G, z_dim)
+    result = run_dissection(G, layers, seg, settings, z_dim=zd, cache_dir=Path(out) / "cache")
+    if unit_fid is not None:
+        dropped = result.filter_unrealistic(unit_fid["layer"], unit_fid["unit_fid"], max_unit_fid)
+        print(
+            f"realism filter: {len(dropped)} units of {unit_fid['layer']} with per-unit FID > {max_unit_fid} left out"
+        )
+    strips = {layer: unit_strips(G, result.layers[layer], zd, settings.seed) for layer in layers}
+    info = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter), "torch": torch.__version__}
+    return write_dissection(result, out, strips, info, tb_dir=tb_dir, tb_name=f"dissect-{Path(out).name}")
+
+
+def _layers(G: nn.Module, layers: list[str], all_layers: bool, default_generator: bool) -> list[str]:
+    if all_layers:
+        layers = [name for name in layer_names(G) if name.startswith("layer") and "." not in name]
+        if not layers:
+            raise ValueError(f"all_layers: {type(G).__name__} has no top-level `layer*` blocks; name them with layers")
+    if not layers and not default_generator:
+        raise ValueError(f"name the layers to dissect (--layers); {type(G).__name__} has: {', '.join(layer_names(G))}")
+    return layers or ["layer4"]
+
+
+def compare(
+    dissections: list[Path],
+    names: list[str] | None = None,
+    layer: str | None = None,
+    out: Path | None = Path("out/compare"),
+) -> list[dict]:
+    """Compare dissections of several generators, checkpoints or threshold modes side by side (paper Fig. 7).
+
+    Returns one row per dissection: interpretable units, units matching objects, distinct concepts, mean IoU and
+    units per concept of `layer`; writes compare.json and compare.png under `out` (None: nothing written).
+
+    Args:
+        dissections: `dissect.json` files (or the folders holding them).
+        names: a label per dissection (default: the folder names).
+        layer: the layer to compare (default: each dissection's first layer).
+        out: output folder for compare.json and compare.png (None: no files).
+    """
+    rows = []
+    for i, path in enumerate(dissections):
+        path = Path(path)
+        path = path / "dissect.json" if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"no dissection at {path} (run `python -m lightning_gd dissect --out ...` first)")
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not a readable dissect.json: {err}") from err
+        lay = layer or doc["settings"]["layers"][0]
+        if lay not in doc["layers"]:
+            raise KeyError(f"{path} has no layer '{lay}'; it has {', '.join(doc['layers'])}")
+        units = [u for u in doc["layers"][lay]["units"] if u["interpretable"]]
+        summ = doc["layers"][lay]["summary"]
+        rows.append(
+            {
+                "name": names[i] if names and i < len(names) else path.resolve().parent.name,
+                "layer": lay,
+                "threshold": doc["settings"]["threshold"],
+                "interpretable": summ["interpretable"],
+                "object_units": sum(u["category"] == "object" for u in units),
+                "distinct_concepts": summ["distinct_concepts"],
+                "mean_iou": summ["mean_iou"],
+                "per_concept": summ["per_concept"],
+            }
+        )
+    if out is not None:
+        from lightning_gd.reports.figures import comparison_figure
+
+        atomic_write(Path(out) / "compare.json", json.dumps(rows, indent=1).encode())
+        comparison_figure(rows, "comparison: " + ", ".join(r["name"] for r in rows), Path(out) / "compare.png")
+    return rows

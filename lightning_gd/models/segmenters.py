@@ -1,0 +1,115 @@
+"""Segmenters: image → per-pixel scores over a concept vocabulary with categories.
+
+Dissection needs hard labels; the causal search needs differentiable soft probabilities. Any segmenter the
+project uses is a `Segmenter`: it names its `concepts` and their `categories` and implements `logits`;
+`probs`, `labels` and the input checks come from here. `ModuleSegmenter` wraps any network whose output is
+logits, probabilities or labels.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lightning_gd.models.images import check_images
+
+SegmenterOutput = Literal["logits", "probs", "labels"]
+
+
+class Segmenter(nn.Module):
+    """Base class. Subclasses set `concepts`, `categories` and implement `logits(x) → (B, C, H, W)`."""
+
+    concepts: tuple[str, ...] = ()
+    categories: dict[str, str] = {}
+    differentiable: bool = True  # whether `probs` carries gradients to the image (the causal search needs it)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement logits(x) → (B, C, H, W)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probs(x)
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Soft class probabilities (B, C, H, W), differentiable with respect to x."""
+        return self.logits(check_images(x)).softmax(1)
+
+    @torch.no_grad()
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        """Hard labels (B, H, W): indices into `concepts`."""
+        return self.logits(check_images(x)).argmax(1)
+
+    def concept_index(self, concept: str) -> int:
+        return concept_lookup(concept, self.concepts, "this segmenter knows")
+
+
+def concept_lookup(concept: str, names: tuple[str, ...], what: str = "the vocabulary is") -> int:
+    """Index of `concept` in `names`, or a KeyError that suggests close names and lists the valid ones."""
+    if concept not in names:
+        import difflib
+
+        close = difflib.get_close_matches(concept, names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise KeyError(f"unknown concept '{concept}'{hint}; {what}: {', '.join(names)}")
+    return names.index(concept)
+
+
+class ModuleSegmenter(Segmenter):
+    """Wrap any network that maps images in [-1, 1] to per-pixel class scores.
+
+    Args:
+        net: the network.
+        concepts: the class names, in the order of the network's classes.
+        categories: a category per concept (`object`, `part`, `material`, …; a dict or a list in concept
+            order); default: all `object`.
+        output: what the network returns: `logits` (B, C, H, W), `probs` (B, C, H, W) that sum to 1 over C
+            (used as they are, never softmaxed again), or `labels` (B, H, W) class indices (then `probs` is
+            one-hot and not differentiable, so the causal search cannot use it).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        concepts: tuple[str, ...] | list[str],
+        categories: dict[str, str] | list[str] | None = None,
+        output: SegmenterOutput = "logits",
+    ) -> None:
+        super().__init__()
+        if output not in ("logits", "probs", "labels"):
+            raise ValueError(f"output must be one of logits, probs, labels; got {output!r}")
+        self.net = net
+        self.concepts = tuple(concepts)
+        if categories is None:
+            categories = {c: "object" for c in self.concepts}
+        elif not isinstance(categories, dict):
+            if len(categories) != len(self.concepts):
+                raise ValueError(f"{len(categories)} categories for {len(self.concepts)} concepts")
+            categories = dict(zip(self.concepts, categories))
+        self.categories = dict(categories)
+        self.output = output
+        self.differentiable = output != "labels"
+
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        C = len(self.concepts)
+        if self.output == "labels":
+            if out.ndim != 3:
+                raise ValueError(f"segmenter network returned {tuple(out.shape)}; output='labels' expects (B, H, W)")
+            if out.numel() and (out.min() < 0 or out.max() >= C):
+                raise ValueError(f"segmenter labels must be in [0, {C}) for its {C} concepts")
+            return nn.functional.one_hot(out.long(), C).permute(0, 3, 1, 2).float()
+        if out.ndim != 4 or out.shape[1] != C:
+            raise ValueError(
+                f"segmenter network returned {tuple(out.shape)}; expected (B, {C}, H, W) for its {C} concepts"
+            )
+        return out
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._scores(x)
+        return out if self.output == "logits" else out.clamp_min(1e-12).log()
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        if self.output == "logits":
+            return super().probs(x)
+        return self._scores(check_images(x))

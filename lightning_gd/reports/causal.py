@@ -1,0 +1,92 @@
+"""Reports of causal searches: the ablation curve (paper Fig. 4), the share of each concept removed by its
+top-n units (Fig. 9), before/after image grids (Figs. 1c, 1d, 4), JSON and TensorBoard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from lightning_gd.cache import atomic_write
+from lightning_gd.causal.ace import window_mask
+from lightning_gd.causal.interventions import intervene, location_mask, unit_indicator
+from lightning_gd.models.images import to_uint8
+from lightning_gd.reports.figures import ace_curve_figure
+from lightning_gd.reports.images import colorize, outline, save_rows
+
+
+@torch.no_grad()
+def image_grids(module, z: torch.Tensor, locations: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """Rows of uint8 images: ablation (original, its labels, the α top-n ablated, its labels, the IoU top-n
+    ablated, its labels) and insertion (original with the window marked, α top-n inserted, its labels)."""
+    split, seg, n = module.split, module.segmenter, module.top_n
+    r = split.h(z)
+    everywhere = torch.ones(1, 1, *r.shape[-2:], device=r.device)
+    x = split.f(r, z)
+
+    def ablated(order: torch.Tensor) -> torch.Tensor:
+        return split.f(intervene(r, unit_indicator(order[:n], r.shape[1], r.device), everywhere), z)
+
+    xa, xb = ablated(module.ranking()), ablated(module.iou_ranking())
+    locations = locations.to(r.device)
+    alpha = unit_indicator(module.ranking()[:n], r.shape[1], r.device)
+    xi = split.f(intervene(r, alpha, location_mask(locations, tuple(r.shape[-2:])), module.k_c), z)
+    window = window_mask(locations, tuple(r.shape[-2:]), tuple(x.shape[-2:]))
+    ablation_rows = [
+        to_uint8(x),
+        colorize(seg.labels(x)),
+        to_uint8(xa),
+        colorize(seg.labels(xa)),
+        to_uint8(xb),
+        colorize(seg.labels(xb)),
+    ]
+    insertion_rows = [outline(to_uint8(x), window), outline(to_uint8(xi), window), colorize(seg.labels(xi))]
+    return {"ablation": [row.cpu() for row in ablation_rows], "insertion": [row.cpu() for row in insertion_rows]}
+
+
+def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> Path:
+    """ace.json, ace_curve.png and the image grids under the run's folder; the same to TensorBoard."""
+    out = Path(module.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "ace.json", json.dumps(summary, indent=1).encode())
+    ace_curve_figure(summary, out / "ace_curve.png")
+    written = [out / "ace.json", out / "ace_curve.png"]
+    grids = image_grids(module, *grid_batch) if grid_batch is not None else {}
+    for name, rows in grids.items():
+        written.append(save_rows(rows, out / f"grid_{name}.png"))
+    if tensorboard is not None:
+        import numpy as np
+        from PIL import Image
+
+        step = module.global_step
+        tensorboard.add_image(
+            "ace_curve", np.asarray(Image.open(out / "ace_curve.png").convert("RGB")), step, dataformats="HWC"
+        )
+        for name, rows in grids.items():
+            tensorboard.add_images(f"grid_{name}", torch.cat(rows), step)
+    at_n = summary["removed_at_top_n"]
+    print(
+        f"{summary['concept']} @ {summary.get('layer')}: ablating the top-{summary['top_n']} units removes "
+        f"{at_n.get('alpha', float('nan')):.1%} of its pixels (α), {at_n.get('iou', float('nan')):.1%} (IoU), "
+        f"{at_n.get('random_mean', float('nan')):.1%} ± {at_n.get('random_std', 0.0):.1%} (random)"
+    )
+    print("wrote " + ", ".join(str(p) for p in written))
+    return out
+
+
+def summary_table(summaries: list[dict]) -> str:
+    """A markdown table of finished runs: share of c removed by the top-n units of each ranking, insertion effect."""
+    lines = [
+        "| concept | layer | c's pixel share | top-n | removed, α top-n | removed, IoU top-n | removed, n random "
+        "| insertion effect, α top-n | held-out z |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        at_n, ins = s["removed_at_top_n"], s["insertion_at_top_n"]
+        lines.append(
+            f"| {s['concept']} | {s.get('layer', '')} | {s['presence']:.1%} | {s['top_n']} | {at_n['alpha']:.1%} "
+            f"| {at_n['iou']:.1%} | {at_n['random_mean']:.1%} ± {at_n['random_std']:.1%} "
+            f"| {ins['alpha']['ace']:.3f} | {s.get('n_test', '')} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""The world's own subcommands: `demo`, `export-world`, `world-card` (registered with the zoo by the world)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from lightning_gd.models.images import to_uint8
+from lightning_gd.reports.images import colorize, save_rows
+from lightning_gd.world import load_generator, load_segmenter
+from lightning_gd.world.cards import write_cards
+from lightning_gd.world.data import render_batch
+from lightning_gd.world.export import export
+
+RENDER_SEED_OFFSET = 424_242  # the demo's renders: a seed stream apart from the GAN's z of the same seed
+
+
+def demo(out: Path = Path("demo"), n: int = 8, seed: int = 0) -> Path:
+    """Sample the world's GAN, segment real and generated scenes, and save a picture of both.
+
+    Args:
+        out: output folder.
+        n: images per row.
+        seed: seed of the renders and of z.
+    """
+    G, seg = load_generator(), load_segmenter()
+    real, real_labels = render_batch(n, seed=seed + RENDER_SEED_OFFSET)
+    with torch.no_grad():
+        fake = G(G.sample_z(n, seed=seed))
+    rows = [
+        to_uint8(real),
+        colorize(real_labels),
+        colorize(seg.labels(real)),
+        to_uint8(fake),
+        colorize(seg.labels(fake)),
+    ]
+    path = save_rows(rows, Path(out) / "world_samples.png")
+    legend = ", ".join(seg.concepts)
+    print(f"wrote {path}\nrows: renders | exact labels | segmenter on renders | GAN samples | segmenter on samples")
+    print(f"concepts: {legend}")
+    return path
+
+
+def export_world(
+    model: Literal["gan", "segmenter", "features"],
+    checkpoint: Path,
+    out: Path | None = None,
+    gan_weights: Literal["ema", "generator"] = "ema",
+) -> Path:
+    """Export a world model (gan, segmenter or features) from a Lightning checkpoint to safetensors.
+
+    Args:
+        model: gan, segmenter or features.
+        checkpoint: a checkpoint written by `python -m lightning_gd fit --config configs/world/<model>.yaml`.
+        out: output file (default: the package's shipped weights).
+        gan_weights: for the GAN, `ema` (the moving average) or `generator` (the weights under training).
+    """
+    path = export(model, checkpoint, out, gan_weights)
+    print(f"wrote {path}")
+    return path
+
+
+def world_card(n: int = 2000, gan_checkpoints: list[Path] | None = None, out: Path | None = None) -> Path:
+    """Measure the shipped world models and write their model cards (markdown + JSON).
+
+    Args:
+        n: samples per measurement (renders, generated images).
+        gan_checkpoints: GAN training checkpoints whose world FID is reported too (EMA generator of each).
+        out: output folder (default: the package's weights folder).
+    """
+    return write_cards(n=n, gan_checkpoints=gan_checkpoints or [], out=out)
+
+
+COMMANDS = {"demo": demo, "export-world": export_world, "world-card": world_card}

@@ -1,0 +1,224 @@
+"""The model zoo: the one place where a spec, a config or `None` becomes a network.
+
+    from lightning_gd import zoo
+
+    G = zoo.generator("world")                      # the embedded world's GAN (also: zoo.generator())
+    seg = zoo.segmenter("world")                    # its segmenter
+    G = zoo.generator(my_net, z_dim=100, z_shape=(100, 1, 1), output_range=(0, 1))   # your own network
+    seg = zoo.segmenter(my_seg_net, concepts=["sky", "tree"], output="probs")          # your own segmenter
+
+A spec is `name` or `name:argument` (a path, usually), e.g. `world` or `world:my_generator.safetensors`; the
+command line's `--generator SPEC` / `--segmenter SPEC` take the same strings, or a `class_path` config. Networks
+are registered by name per kind (`generator`, `segmenter`, `feature_extractor`, `real_images`); the embedded
+world registers itself through `PLUGINS`, and installed packages can add theirs with a `lightning_gd.zoo`
+entry point whose object is a `register(zoo)` function.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from lightning_gd.models.generators import GeneratorWrapper
+from lightning_gd.models.segmenters import ModuleSegmenter, Segmenter
+
+KINDS = ("generator", "segmenter", "feature_extractor", "real_images")
+DEFAULT = "world"  # what None means, for every kind
+PLUGINS = ("lightning_gd.world",)  # modules with a `register(zoo)` function, loaded on first use
+_WRAP_GENERATOR = ("z_dim", "z_shape", "sampler", "output_range")
+_WRAP_SEGMENTER = ("concepts", "categories", "output")
+
+
+@dataclass(frozen=True)
+class Entry:
+    factory: Callable[..., Any]  # factory(argument: str | None, **options)
+    help: str
+
+
+_REGISTRY: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+_COMMANDS: dict[str, Callable] = {}
+_loaded = False
+
+
+def register(kind: str, name: str, factory: Callable[..., Any], help: str = "") -> None:
+    """Make `zoo.<kind>("name:argument", **options)` call `factory(argument, **options)`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+    if not name or ":" in name:
+        raise ValueError(f"a zoo name is a non-empty word without ':', got {name!r}")
+    _REGISTRY[kind][name] = Entry(factory, help)
+
+
+def register_command(name: str, fn: Callable) -> None:
+    """A plugin's own subcommand (`python -m lightning_gd <name>`), e.g. the world's `demo`."""
+    _COMMANDS[name] = fn
+
+
+def _load_plugins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in PLUGINS:
+        importlib.import_module(module).register(_this())
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="lightning_gd.zoo"):
+        ep.load()(_this())
+
+
+def _this():
+    import sys
+
+    return sys.modules[__name__]
+
+
+def names(kind: str) -> list[str]:
+    """The registered names of a kind."""
+    _load_plugins()
+    return sorted(_REGISTRY[kind])
+
+
+def commands() -> dict[str, Callable]:
+    """Subcommands that plugins add to the command line."""
+    _load_plugins()
+    return dict(_COMMANDS)
+
+
+def describe(spec: Any) -> str:
+    """A short name of what a spec denotes, for reports: the spec string, or the network's class name."""
+    if spec is None:
+        return DEFAULT
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        return str(spec.get("class_path", "config"))
+    return type(spec).__name__
+
+
+def build(kind: str, spec: str | None, **options) -> Any:
+    """The object that the spec names, built by its registered factory."""
+    _load_plugins()
+    name, _, argument = (spec or DEFAULT).partition(":")
+    if name not in _REGISTRY[kind]:
+        import difflib
+
+        known = sorted(_REGISTRY[kind])
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        listing = "; ".join(f"{n}: {_REGISTRY[kind][n].help}" if _REGISTRY[kind][n].help else n for n in known)
+        raise ValueError(f"unknown {kind} {name!r}{hint}; the zoo has {listing or 'none'}")
+    return _REGISTRY[kind][name].factory(argument or None, **options)
+
+
+def _from_config(config: dict) -> Any:
+    """Instantiate a `{"class_path": ..., "init_args": {...}}` config (nested configs too)."""
+    if "class_path" not in config:
+        raise ValueError(f"a network config needs a class_path, got keys {', '.join(config) or 'none'}")
+    module, _, name = config["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    args = {
+        k: _from_config(v) if isinstance(v, dict) and "class_path" in v else v
+        for k, v in config.get("init_args", {}).items()
+    }
+    return cls(**args)
+
+
+def _split(options: dict, keys: tuple[str, ...]) -> tuple[dict, dict]:
+    wrap = {k: options.pop(k) for k in keys if options.get(k) is not None}
+    return wrap, options
+
+
+def generator(spec: str | nn.Module | dict | None = None, weights: str | None = None, **options) -> nn.Module:
+    """A generator from a spec (`world`, `world:PATH`, …), a `class_path` config, a module, or None (the default).
+
+    `weights` loads a local weights file into a module or config (safetensors, or a torch file read with
+    weights_only). `z_dim`, `z_shape`, `sampler` and `output_range` wrap the network in a `GeneratorWrapper`
+    (see its doc), which any network needs that lacks a `z_dim` attribute, wants z of another shape or
+    distribution, or returns images outside [-1, 1]."""
+    wrap, options = _split(dict(options), _WRAP_GENERATOR)
+    if spec is None or isinstance(spec, str):
+        return build("generator", spec, weights=weights, **options)
+    if options:
+        raise TypeError(f"options {', '.join(options)} apply to zoo specs, not to a {describe(spec)} module")
+    net = _from_config(spec) if isinstance(spec, dict) else spec
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"a generator must be an nn.Module, a zoo spec or a class_path config; got {describe(net)}")
+    from lightning_gd.models.weights import load_weights
+
+    net = load_weights(net, weights)
+    if wrap or getattr(net, "z_dim", None) is None:
+        if "z_dim" not in wrap and getattr(net, "z_dim", None) is None:
+            raise ValueError(
+                f"{type(net).__name__} has no z_dim attribute: wrap it with zoo.generator(net, z_dim=…) (command "
+                "line: --z_dim); z_shape, sampler and output_range adapt other inputs and outputs"
+            )
+        net = GeneratorWrapper(net, **{"z_dim": getattr(net, "z_dim", None), **wrap})
+    return net
+
+
+def segmenter(spec: str | nn.Module | dict | None = None, **options) -> Segmenter:
+    """A segmenter from a spec (`world`, …), a `class_path` config, a module, or None (the default).
+
+    A network that is not a `Segmenter` needs `concepts` (its class names, in order) and may give `categories`
+    and `output` (`logits`, `probs` or `labels`: what it returns); it is wrapped in a `ModuleSegmenter`."""
+    wrap, options = _split(dict(options), _WRAP_SEGMENTER)
+    if spec is None or isinstance(spec, str):
+        return build("segmenter", spec, **options)
+    if options:
+        raise TypeError(f"options {', '.join(options)} apply to zoo specs, not to a {describe(spec)} module")
+    net = _from_config(spec) if isinstance(spec, dict) else spec
+    if isinstance(net, Segmenter):
+        if wrap:
+            raise TypeError(f"{type(net).__name__} is already a Segmenter; {', '.join(wrap)} apply to bare networks")
+        return net
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"a segmenter must be an nn.Module, a zoo spec or a class_path config; got {describe(net)}")
+    if "concepts" not in wrap:
+        raise TypeError(
+            f"{type(net).__name__} is a bare network without a concept vocabulary: wrap it with "
+            "zoo.segmenter(net, concepts=[...], output='logits' | 'probs' | 'labels') "
+            "(or lightning_gd.models.segmenters.ModuleSegmenter)"
+        )
+    return ModuleSegmenter(net, **wrap)
+
+
+def feature_extractor(spec: str | None = None, **options):
+    """An FID feature extractor (`lightning_gd.realism.fid.Extractor`): `world`, or `inception:PATH` (local
+    InceptionV3 weights in torch-fidelity's layout)."""
+    return build("feature_extractor", spec, **options)
+
+
+def real_images(spec: str | None = None, **options):
+    """A source of real images for FID statistics (`lightning_gd.realism.fid.ImageSource`): `world` (renders)
+    or `folder:PATH` (PNG/JPEG files)."""
+    return build("real_images", spec, **options)
+
+
+def _inception(argument: str | None, weights_path: str | None = None):
+    from lightning_gd.realism.fid import inception_extractor
+
+    path = argument or weights_path
+    if path is None:
+        raise ValueError(
+            "the Inception extractor needs local weights: --feature_extractor_weights_path PATH on the command line, "
+            "feature_extractor_weights_path= in FIDMonitor, or zoo.feature_extractor('inception:PATH') (nothing is "
+            "downloaded)"
+        )
+    return inception_extractor(path)
+
+
+def _folder(argument: str | None, **options):
+    from lightning_gd.realism.fid import folder_images
+
+    if argument is None:
+        raise ValueError("name the folder of real images: folder:PATH")
+    return folder_images(argument, **options)
+
+
+register("feature_extractor", "inception", _inception, "InceptionV3 from local weights, inception:PATH")
+register("real_images", "folder", _folder, "PNG/JPEG files in a folder, folder:PATH")

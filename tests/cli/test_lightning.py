@@ -1,0 +1,84 @@
+"""Lightning's own subcommands through `LightningCLI`: a config's model and data by `class_path`, overrides, and the
+main job — `fit` without a config is the causal unit search for "tree" on the embedded world (the packaged
+`default_fit.yaml`), which `test` then evaluates from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_gd import cli
+from lightning_gd.cli.lightning import DEFAULT_CONFIG
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    """Run `cli.main` here as `python -m lightning_gd` would from the repository root."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["lightning_gd"])
+
+
+def test_print_config_shows_the_resolved_model(in_repo, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["fit", "--config", "configs/world/gan.yaml", "--model.init_args.g_width", "24", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "class_path: lightning_gd.world.gan.GANModule" in out
+    assert "class_path: lightning_gd.world.data.SceneDataModule" in out
+    assert "g_width: 24" in out and "z_dim: 128" in out  # the override and the config file's values
+
+
+def test_packaged_default_fit_config_is_the_tree_config():
+    assert DEFAULT_CONFIG.read_text() == (ROOT / "configs" / "causal" / "tree.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, concept", [([], "tree"), (["--model.concept", "building"], "building")], ids=["bare", "override"]
+)
+def test_fit_without_config_prints_the_default_causal_search(in_repo, capsys, extra, concept):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["fit", *extra, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "class_path: lightning_gd.causal.search.CausalSearch" in out
+    assert "class_path: lightning_gd.latents.LatentDataModule" in out
+    assert f"concept: {concept}" in out
+
+
+def test_a_named_config_replaces_the_default(in_repo, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--config", "configs/world/gan.yaml", "--print_config"])
+    out = capsys.readouterr().out
+    assert "GANModule" in out and "CausalSearch" not in out and "LatentDataModule" not in out
+
+
+def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, one_thread):
+    """The README's first command, shrunk: `fit` with no config, then `test` on its last checkpoint, run from another
+    folder (everything lands under it) through `cli.main`, what `python -m lightning_gd` calls."""
+    small = ["--model.kc_samples", "16", "--model.dissect_samples", "16", "--model.random_draws", "1"]
+    small += ["--data.n_train", "8", "--data.n_val", "4", "--data.n_test", "4", "--data.batch_size", "4"]
+    small += ["--model.eval_sizes", "[1, 20]", "--model.progress", "false", "--trainer.enable_progress_bar", "false"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lightning_gd"])
+
+    cli.main(["fit", "--trainer.max_epochs", "1", *small])
+    run_dir = tmp_path / "out" / "causal" / "tree-layer4"
+    result = json.loads((run_dir / "causal.json").read_text())
+    assert result["concept"] == "tree" and len(result["top_units"]) == 20 and len(result["units"]) == 128
+    assert "top-20 units by α" in capsys.readouterr().out
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert set(state) == {"alpha", "k_c", "iou", "presence", "prepared", "previous_top"}  # no frozen networks
+    cli.main(["test", "--ckpt_path", str(ckpt), *small])
+    summary = json.loads((run_dir / "ace.json").read_text())
+    assert summary["sizes"] == [1, 20, 128] and set(summary["ablation_removed"]) >= {"alpha", "iou", "random_mean"}
+    assert summary["ablation_removed"]["alpha"][-1] == pytest.approx(1.0, abs=0.02)  # every unit off: no tree left
+    for name in ("ace_curve.png", "grid_ablation.png", "grid_insertion.png"):
+        assert (run_dir / name).stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tb_logs"]  # relative to the working folder

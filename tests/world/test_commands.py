@@ -1,0 +1,155 @@
+"""The world's subcommands through the command line: `export-world` takes its model positionally or as an option
+and refuses a wrong one, and the fit → export-world chain (three tiny trainings of the world's models with
+`configs/world/*.yaml`) produces weights that the world's loaders accept.
+
+The chain runs in this process through `lightning_gd.cli.main.main`, the function `python -m lightning_gd` calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_gd import cli
+from lightning_gd.world import CONCEPTS, load_feature_net, load_generator, load_segmenter
+from lightning_gd.world.export import export
+from lightning_gd.world.models import FeatureNet, Generator
+from lightning_gd.world.weights import read_metadata
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    """Run `cli.main` here as `python -m lightning_gd` would from the repository root."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["lightning_gd"])
+
+
+@pytest.mark.parametrize("head", [["gan"], ["--model", "gan"]], ids=["positional", "option"])
+def test_export_world_takes_the_model_positionally_or_as_an_option(in_repo, tmp_path, capsys, head):
+    missing = tmp_path / "missing.ckpt"
+    with pytest.raises(FileNotFoundError, match=f"checkpoint not found: {missing}"):
+        cli.main(["export-world", *head, "--checkpoint", str(missing)])
+    # the command's `model` is typed: a wrong name is refused while parsing, naming it and the choices
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export-world", "gann", "--checkpoint", str(missing)])
+    assert exit_info.value.code not in (0, None)
+    err = capsys.readouterr().err
+    assert "gann" in err and all(name in err for name in ("gan", "segmenter", "features"))
+    # the library function says the same, for callers that do not go through the command line
+    with pytest.raises(ValueError, match="unknown world model 'gann'; choose one of gan, segmenter, features"):
+        export("gann", missing)
+
+
+# Fit each world model for two batches through the command line, export it, and report where everything went.
+COMMON = [
+    *("--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "2"),
+    *("--data.init_args.batch_size", "4", "--data.init_args.train_size", "16", "--data.init_args.val_size", "4"),
+    *("--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false"),
+    *("--trainer.enable_model_summary", "false"),
+]
+JOBS = {
+    "gan": ["--trainer.max_steps", "4", "--model.init_args.g_width", "16", "--model.init_args.d_width", "8",
+            "--model.init_args.num_val_z", "8"],
+    "segmenter": ["--trainer.max_steps", "2", "--model.init_args.width", "4"],
+    "features": ["--trainer.max_steps", "2", "--model.init_args.width", "4"],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory) -> tuple[Path, dict]:
+    """In this process, through `lightning_gd.cli.main.main` (what `python -m lightning_gd` calls): `fit` with
+    `configs/world/<model>.yaml`, then `export-world <model>` of its last checkpoint, for the three world models."""
+    import lightning_gd.world.export as export
+
+    main_module = sys.modules["lightning_gd.cli.main"]  # the module; `lightning_gd.cli.main` is the function
+    tmp = tmp_path_factory.mktemp("cli_chain")
+    report: dict[str, dict] = {}
+    run_lightning = main_module.run_lightning
+
+    def capture(argv):
+        lcli = run_lightning(argv)
+        trainer = lcli.trainer
+        report[argv[2]] = {
+            "dirpath": str(trainer.checkpoint_callback.dirpath),
+            "last": trainer.checkpoint_callback.last_model_path,
+            "global_step": trainer.global_step,
+            "state": trainer.state.status.value,
+        }
+        return lcli
+
+    common = [*COMMON, "--trainer.default_root_dir", str(tmp), "--trainer.logger.init_args.save_dir", str(tmp / "logs")]
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        mp.setattr(sys, "argv", ["lightning_gd"])
+        mp.setattr(main_module, "run_lightning", capture)
+        # Speed only: the exporter's BatchNorm recalibration runs 20 x 128 samples; 2 x 32 here.
+        mp.setattr(
+            export, "recalibrate_batchnorm", functools.partial(export.recalibrate_batchnorm, batches=2, batch_size=32)
+        )
+        torch.set_num_threads(1)
+        try:
+            for model, extra in JOBS.items():
+                config = f"configs/world/{model}.yaml"
+                cli.main(["fit", "--config", config, *common, *extra])
+                out = tmp / f"{model}.safetensors"
+                cli.main(["export-world", model, "--checkpoint", report[config]["last"], "--out", str(out)])
+                report[config]["exported"] = str(out)
+        finally:
+            torch.set_num_threads(threads)
+    return tmp, {Path(k).stem: v for k, v in report.items()}
+
+
+@pytest.mark.parametrize("model, steps", [("gan", 4), ("segmenter", 2), ("features", 2)])
+def test_fit_writes_its_checkpoint_and_export_into_the_given_folder(chain, model, steps):
+    tmp, report = chain
+    run = report[model]
+    assert run["state"] == "finished" and run["global_step"] == steps
+    assert Path(run["dirpath"]).is_relative_to(tmp)
+    last = Path(run["last"])
+    assert last.is_file() and last.parent == Path(run["dirpath"])
+    assert Path(run["exported"]) == tmp / f"{model}.safetensors"
+    provenance = read_metadata(run["exported"])["provenance"]
+    assert provenance["checkpoint"] == str(last) and provenance["global_step"] == steps
+
+
+def test_exported_generator_loads_and_samples(chain):
+    tmp, report = chain
+    G = load_generator(report["gan"]["exported"])
+    assert isinstance(G, Generator) and G.layer6[0].out_channels == 16 // 8
+    assert read_metadata(report["gan"]["exported"])["kwargs"] == {"z_dim": 128, "width": 16}
+    with torch.no_grad():
+        x = G(G.sample_z(2, seed=0))
+    assert x.shape == (2, 3, 64, 64)
+    assert x.min() >= -1 and x.max() <= 1 and x.std() > 0
+    # the exported generator is the EMA one, with recalibrated BatchNorm statistics (not the defaults)
+    assert not torch.equal(G.layer1[1].running_var, torch.ones_like(G.layer1[1].running_var))
+
+
+def test_exported_segmenter_loads_and_segments(chain):
+    _, report = chain
+    seg = load_segmenter(report["segmenter"]["exported"])
+    assert seg.concepts == CONCEPTS
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    probs = seg.probs(x)
+    assert probs.shape == (3, len(CONCEPTS), 64, 64)
+    torch.testing.assert_close(probs.sum(1), torch.ones(3, 64, 64))
+    labels = seg.labels(x)
+    assert labels.shape == (3, 64, 64) and labels.dtype == torch.long
+    assert torch.equal(labels, probs.argmax(1))
+
+
+def test_exported_feature_net_loads_and_embeds(chain):
+    _, report = chain
+    net = load_feature_net(report["features"]["exported"])
+    assert isinstance(net, FeatureNet)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    feats = net.forward_features(x)
+    assert feats.shape == (3, 256)
+    assert net(x).shape == (3, len(CONCEPTS), 4, 4)
