@@ -1,31 +1,42 @@
 """Files that are written whole or not at all, and caches of finished work keyed by what it depends on.
 
 - `atomic_write` / `save_atomic`: readers see the old file or the whole new one, never half of it;
-- `fingerprint(module)`: a content hash of a network (class, parameters and buffers);
-- `cache_key(payload)`: a short hash of a JSON-able description of a result;
-- `Cache`: safetensors files under a folder, named by stage and key, loaded when present and readable,
-  else computed and written atomically (on one rank only under DDP).
+- `fingerprint(module)`: a hash of a network: its classes' code and settings, parameters and buffers;
+- `cache_key(payload)`: a short hash of a JSON-able description of a result (with `CACHE_VERSION`);
+- `check_writable(folder)`, `staged(folder)`: outputs checked before the work and replaced together after it;
+- `Cache`: safetensors files under a folder, named by stage and key, each carrying a checksum of its tensors;
+  loaded when present, readable, intact and valid, else (named in a warning) computed again and written
+  atomically (on one rank only under DDP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-CACHE_VERSION = 2  # part of every key: bump when a cached computation changes
+CACHE_VERSION = 3  # part of every key: bump when a cached computation changes
+
+
+TMP_SUFFIX = ".tmp"
+STALE_TMP_SECONDS = 3600  # a temporary file this old belongs to no running writer
 
 
 def atomic_write(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
+    """Write `data` to `path` through a temporary file and a rename, which is removed if anything fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
         tmp.write_bytes(data)
         tmp.chmod(mode)
@@ -35,16 +46,65 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
     return path
 
 
+def remove_stale_temporaries(folder: str | Path, age: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Delete temporary files that writers killed mid-write left behind (older than `age` seconds)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(f".*{TMP_SUFFIX}") if time.time() - p.stat().st_mtime > age]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha1()
+    for name, t in sorted(tensors.items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_atomic(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write a dict of tensors as safetensors, atomically."""
+    """Write a dict of tensors as safetensors, atomically, with a checksum of the tensors in its metadata."""
     from safetensors.torch import save
 
-    return atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write(path, save(tensors, {**(metadata or {}), "checksum": tensors_checksum(tensors)}))
+
+
+def _code(cls: type) -> str:
+    """The compiled code of a class's own methods (and its bases' up to nn.Module): what it computes."""
+    parts = []
+    for base in cls.__mro__:
+        if base in (nn.Module, object):
+            break
+        for name, value in sorted(vars(base).items()):
+            fn = getattr(value, "__func__", value)
+            code = getattr(fn, "__code__", None)
+            if code is not None:
+                parts.append(f"{base.__qualname__}.{name}:{_bytecode(code)}")
+    return "\n".join(parts)
+
+
+def _bytecode(code) -> str:
+    """Instructions, names and constants of a code object, nested code included (never a memory address)."""
+    consts = [
+        _bytecode(c) if hasattr(c, "co_code") else repr(sorted(map(repr, c))) if isinstance(c, frozenset) else repr(c)
+        for c in code.co_consts
+    ]  # frozensets sorted: their order follows string hashing, which differs between processes
+    return f"{code.co_code.hex()}|{code.co_names}|{consts}"
 
 
 def fingerprint(module: nn.Module) -> str:
-    """A content hash of a module's class, parameters and buffers (names, shapes and values)."""
-    h = hashlib.sha1(type(module).__name__.encode())
+    """A hash of what a network computes: every submodule's class (module, name and source code, so a changed
+    `forward` or two parameter-free networks with one class name differ) and settings (`extra_repr`), and its
+    parameters and buffers."""
+    h = hashlib.sha1()
+    for name, sub in module.named_modules():
+        cls = type(sub)
+        h.update(f"{name}:{cls.__module__}.{cls.__qualname__}({sub.extra_repr()})".encode())
+        h.update(hashlib.sha1(_code(cls).encode()).digest())
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
@@ -73,22 +133,42 @@ class Cache:
         name = "-".join(part for part in (stage, label, cache_key({"stage": stage, "label": label, **payload})) if part)
         return self.folder / f"{name}.safetensors"
 
-    def _load(self, path: Path | None) -> dict[str, torch.Tensor] | None:
+    def _load(self, path: Path | None, check: Callable[[dict], str | None] | None) -> dict[str, torch.Tensor] | None:
         if path is None or not path.is_file():
             return None
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            tensors = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                stored = (f.metadata() or {}).get("checksum")
         except Exception as err:  # a truncated or foreign file: recompute rather than fail every run
-            warnings.warn(f"cache file {path} is unreadable ({err}); recomputing it", stacklevel=3)
-            return None
+            problem = f"unreadable ({err})"
+        else:
+            problem = None
+            if stored != tensors_checksum(tensors):
+                problem = "changed since it was written (checksum mismatch)"
+            elif any(t.is_floating_point() and not torch.isfinite(t).all() for t in tensors.values()):
+                problem = "holds NaN or Inf"
+            elif check is not None:
+                problem = check(tensors)
+            if problem is None:
+                return tensors
+        warnings.warn(f"cache file {path} is {problem}; computing it again", stacklevel=4)
+        return None
 
     def tensors(
-        self, stage: str, payload: dict, compute: Callable[[], dict[str, torch.Tensor]], label: str = ""
+        self,
+        stage: str,
+        payload: dict,
+        compute: Callable[[], dict[str, torch.Tensor]],
+        label: str = "",
+        check: Callable[[dict], str | None] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The cached tensors of (stage, payload), or `compute()`, stored for next time."""
-        return self.per_label(stage, payload, lambda: {label: compute()}, [label])[label]
+        """The cached tensors of (stage, payload), or `compute()`, stored for next time. `check(tensors)` returns
+        what is wrong with a loaded result (e.g. a shape), or None."""
+        return self.per_label(stage, payload, lambda: {label: compute()}, [label], check)[label]
 
     def per_label(
         self,
@@ -96,11 +176,14 @@ class Cache:
         payload: dict,
         compute: Callable[[], dict[str, dict[str, torch.Tensor]]],
         labels: list[str],
+        check: Callable[[dict], str | None] | None = None,
     ) -> dict[str, dict[str, torch.Tensor]]:
-        """One result per label (e.g. per layer) computed together: loaded if every label's file is readable,
+        """One result per label (e.g. per layer) computed together: loaded if every label's file is intact,
         else all recomputed by `compute()` → {label: tensors} and written one file per label."""
+        if self.folder is not None and self.write:
+            remove_stale_temporaries(self.folder)
         paths = {label: self.path(stage, {**payload, "label": label}, label) for label in labels}
-        loaded = {label: self._load(path) for label, path in paths.items()}
+        loaded = {label: self._load(path, check) for label, path in paths.items()}
         if all(v is not None for v in loaded.values()):
             return loaded
         result = compute()
@@ -109,3 +192,37 @@ class Cache:
                 if path is not None:
                     save_atomic(result[label], path)
         return result
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Check, before any long computation, that `folder` can be created and written to (nothing is created)."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists():
+        if existing.is_symlink() or existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise NotADirectoryError(f"output folder {folder}: {existing} is a file; name a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write to the output folder {folder} ({existing} is not writable)")
+    return folder
+
+
+@contextlib.contextmanager
+def staged(folder: str | Path) -> Iterator[Path]:
+    """A temporary folder inside `folder` to write a run's outputs into; when the block succeeds they replace the
+    previous outputs together (file by file, atomically), and when it fails they are deleted and the previous
+    outputs stay as they were."""
+    folder = check_writable(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        yield stage
+        for src in sorted(stage.rglob("*")):
+            if src.is_file():
+                dst = folder / src.relative_to(stage)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -60,3 +60,10 @@ def foreign_resumed(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return ckdir, first, second
+
+
+@pytest.fixture
+def cli_debug(monkeypatch):
+    """`cli.main` raises a user error as the exception itself (tests check its type and message), as --debug does;
+    without it the command line prints one line and exits with status 2 (tests/test_bad_input.py)."""
+    monkeypatch.setenv("LIGHTNING_GD_DEBUG", "1")

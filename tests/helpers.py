@@ -397,3 +397,19 @@ def planted_report():
     )
     strips = {layer: unit_strips(g, d.layers[layer], Z_DIM, 0) for layer in REPORT_LAYERS}
     return g, d, strips
+
+
+class NaNSegmenter(ColourSegmenter):
+    """The colour segmenter, but its scores are NaN (a broken network)."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(super().logits(x), float("nan"))
+
+
+class WrongChannelsSegmenter(ColourSegmenter):
+    """Four concepts in its vocabulary, three score channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.concepts = (*CONCEPTS, "lake")
+        self.categories = {**self.categories, "lake": "scene"}

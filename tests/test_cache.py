@@ -60,3 +60,57 @@ def test_an_unreadable_cache_file_is_named_and_recomputed(tmp_path):
         again = cache.tensors("s", {}, lambda: {"v": torch.full((2,), 7.0)})
     assert again["v"].tolist() == [7.0, 7.0]
     assert Cache(tmp_path).tensors("s", {}, lambda: {"v": torch.zeros(2)})["v"].tolist() == [7.0, 7.0]
+
+
+def test_fingerprint_follows_code_of_parameter_free_networks():
+    class Double(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    first = fingerprint(Double())
+
+    class Double(nn.Module):  # noqa: F811  (same name, other code)
+        def forward(self, x):
+            return 3 * x
+
+    assert fingerprint(Double()) != first
+    net = nn.Sequential(nn.ReLU())
+    before = fingerprint(net)
+    net.eval()
+    net(torch.zeros(1))
+    assert fingerprint(net) == before  # mode and calls change nothing
+
+
+def test_a_tampered_or_invalid_cache_file_is_recomputed(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    cache = Cache(tmp_path)
+    cache.tensors("s", {}, lambda: {"t": torch.ones(3)})
+    (path,) = tmp_path.glob("*.safetensors")
+    save_file({"t": torch.zeros(3)}, path)  # readable, but not what was computed (no checksum)
+    with pytest.warns(UserWarning, match="checksum mismatch"):
+        assert cache.tensors("s", {}, lambda: {"t": torch.full((3,), 2.0)})["t"].tolist() == [2.0] * 3
+    assert load_file(path)["t"].tolist() == [2.0] * 3
+
+    def three(t):
+        return None if t["t"].shape == (3,) else f"shape {tuple(t['t'].shape)}, expected (3,)"
+
+    cache.tensors("u", {}, lambda: {"t": torch.ones(4)})
+    with pytest.warns(UserWarning, match=r"shape \(4,\), expected \(3,\)"):
+        assert cache.tensors("u", {}, lambda: {"t": torch.ones(3)}, check=three)["t"].shape == (3,)
+    cache.tensors("v", {}, lambda: {"t": torch.tensor([float("nan")])})
+    with pytest.warns(UserWarning, match="NaN or Inf"):
+        cache.tensors("v", {}, lambda: {"t": torch.ones(1)})
+
+
+def test_stale_temporary_files_are_removed(tmp_path):
+    import os
+    import time
+
+    stale, fresh = tmp_path / ".x.safetensors.123.tmp", tmp_path / ".y.safetensors.456.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    Cache(tmp_path).tensors("s", {}, lambda: {"t": torch.ones(1)})
+    assert not stale.exists() and fresh.exists()  # a writer may still be busy with the fresh one

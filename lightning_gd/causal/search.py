@@ -25,7 +25,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 
 from lightning_gd import zoo
-from lightning_gd.cache import Cache, atomic_write, fingerprint, save_atomic
+from lightning_gd.cache import Cache, atomic_write, check_writable, fingerprint, save_atomic, staged
 from lightning_gd.causal import ace
 from lightning_gd.causal.interventions import at_locations, concept_means, coverage, intervene, location_mask
 from lightning_gd.causal.locations import training_locations
@@ -111,6 +111,7 @@ class CausalSearch(LightningModule):
         self.fm_size = tuple(r.shape[-2:])
         self.top_n = min(top_n, U)
         self.out = Path(out) if out is not None else Path("out/causal") / f"{concept}-{layer}"
+        check_writable(self.out)  # now, not after the search (nothing is created yet)
         self.alpha = nn.Parameter(torch.zeros(U))  # (U,)
         self.register_buffer("k_c", torch.zeros(U))
         self.register_buffer("iou", torch.zeros(U))
@@ -195,8 +196,9 @@ class CausalSearch(LightningModule):
         if wrong:
             what = ", ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in wrong.items())
             raise ValueError(
-                f"this checkpoint is from another causal search ({what}); give each search its own checkpoint "
-                "folder (trainer.callbacks ModelCheckpoint dirpath, as configs/causal/<concept>.yaml do)"
+                f"this checkpoint is from another causal search ({what}); nothing was run or written. Test or "
+                "resume it with the config it was trained with (e.g. --config configs/causal/<concept>.yaml), and "
+                "give each search its own checkpoint folder (ModelCheckpoint dirpath, as those configs do)"
             )
 
     def on_fit_start(self) -> None:
@@ -327,10 +329,10 @@ class CausalSearch(LightningModule):
 
     def save_result(self) -> Path:
         """α, k_c, IoU and the ranking as safetensors, the rest as JSON, under `out`."""
-        self.out.mkdir(parents=True, exist_ok=True)
         tensors = {"alpha": self.alpha.detach(), "k_c": self.k_c, "iou": self.iou, "ranking": self.ranking()}
-        save_atomic(tensors, self.out / "alpha.safetensors")
-        atomic_write(self.out / "causal.json", json.dumps(self.result(), indent=1).encode())
+        with staged(self.out) as stage:
+            save_atomic(tensors, stage / "alpha.safetensors")
+            atomic_write(stage / "causal.json", json.dumps(self.result(), indent=1).encode())
         return self.out
 
     def on_fit_end(self) -> None:

@@ -10,6 +10,8 @@ mistyped key is an error that names it.
 from __future__ import annotations
 
 import inspect
+import os
+import pickle
 import sys
 from collections.abc import Callable
 
@@ -62,9 +64,45 @@ def run_project_subcommand(name: str, argv: list[str]):
     return command(**kwargs)
 
 
+# A user's mistake (a bad value, an unknown name, a missing or wrong file, no GPU) ends with one line on stderr
+# and exit status 2; LIGHTNING_GD_DEBUG=1 or --debug shows the traceback instead.
+USER_ERRORS = (ValueError, KeyError, TypeError, IndexError, OSError, NotImplementedError, pickle.UnpicklingError)
+DEBUG_ENV = "LIGHTNING_GD_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> None:
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in argv
+    if "--debug" in argv:
+        argv.remove("--debug")
+        if from_sys:
+            sys.argv = [sys.argv[0], *argv]  # LightningCLI reads the process's own command line
+    try:
+        _dispatch(argv, from_sys)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        sys.stderr.write(f"error: {error_message(err)}\n(run with --debug, or {DEBUG_ENV}=1, for the traceback)\n")
+        sys.exit(2)
+
+
+def error_message(err: BaseException) -> str:
+    """The message of an exception as a sentence (a KeyError's own str() is its repr'd key)."""
+    if isinstance(err, pickle.UnpicklingError):
+        first = str(err).strip().splitlines()[-3:] if str(err) else []
+        return (
+            "refused to load a file that holds Python objects other than weights (loading it could run code from "
+            f"it; lightning_gd loads weights only): {' '.join(line.strip() for line in first if line.strip())}"
+        )
+    plain_key_error = isinstance(err, KeyError) and type(err).__str__ is KeyError.__str__
+    text = err.args[0] if plain_key_error and err.args and isinstance(err.args[0], str) else str(err)
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    return text or type(err).__name__
+
+
+def _dispatch(argv: list[str], from_sys: bool) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return
@@ -78,4 +116,5 @@ def main(argv: list[str] | None = None) -> None:
 
         close = difflib.get_close_matches(name, [*SUBCOMMANDS, *project_commands()], n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        sys.exit(f"error: unknown subcommand '{name}'.{hint}\n\n{_usage()}")
+        sys.stderr.write(f"error: unknown subcommand '{name}'.{hint}\n\n{_usage()}\n")
+        sys.exit(2)

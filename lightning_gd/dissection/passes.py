@@ -72,6 +72,7 @@ def iqr_thresholds(
     """Pass 1 (iqr mode), on the validation sample `iqr_seed`: per unit, the I/H-maximising threshold of the
     concept for which that ratio is highest."""
     hists: dict[str, UnitConceptHistogram] = {}
+    per_pixel: dict[str, float] = {}  # featuremap locations per sampled pixel: the effective sample size
     C = len(vocab.names)
     batches = _segmented_batches(
         generator, segmenter, layers, s.iqr_n, s.iqr_seed, z_dim, s.batch_size, "thresholds (iqr)", progress
@@ -81,10 +82,12 @@ def iqr_thresholds(
         for layer, r in maps.items():
             if layer not in hists:
                 hists[layer] = UnitConceptHistogram(r.shape[1], C).to(r.device)
-            hists[layer].update(sparse_upsample(r, idx, tuple(labels.shape[-2:]), s.stride), groups, vocab.offsets)
+            sampled = sparse_upsample(r, idx, tuple(labels.shape[-2:]), s.stride)  # (B, U, H/s, W/s)
+            per_pixel[layer] = min(1.0, r.shape[-2] * r.shape[-1] / (sampled.shape[-2] * sampled.shape[-1]))
+            hists[layer].update(sampled, groups, vocab.offsets)
     out = {}
     for layer, h in hists.items():
-        thresholds, ratio = h.compute()  # (U, C)
+        thresholds, ratio = h.compute(per_pixel[layer], s.q)  # (U, C)
         out[layer] = thresholds.gather(1, ratio.argmax(1, keepdim=True)).squeeze(1).float().cpu()
     return out
 

@@ -51,6 +51,10 @@ def dissect(
     cache = Cache(cache_dir, write=is_rank_zero())
     with eval_mode(generator, segmenter):
         size = _segmentation_size(generator, segmenter, z_dim, s.seed)
+        if s.stride > min(size):
+            raise ValueError(
+                f"stride {s.stride} is larger than the {size[0]}×{size[1]} segmentation: use ≤ {min(size)}"
+            )
         key = {
             "generator": fingerprint(generator),
             "segmenter": fingerprint(segmenter),

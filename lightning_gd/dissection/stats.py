@@ -77,12 +77,23 @@ def quantile_from_counts(counts: torch.Tensor, q: float, per_octave: int = PER_O
     return (lower + t * (upper - lower)).squeeze(1)
 
 
-def iqr_from_counts(joint: torch.Tensor, per_octave: int = PER_OCTAVE) -> tuple[torch.Tensor, torch.Tensor]:
+SIGNIFICANT_G = 10.83  # χ²(1 dof) at p = 0.001: the G-test value 2·N·I above which a mask tells about a concept
+
+
+def iqr_from_counts(
+    joint: torch.Tensor, per_octave: int = PER_OCTAVE, samples_per_count: float = 1.0, q: float = 0.99
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (unit, concept) threshold maximising the information quality ratio I/H (paper Eq. 2).
 
     joint: (U, C, bins) counts of pixels with concept c whose activation of unit u falls in each bin,
     plus a last concept row C-1 that must be "all pixels" (so marginals are exact for overlapping concepts).
-    Candidate thresholds are the upper edges of the bins that hold values.
+    Candidate thresholds are the upper edges of the bins that hold values. The plug-in I of a finite sample is
+    positive even for a unit that knows nothing of the concept, and its maximum over hundreds of thresholds
+    lands anywhere (a noise unit's mask could cover nearly the whole image and so overlap any large concept).
+    A threshold is therefore a candidate only when its I is significant: G = 2·N·I ≥ `SIGNIFICANT_G`, with
+    N = pixels × `samples_per_count` the effective sample size (pixels upsampled from one featuremap location
+    are not independent: pass locations per pixel). Where no threshold is significant the ratio is 0 and the
+    threshold the unit's q-quantile, as in the `quantile` mode.
     Returns (thresholds (U, C-1), ratio (U, C-1)).
     """
     joint = joint.double()
@@ -107,10 +118,16 @@ def iqr_from_counts(joint: torch.Tensor, per_octave: int = PER_OCTAVE) -> tuple[
     ratio = torch.where(h_joint > 0, mi / h_joint.clamp(min=1e-300), torch.zeros_like(mi))
     # only the upper edges of bins that hold values are candidates: an empty bin's mask repeats the one of the
     # nearest full bin below it, and below the lowest full bin the mask is every pixel (a dead unit would get it)
-    ratio = ratio.masked_fill(total == 0, -1.0)
+    significant = 2 * n * samples_per_count * mi >= SIGNIFICANT_G
+    ratio = ratio.masked_fill((total == 0) | ~significant, -1.0)
     best = ratio.argmax(-1)  # (U, C)
     _, upper = bin_edges(per_octave)
-    return upper.to(joint.device)[best], ratio.gather(-1, best[..., None]).squeeze(-1)
+    thresholds, best_ratio = upper.to(joint.device)[best], ratio.gather(-1, best[..., None]).squeeze(-1)
+    uninformative = best_ratio < 0  # (U, C): no significant threshold
+    if uninformative.any():
+        fallback = quantile_from_counts(total[:, 0], q, per_octave)  # (U,)
+        thresholds = torch.where(uninformative, fallback[:, None].to(thresholds), thresholds)
+    return thresholds, best_ratio.clamp(min=0)
 
 
 def iou_from_tallies(inter: torch.Tensor, unit_area: torch.Tensor, concept_area: torch.Tensor) -> torch.Tensor:
@@ -183,8 +200,8 @@ class UnitConceptHistogram(Metric):
             flat.append((unit_base + (lab[keep] + off)[None, :] * nb + idx[:, keep]).flatten())
         self.counts += torch.bincount(torch.cat(flat), minlength=U * C1 * nb).view(U, C1, nb)
 
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return iqr_from_counts(self.counts, self.per_octave)
+    def compute(self, samples_per_count: float = 1.0, q: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
+        return iqr_from_counts(self.counts, self.per_octave, samples_per_count, q)
 
 
 class IoUTally(Metric):

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+import torch
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from lightning_gd import zoo
-from lightning_gd.cache import fingerprint
+from lightning_gd.cache import check_writable, fingerprint, staged
+from lightning_gd.models.generators import resolve_device
 
 
 def artifacts(
@@ -16,19 +24,19 @@ def artifacts(
     generator: nn.Module | str | None = None,
     generator_weights: Path | None = None,
     z_dim: int | None = None,
-    n: int = 10_000,
-    top_k: int = 1_000,
+    n: PositiveInt = 10_000,
+    top_k: PositiveInt = 1_000,
     seed: int = 0,
-    n_ablate: int = 20,
+    n_ablate: PositiveInt = 20,
     units: list[int] | None = None,
-    random_draws: int = 5,
-    n_eval: int = 2_000,
+    random_draws: PositiveInt = 5,
+    n_eval: PositiveInt = 2_000,
     eval_seed: int = 1,
     feature_extractor: Literal["world", "inception"] = "world",
     feature_extractor_weights_path: Path | None = None,
     real_images: Path | None = None,
-    real_n: int = 2_000,
-    batch_size: int = 100,
+    real_n: PositiveInt = 2_000,
+    batch_size: PositiveInt = 100,
     out: Path = Path("out/artifacts"),
     cache_dir: Path | None = Path("out/cache"),
     device: str = "cpu",
@@ -68,6 +76,8 @@ def artifacts(
         raise ValueError("n_ablate and random_draws must be positive and n_eval at least 2")
     if top_k > n:
         raise ValueError(f"top_k = {top_k} images per unit, but only n = {n} samples: use top_k ≤ n (the paper: n/20)")
+    check_writable(out)
+    device = resolve_device(device)
     G = zoo.generator(generator, weights=generator_weights).to(device).eval()
     extractor = zoo.feature_extractor(feature_extractor, weights_path=feature_extractor_weights_path).to(device)
     if real_images is None and generator is not None and feature_extractor != "world":
@@ -77,9 +87,11 @@ def artifacts(
     else:
         source = zoo.real_images(f"folder:{real_images}")
     real = real_statistics(extractor, source, cache_dir, batch_size)
-    found = find_artifact_units(
-        G, layer, extractor, real, n, top_k, seed, n_ablate, units, random_draws, n_eval, eval_seed, batch_size, z_dim
-    )
+    with feature_storage(G, layer, extractor, n, z_dim, out) as storage:
+        found = find_artifact_units(
+            G, layer, extractor, real, n, top_k, seed, n_ablate, units, random_draws, n_eval, eval_seed, batch_size,
+            z_dim, storage,
+        )  # fmt: skip
     info = {
         "generator": zoo.describe(generator),
         "generator_fingerprint": fingerprint(G),
@@ -88,4 +100,45 @@ def artifacts(
         "real_n": real.n,
         "n_eval": n_eval,
     }
-    return write_artifacts(out, layer, found, top_k, n, G, n_ablate, seed, eval_seed, info, z_dim)
+    with staged(out) as stage:
+        return write_artifacts(stage, layer, found, top_k, n, G, n_ablate, seed, eval_seed, info, z_dim)
+
+
+def available_memory() -> int:
+    """Bytes of physical memory free now."""
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextlib.contextmanager
+def feature_storage(G: nn.Module, layer: str, extractor, n: int, z_dim: int | None, out: Path) -> Iterator[Path | None]:
+    """Where the n samples' per-unit scores and FID features are kept: in RAM when they fit in half the free
+    memory, else in memory-mapped files in a temporary folder under `out` (deleted afterwards); a ValueError
+    before any work when they fit on neither."""
+    from lightning_gd.latents import latents
+    from lightning_gd.models.generators import device_of, z_dim_of
+    from lightning_gd.models.hooks import Trace
+    from lightning_gd.models.images import to_uint8
+    from lightning_gd.realism.artifacts import storage_bytes
+
+    with torch.no_grad(), Trace(G, layer) as tr:
+        x = G(latents([0], z_dim_of(G, z_dim), 0).to(device_of(G)))
+    need = storage_bytes(n, tr.output.shape[1], extractor(to_uint8(x)).shape[1])
+    ram = available_memory()
+    if need <= ram // 2:
+        yield None
+        return
+    existing = next(p for p in [Path(out), *Path(out).absolute().parents] if p.exists())
+    disk = shutil.disk_usage(existing).free
+    if need > 0.9 * disk:
+        raise ValueError(
+            f"n = {n} samples need {need / 1e9:.1f} GB for their per-unit scores and FID features: more than half "
+            f"the free memory ({ram / 1e9:.1f} GB) and more than the free disk at {out} ({disk / 1e9:.1f} GB); "
+            "use a smaller --n or free some space"
+        )
+    Path(out).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".features-", dir=out))
+    print(f"n = {n}: {need / 1e9:.1f} GB of scores and features kept in memory-mapped files under {folder}")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

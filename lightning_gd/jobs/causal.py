@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lightning_gd.cache import atomic_write
+from lightning_gd.cache import atomic_write, check_writable, staged
 
 
 def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> str:
@@ -31,9 +31,10 @@ def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> str:
         summaries.append(json.loads(path.read_text()))
     if not summaries:
         raise ValueError("name at least one run folder")
-    out = Path(out)
+    check_writable(out)
     table = summary_table(summaries)
-    atomic_write(out / "causal_summary.json", json.dumps(summaries, indent=1).encode())
-    atomic_write(out / "causal_summary.md", (table + "\n").encode())
-    removal_figure(summaries, out / "causal_removal.png")
+    with staged(out) as stage:
+        atomic_write(stage / "causal_summary.json", json.dumps(summaries, indent=1).encode())
+        atomic_write(stage / "causal_summary.md", (table + "\n").encode())
+        removal_figure(summaries, stage / "causal_removal.png")
     return table

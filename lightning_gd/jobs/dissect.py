@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, OpenUnitInterval, PositiveInt
 from torch import nn
 
 from lightning_gd import zoo
-from lightning_gd.cache import atomic_write
+from lightning_gd.cache import atomic_write, check_writable, staged
 from lightning_gd.dissection.recipe import dissect as run_dissection
 from lightning_gd.dissection.results import DissectSettings, ThresholdMode
-from lightning_gd.models.generators import z_dim_of
+from lightning_gd.models.generators import resolve_device, z_dim_of
 from lightning_gd.models.hooks import layer_names
 from lightning_gd.models.segmenters import Segmenter
 
@@ -24,17 +26,17 @@ def dissect(
     generator_weights: Path | None = None,
     segmenter: Segmenter | str | None = None,
     z_dim: int | None = None,
-    n: int = 1000,
+    n: PositiveInt = 1000,
     seed: int = 0,
-    batch_size: int = 50,
+    batch_size: PositiveInt = 50,
     threshold: ThresholdMode = "quantile",
-    q: float = 0.99,
-    iqr_n: int = 500,
+    q: OpenUnitInterval = 0.99,
+    iqr_n: PositiveInt = 500,
     iqr_seed: int = 1,
-    stride: int = 4,
+    stride: PositiveInt = 4,
     parts: bool = False,
-    iou_threshold: float = 0.05,
-    top_k: int = 10,
+    iou_threshold: ClosedUnitInterval = 0.05,
+    top_k: PositiveInt = 10,
     out: Path = Path("out/dissect"),
     tb_dir: Path | None = Path("tb_logs"),
     device: str = "cpu",
@@ -77,6 +79,8 @@ def dissect(
     from lightning_gd.reports.dissection import write_dissection
     from lightning_gd.reports.images import unit_strips
 
+    check_writable(out)
+    device = resolve_device(device)
     G = zoo.generator(generator, weights=generator_weights).to(device).eval()
     seg = zoo.segmenter(segmenter).to(device).eval()
     layers = _layers(G, [layers] if isinstance(layers, str) else list(layers or []), all_layers, generator is None)
@@ -88,6 +92,7 @@ def dissect(
         raise ValueError("the realism filter needs both --realism (a unit_fid.json) and --max_unit_fid")
     unit_fid = load_unit_fid(realism, layers, G) if realism is not None else None  # checked before the long passes
     zd = z_dim_of(G, z_dim)
+    announce_time(G, seg, settings, zd)
     result = run_dissection(G, layers, seg, settings, z_dim=zd, cache_dir=Path(out) / "cache")
     if unit_fid is not None:
         dropped = result.filter_unrealistic(unit_fid["layer"], unit_fid["unit_fid"], max_unit_fid)
@@ -96,7 +101,34 @@ def dissect(
         )
     strips = {layer: unit_strips(G, result.layers[layer], zd, settings.seed) for layer in layers}
     info = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter), "torch": torch.__version__}
-    return write_dissection(result, out, strips, info, tb_dir=tb_dir, tb_name=f"dissect-{Path(out).name}")
+    with staged(out) as stage:
+        return write_dissection(result, stage, strips, info, tb_dir=tb_dir, tb_name=f"dissect-{Path(out).name}")
+
+
+LONG_RUN_SAMPLES = 20_000  # above this many samples, time a few and say how long the whole run will take
+
+
+def announce_time(G: nn.Module, seg: Segmenter, settings: DissectSettings, z_dim: int) -> float | None:
+    """For a large sample, print the expected time of the passes (memory does not grow with n, time does);
+    returns the estimate in seconds."""
+    passes = settings.n * (2 if settings.threshold == "quantile" else 1)
+    passes += settings.iqr_n if settings.threshold == "iqr" else 0
+    if passes < LONG_RUN_SAMPLES:
+        return None
+    from lightning_gd.latents import latents
+    from lightning_gd.models.generators import device_of
+
+    probe = min(settings.batch_size, 16)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        seg.labels(G(latents(range(probe), z_dim, settings.seed).to(device_of(G))))
+    rate = probe / max(time.perf_counter() - t0, 1e-9)  # images/s through generator and segmenter
+    seconds = passes / rate
+    print(
+        f"dissecting {settings.n:,} samples: about {seconds / 3600:.1f} h ({passes:,} generator passes at "
+        f"{rate:.0f} images/s); memory does not grow with n. Ctrl-C stops it."
+    )
+    return seconds
 
 
 def _layers(G: nn.Module, layers: list[str], all_layers: bool, default_generator: bool) -> list[str]:
@@ -156,6 +188,7 @@ def compare(
     if out is not None:
         from lightning_gd.reports.figures import comparison_figure
 
-        atomic_write(Path(out) / "compare.json", json.dumps(rows, indent=1).encode())
-        comparison_figure(rows, "comparison: " + ", ".join(r["name"] for r in rows), Path(out) / "compare.png")
+        with staged(out) as stage:
+            atomic_write(stage / "compare.json", json.dumps(rows, indent=1).encode())
+            comparison_figure(rows, "comparison: " + ", ".join(r["name"] for r in rows), stage / "compare.png")
     return rows

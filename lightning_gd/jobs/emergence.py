@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import nn
 
 from lightning_gd import zoo
+from lightning_gd.cache import check_writable, staged
 from lightning_gd.dissection.emergence import measure_unit_emergence, top_units
+from lightning_gd.models.generators import resolve_device
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.weights import (
     checkpoint_batches,
@@ -43,13 +46,13 @@ def dissect_checkpoints(
     prefix: str = "generator",
     segmenter: Segmenter | str | None = None,
     z_dim: int | None = None,
-    n: int = 500,
+    n: PositiveInt = 500,
     seed: int = 0,
-    batch_size: int = 50,
-    iou_threshold: float = 0.05,
+    batch_size: PositiveInt = 50,
+    iou_threshold: ClosedUnitInterval = 0.05,
     units: list[int] | None = None,
-    num_units: int = 4,
-    top_k: int = 4,
+    num_units: NonNegativeInt = 4,
+    top_k: PositiveInt = 4,
     out: Path = Path("out/emergence"),
     tb_dir: Path | None = Path("tb_logs"),
     device: str = "cpu",
@@ -81,6 +84,8 @@ def dissect_checkpoints(
     """
     from lightning_gd.reports.emergence import write_emergence
 
+    check_writable(out)
+    device = resolve_device(device)
     seg = zoo.segmenter(segmenter).to(device)
     by_step: dict[int, tuple] = {}
     for path in sorted(checkpoint_files(checkpoints), key=training_order):
@@ -108,5 +113,6 @@ def dissect_checkpoints(
     )
     tb = None if tb_dir is None else Path(tb_dir) / f"emergence-{Path(out).name}"
     title = f"{layer}: unit emergence over training ({n} samples)"
-    write_emergence(runs, history, Path(out), tb, title, seed, z_dim)
+    with staged(out) as stage:
+        write_emergence(runs, history, stage, tb, title, seed, z_dim)
     return history

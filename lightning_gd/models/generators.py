@@ -34,6 +34,22 @@ def z_dim_of(generator: nn.Module, z_dim: int | None = None) -> int:
     return int(z_dim)
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists on this machine, or a ValueError that says what to use instead."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps): {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(f"--device {device}: no CUDA GPU is available (torch {torch.__version__}, {build}); use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine; use cpu")
+    return dev
+
+
 def device_of(module: nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device

@@ -33,12 +33,24 @@ class Segmenter(nn.Module):
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """Soft class probabilities (B, C, H, W), differentiable with respect to x."""
-        return self.logits(check_images(x)).softmax(1)
+        return self.checked(self.logits(check_images(x))).softmax(1)
 
     @torch.no_grad()
     def labels(self, x: torch.Tensor) -> torch.Tensor:
         """Hard labels (B, H, W): indices into `concepts`."""
-        return self.logits(check_images(x)).argmax(1)
+        return self.checked(self.logits(check_images(x))).argmax(1)
+
+    def checked(self, scores: torch.Tensor) -> torch.Tensor:
+        """Per-pixel scores (B, C, H, W) with one channel per concept and no NaN/Inf, or a ValueError."""
+        C = len(self.concepts)
+        if scores.ndim != 4 or scores.shape[1] != C:
+            raise ValueError(
+                f"{type(self).__name__} returned scores of shape {tuple(scores.shape)}; expected (B, {C}, H, W), one "
+                f"channel per concept of its vocabulary ({', '.join(self.concepts[:6])}{', …' if C > 6 else ''})"
+            )
+        if not torch.isfinite(scores).all():
+            raise ValueError(f"{type(self).__name__} returned NaN or Inf scores for these images")
+        return scores
 
     def concept_index(self, concept: str) -> int:
         return concept_lookup(concept, self.concepts, "this segmenter knows")
@@ -112,4 +124,4 @@ class ModuleSegmenter(Segmenter):
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         if self.output == "logits":
             return super().probs(x)
-        return self._scores(check_images(x))
+        return self.checked(self._scores(check_images(x)))

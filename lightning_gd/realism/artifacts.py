@@ -11,6 +11,8 @@ images: one eigen-decomposition per unit with the real covariance's square root 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -34,21 +36,43 @@ def scores_and_features(
     batch_size: int = 100,
     z_dim: int | None = None,
     progress: bool = True,
+    storage: str | Path | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over n samples: per-unit scores (N, U) (max activation over the featuremap) and FID features
-    (N, D) float32 of the generated images."""
+    (N, D) float32 of the generated images; kept in memory-mapped files under `storage` if given (for N too
+    large for the machine's memory), else in RAM."""
     resolve_layer(generator, layer)
     z_dim = z_dim_of(generator, z_dim)
     dev = device_of(generator)
     extractor.to(dev)
-    scores, feats = [], []
+    scores = feats = None
+    start = 0
     for _, z in latent_batches(n, z_dim, seed, batch_size, dev, "scores + features", progress, sharded=False):
         with Trace(generator, layer) as tr:
             x = generator(z)
-        r = check_featuremap(tr.output, layer)
-        scores.append(r.amax((2, 3)).cpu())  # (B, U)
-        feats.append(extractor(to_uint8(x)).float().cpu())  # (B, D)
-    return torch.cat(scores), torch.cat(feats)
+        s = check_featuremap(tr.output, layer).amax((2, 3)).cpu()  # (B, U)
+        f = extractor(to_uint8(x)).float().cpu()  # (B, D)
+        if scores is None:
+            scores, feats = _allocate(n, s.shape[1], storage, "scores"), _allocate(n, f.shape[1], storage, "features")
+        scores[start : start + len(s)], feats[start : start + len(f)] = s, f
+        start += len(s)
+    return scores, feats
+
+
+def _allocate(n: int, width: int, storage: str | Path | None, name: str) -> torch.Tensor:
+    """A float32 (n, width) tensor in RAM, or backed by a memory-mapped file `<storage>/<name>.f32`."""
+    if storage is None:
+        return torch.empty(n, width)
+    import numpy as np
+
+    path = Path(storage) / f"{name}.f32"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return torch.from_numpy(np.memmap(path, dtype=np.float32, mode="w+", shape=(n, width)))
+
+
+def storage_bytes(n: int, num_units: int, feature_dim: int) -> int:
+    """Bytes that `scores_and_features` keeps for n samples."""
+    return 4 * n * (num_units + feature_dim)
 
 
 def top_images(scores: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -221,6 +245,7 @@ def find_artifact_units(
     eval_seed: int = 1,
     batch_size: int = 100,
     z_dim: int | None = None,
+    storage: str | Path | None = None,
 ) -> dict:
     """The recipe of §4.2 / §S-6.1: per-unit FID of every unit from one pass over n samples (each unit's top_k
     images), the units ranked by it, and the ablation table (Tables 1–2) of the top n_ablate units, the user's
@@ -234,7 +259,7 @@ def find_artifact_units(
                 latents([0], z_dim_of(generator, z_dim), seed).to(device_of(generator))
             )
         check_units(units, probe.shape[1], "units")
-    scores, features = scores_and_features(generator, layer, extractor, n, seed, batch_size, z_dim)
+    scores, features = scores_and_features(generator, layer, extractor, n, seed, batch_size, z_dim, storage=storage)
     unit_fid = per_unit_fid(scores, features, real, top_k)
     ranking = torch.sort(unit_fid, descending=True, stable=True).indices.tolist()
     focus = (firing_most(scores, ranking[:n_ablate], min(n_eval, n)), seed)  # as the paper's Table 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_gd.cache import atomic_write
+from lightning_gd.cache import atomic_write, staged
 from lightning_gd.causal.ace import window_mask
 from lightning_gd.causal.interventions import intervene, location_mask, unit_indicator
 from lightning_gd.models.images import to_uint8
@@ -46,23 +46,25 @@ def image_grids(module, z: torch.Tensor, locations: torch.Tensor) -> dict[str, l
 
 
 def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> Path:
-    """ace.json, ace_curve.png and the image grids under the run's folder; the same to TensorBoard."""
+    """ace.json, ace_curve.png and the image grids under the run's folder (replaced together); the same to
+    TensorBoard."""
     out = Path(module.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "ace.json", json.dumps(summary, indent=1).encode())
-    ace_curve_figure(summary, out / "ace_curve.png")
-    written = [out / "ace.json", out / "ace_curve.png"]
     grids = image_grids(module, *grid_batch) if grid_batch is not None else {}
-    for name, rows in grids.items():
-        written.append(save_rows(rows, out / f"grid_{name}.png"))
+    with staged(out) as stage:
+        atomic_write(stage / "ace.json", json.dumps(summary, indent=1).encode())
+        curve = ace_curve_figure(summary, stage / "ace_curve.png")
+        for name, rows in grids.items():
+            save_rows(rows, stage / f"grid_{name}.png")
+    written = [out / "ace.json", out / "ace_curve.png", *[out / f"grid_{name}.png" for name in grids]]
     if tensorboard is not None:
+        import io
+
         import numpy as np
         from PIL import Image
 
         step = module.global_step
-        tensorboard.add_image(
-            "ace_curve", np.asarray(Image.open(out / "ace_curve.png").convert("RGB")), step, dataformats="HWC"
-        )
+        image = np.asarray(Image.open(io.BytesIO(curve)).convert("RGB"))
+        tensorboard.add_image("ace_curve", image, step, dataformats="HWC")
         for name, rows in grids.items():
             tensorboard.add_images(f"grid_{name}", torch.cat(rows), step)
     at_n = summary["removed_at_top_n"]

@@ -64,7 +64,12 @@ def _generator(
     `hyper_parameters` of a world GAN training checkpoint, an untrained generator of that run's size."""
     if hyper_parameters is not None:
         return to_device(Generator(hyper_parameters.get("z_dim", 128), hyper_parameters.get("g_width", 256)), device)
-    return load_generator(argument or weights, device)
+    path = argument or weights
+    if path is not None and Path(path).suffix != ".safetensors":  # a plain torch state dict of the shipped size
+        from lightning_gd.models.weights import load_weights
+
+        return to_device(load_weights(load_generator(), path).eval(), device)
+    return load_generator(path, device)
 
 
 def _segmenter(argument: str | None = None, device: torch.device | str | None = None) -> ModuleSegmenter:

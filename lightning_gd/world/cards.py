@@ -19,7 +19,7 @@ from lightning_gd.world.evaluate import (
     segmenter_table,
     world_fid,
 )
-from lightning_gd.world.weights import WEIGHTS_DIR, default_path, read_metadata
+from lightning_gd.world.weights import default_path, read_metadata
 
 _CONFIGS = {"generator": "gan", "segmenter": "segmenter", "features": "features"}
 
@@ -31,7 +31,8 @@ def _provenance_md(name: str) -> list[str]:
     weights = f" --gan_weights {meta['gan_weights']}" if "gan_weights" in meta else ""
     return [
         f"- reproduce: `python -m lightning_gd fit --config {cfg}` (the exact commands are at the top of the config), "
-        f"then `python -m lightning_gd export-world {_CONFIGS[name]} --checkpoint <checkpoint>{weights}`",
+        f"then `python -m lightning_gd export-world {_CONFIGS[name]} --checkpoint <checkpoint>{weights} "
+        f"--out lightning_gd/world/weights/{default_path(name).name}`",
         "- seed: 0 (`seed_everything` in the config)",
         f"- checkpoint: `{meta.get('checkpoint')}`, global step {meta.get('global_step')}, epoch {meta.get('epoch')}",
         f"- wall time of the run up to that checkpoint: {wall / 60:.1f} min" if wall else "- wall time: not recorded",
@@ -89,7 +90,9 @@ def measure(n: int = 2000, gan_checkpoints: list[Path] = ()) -> dict:
 
 
 def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | None = None) -> Path:
-    out = Path(out or WEIGHTS_DIR)
+    if n < 2:
+        raise ValueError(f"world-card needs n ≥ 2 samples per measurement (FID needs a covariance), got {n}")
+    out = Path(out) if out is not None else Path("out/world-card")
     out.mkdir(parents=True, exist_ok=True)
     results = measure(n, gan_checkpoints)
     (out / "model_cards.json").write_text(json.dumps(results, indent=2))

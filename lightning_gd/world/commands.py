@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from jsonargparse.typing import PositiveInt
 
 from lightning_gd.models.images import to_uint8
 from lightning_gd.reports.images import colorize, save_rows
@@ -17,7 +18,7 @@ from lightning_gd.world.export import export
 RENDER_SEED_OFFSET = 424_242  # the demo's renders: a seed stream apart from the GAN's z of the same seed
 
 
-def demo(out: Path = Path("demo"), n: int = 8, seed: int = 0) -> Path:
+def demo(out: Path = Path("demo"), n: PositiveInt = 8, seed: int = 0) -> Path:
     """Sample the world's GAN, segment real and generated scenes, and save a picture of both.
 
     Args:
@@ -54,7 +55,8 @@ def export_world(
     Args:
         model: gan, segmenter or features.
         checkpoint: a checkpoint written by `python -m lightning_gd fit --config configs/world/<model>.yaml`.
-        out: output file (default: the package's shipped weights).
+        out: output file (default: out/world/<model's file name>). The shipped weights are replaced only when
+            named explicitly (`--out lightning_gd/world/weights/generator.safetensors` in a source checkout).
         gan_weights: for the GAN, `ema` (the moving average) or `generator` (the weights under training).
     """
     path = export(model, checkpoint, out, gan_weights)
@@ -62,13 +64,14 @@ def export_world(
     return path
 
 
-def world_card(n: int = 2000, gan_checkpoints: list[Path] | None = None, out: Path | None = None) -> Path:
+def world_card(n: PositiveInt = 2000, gan_checkpoints: list[Path] | None = None, out: Path | None = None) -> Path:
     """Measure the shipped world models and write their model cards (markdown + JSON).
 
     Args:
         n: samples per measurement (renders, generated images).
         gan_checkpoints: GAN training checkpoints whose world FID is reported too (EMA generator of each).
-        out: output folder (default: the package's weights folder).
+        out: output folder (default: out/world-card; `--out lightning_gd/world/weights` in a source checkout
+            updates the shipped cards).
     """
     return write_cards(n=n, gan_checkpoints=gan_checkpoints or [], out=out)
 

@@ -15,6 +15,7 @@ from lightning_gd.world.render import CONCEPTS, RENDERER_VERSION
 from lightning_gd.world.weights import default_path, save_module
 
 MODELS = ("gan", "segmenter", "features")
+EXPORT_DIR = Path("out/world")  # where exports go unless named: never into the installed package
 
 
 def _run_wall_time(ckpt: Path) -> float | None:
@@ -69,4 +70,5 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None, ga
         net = FeatureNet(**kwargs)
         net.load_state_dict(state_dict_of(ckpt, "net", checkpoint))
         name = "features"
-    return save_module(net, out or default_path(name), kwargs, {"provenance": provenance})
+    out = Path(out) if out is not None else EXPORT_DIR / default_path(name).name
+    return save_module(net, out, kwargs, {"provenance": provenance})

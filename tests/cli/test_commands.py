@@ -34,7 +34,7 @@ from tests.helpers import (
 )
 from tests.helpers import is_png as is_png_bytes
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "cli_debug")  # user errors raise (see conftest)
 
 N, K, LAYERS, Q = REPORT_N, REPORT_K, REPORT_LAYERS, REPORT_Q
 UNITS = 6  # units of TinyConvGenerator's layer1

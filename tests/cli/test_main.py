@@ -41,15 +41,28 @@ def test_help_lists_every_subcommand():
     assert "Export a world model" in proc.stdout  # summaries come from the docstrings
 
 
-def test_unknown_subcommand_fails_and_suggests_the_close_one():
-    # in this process: `sys.exit(message)` is what `python -m` turns into exit status 1 with the message on stderr
+def test_unknown_subcommand_fails_and_suggests_the_close_one(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["demoo"])
-    stderr = exit_info.value.code
-    assert isinstance(stderr, str)  # a message, so the process exits with status 1
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2  # a usage error, like argparse's
     assert "unknown subcommand 'demoo'" in stderr
     assert "Did you mean: demo?" in stderr
     assert "export-world" in stderr  # followed by the list of subcommands
+
+
+def test_user_errors_end_with_one_line_and_status_2(tmp_path, capsys, monkeypatch):
+    args = ["compare", "--dissections", f"[{tmp_path / 'nowhere'}]", "--out", str(tmp_path / "c")]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err.startswith(f"error: no dissection at {tmp_path / 'nowhere'}") and "--debug" in err
+    with pytest.raises(FileNotFoundError):  # --debug: the exception itself, with its traceback
+        cli.main([*args, "--debug"])
+    monkeypatch.setenv("LIGHTNING_GD_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        cli.main(args)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lightning_gd.dissection.stats import (
     E_MAX,
     E_MIN,
+    SIGNIFICANT_G,
     IoUTally,
     TopK,
     UnitConceptHistogram,
@@ -21,6 +22,7 @@ from lightning_gd.dissection.stats import (
     iou_from_tallies,
     iqr_from_counts,
     num_bins,
+    quantile_from_counts,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -186,7 +188,9 @@ def brute_iqr(r: torch.Tensor, groups, offsets, C: int, per_octave: int = 16) ->
                 h_joint = ent([p[0][0], p[0][1], p[1][0], p[1][1]])
                 h_m = ent([p[0][0] + p[0][1], p[1][0] + p[1][1]])
                 h_c = ent([p[0][0] + p[1][0], p[0][1] + p[1][1]])
-                table[u, c][t] = (h_m + h_c - h_joint) / h_joint if h_joint > 0 else 0.0
+                mi = h_m + h_c - h_joint
+                if 2 * n * mi >= SIGNIFICANT_G:  # only thresholds whose I is significant are candidates
+                    table[u, c][t] = mi / h_joint if h_joint > 0 else 0.0
     return table
 
 
@@ -199,6 +203,11 @@ def test_iqr_matches_brute_force(quantize):
     table = brute_iqr(r, groups, offsets, C)
     exact = 0
     for (u, c), ratios in table.items():
+        if not ratios:  # nothing significant: ratio 0 and the unit's q = 0.99 level, as in quantile mode
+            level = quantile_from_counts(h.counts[u, -1][None].double(), 0.99, 16)[0]
+            assert ratio[u, c] == 0 and thr[u, c] == level, (u, c)
+            exact += 1
+            continue
         best = max(ratios.values())
         first = min(t for t, v in ratios.items() if v >= best - 1e-12)  # the smallest maximiser
         assert abs(ratio[u, c].item() - best) <= 1e-5, (u, c)
@@ -311,3 +320,22 @@ def test_topk_with_fewer_samples_than_k():
     m.update(torch.tensor([[1.0, 2.0], [3.0, 0.0]]), torch.tensor([5, 2]))
     vals, idx = m.compute()
     assert idx[:, :2].tolist() == [[2, 5], [5, 2]]
+
+
+def test_iqr_of_a_noise_unit_is_zero_with_the_quantile_threshold():
+    """A unit independent of the concepts: its plug-in I/H is positive by chance at some threshold (before, one at
+    the bottom of the range, whose mask covers almost every pixel and so overlaps any large concept)."""
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.arange(32)[None, :, None] >= 16).long().expand(64, 32, 32).contiguous()  # top / bottom half
+    noise = torch.rand(64, 1, 32, 32, generator=g)
+    h = UnitConceptHistogram(1, 2)
+    h.update(noise, [labels], [0])
+    thr, ratio = h.compute()
+    assert (ratio == 0).all()
+    covered = (noise > thr[0, 0]).float().mean().item()
+    assert abs(covered - 0.01) < 0.002  # the top 1 %, not nearly everything
+    signal = (labels[:, None] == 1).float() + 0.3 * torch.randn(64, 1, 32, 32, generator=g)
+    h = UnitConceptHistogram(1, 2)
+    h.update(signal, [labels], [0])
+    thr, ratio = h.compute()
+    assert ratio[0, 1] > 0.4 and abs((signal > thr[0, 1]).float().mean().item() - 0.5) < 0.05

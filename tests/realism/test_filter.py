@@ -11,7 +11,7 @@ import pytest
 from lightning_gd.cli import main as cli_main
 from tests.helpers import DOME_SHARE
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "cli_debug")  # user errors raise (see conftest)
 
 
 def test_dissect_subcommand_realism(tmp_path, monkeypatch, capsys):

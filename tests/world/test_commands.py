@@ -20,6 +20,8 @@ from lightning_gd.world.export import export
 from lightning_gd.world.models import FeatureNet, Generator
 from lightning_gd.world.weights import read_metadata
 
+pytestmark = pytest.mark.usefixtures("cli_debug")  # user errors raise (see conftest)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
