@@ -114,3 +114,40 @@ def test_stale_temporary_files_are_removed(tmp_path):
     os.utime(stale, (old, old))
     Cache(tmp_path).tensors("s", {}, lambda: {"t": torch.ones(1)})
     assert not stale.exists() and fresh.exists()  # a writer may still be busy with the fresh one
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    import os
+
+    atomic_write(tmp_path / "x.json", b"old")
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(tmp_path / "x.json", b"new")
+    assert (tmp_path / "x.json").read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_writability_is_checked_without_creating_anything(tmp_path, monkeypatch):
+    import os
+
+    from lightning_gd.cache import check_writable, staged
+
+    assert check_writable(tmp_path / "a" / "b") == tmp_path / "a" / "b" and not (tmp_path / "a").exists()
+    (tmp_path / "f").write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        check_writable(tmp_path / "f" / "out")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a read-only folder looks to a non-root user
+    with pytest.raises(PermissionError, match="cannot write to the output folder"):
+        check_writable(tmp_path / "ro")
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError), staged(tmp_path / "s") as stage:
+        (stage / "half.json").write_text("{")
+        raise RuntimeError("failed halfway")
+    assert list((tmp_path / "s").iterdir()) == []  # nothing of the failed run
+    with staged(tmp_path / "s") as stage:
+        (stage / "sub").mkdir()
+        (stage / "sub" / "ok.json").write_text("{}")
+    assert [str(p.relative_to(tmp_path)) for p in sorted((tmp_path / "s").rglob("*"))] == ["s/sub", "s/sub/ok.json"]
