@@ -220,5 +220,26 @@ def _folder(argument: str | None, **options):
     return folder_images(argument, **options)
 
 
+def _lazy(target: str) -> Callable[..., Any]:
+    """A factory imported on first use ("module:function"), so naming the zoo's loaders costs no imports."""
+
+    def factory(argument: str | None, **options) -> Any:
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)(argument, **options)
+
+    return factory
+
+
 register("feature_extractor", "inception", _inception, "InceptionV3 from local weights, inception:PATH")
 register("real_images", "folder", _folder, "PNG/JPEG files in a folder, folder:PATH")
+# published networks from local files (nothing is downloaded): one module each under lightning_gd/zoo/
+_PUBLISHED = {
+    ("generator", "progan"): ("lightning_gd.zoo.progan:load", "ProGAN in the GAN-dissection layout, progan:PATH"),
+    ("generator", "stylegan2"): ("lightning_gd.zoo.stylegan2:load", "StyleGAN2 (rosinality or NVlabs state dict)"),
+    ("segmenter", "ade20k"): ("lightning_gd.zoo.csail:load_ade20k", "CSAIL ADE20K encoder+decoder, ade20k:DIR"),
+    ("segmenter", "upp"): ("lightning_gd.zoo.csail:load_upp", "Unified Perceptual Parsing, upp:DIR"),
+    ("segmenter", "hf"): ("lightning_gd.zoo.hf:load", "Hugging Face semantic segmentation folder, hf:DIR"),
+    ("segmenter", "torchvision"): ("lightning_gd.zoo.tv:load", "torchvision segmentation, torchvision:NAME:PATH"),
+}
+for (_kind, _name), (_target, _help) in _PUBLISHED.items():
+    register(_kind, _name, _lazy(_target), _help)
