@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import pickle
+import re
 import sys
 from collections.abc import Callable
 
@@ -66,7 +67,16 @@ def run_project_subcommand(name: str, argv: list[str]):
 
 # A user's mistake (a bad value, an unknown name, a missing or wrong file, no GPU) ends with one line on stderr
 # and exit status 2; LIGHTNING_GD_DEBUG=1 or --debug shows the traceback instead.
-USER_ERRORS = (ValueError, KeyError, TypeError, IndexError, OSError, NotImplementedError, pickle.UnpicklingError)
+USER_ERRORS = (
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    OSError,
+    ImportError,
+    NotImplementedError,
+    pickle.UnpicklingError,
+)
 DEBUG_ENV = "LIGHTNING_GD_DEBUG"
 
 
@@ -95,6 +105,9 @@ def error_message(err: BaseException) -> str:
             "refused to load a file that holds Python objects other than weights (loading it could run code from "
             f"it; lightning_gd loads weights only): {' '.join(line.strip() for line in first if line.strip())}"
         )
+    union = re.search(r'Union subtypes.*?Errors:\n\s*- "?(.+?)"?\n', str(err), re.S)
+    if union:  # jsonargparse reports a class that failed to build as a union of every type it tried: keep ours
+        return union.group(1)
     plain_key_error = isinstance(err, KeyError) and type(err).__str__ is KeyError.__str__
     text = err.args[0] if plain_key_error and err.args and isinstance(err.args[0], str) else str(err)
     if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:

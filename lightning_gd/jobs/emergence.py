@@ -28,9 +28,9 @@ def load_checkpoint_generator(
     """(generator with the checkpoint's weights under `prefix`, step, batches). A spec or None builds the zoo's
     generator sized from the checkpoint's hyper-parameters (e.g. a world GAN training run)."""
     ckpt = read_checkpoint(path)
-    if generator is None or isinstance(generator, str):
+    if generator is None or generator == zoo.DEFAULT:  # the default network's own training run: sized from it
         generator = zoo.generator(generator, hyper_parameters=ckpt.get("hyper_parameters", {}))
-    elif isinstance(generator, dict):
+    elif isinstance(generator, (str, dict)):  # another spec or config: its architecture, then these weights
         generator = zoo.generator(generator)
     try:
         generator.load_state_dict(state_dict_of(ckpt, prefix, path))

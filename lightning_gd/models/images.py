@@ -7,10 +7,15 @@ import torch
 
 # Generators overshoot tanh ranges a little through interpolation and float error; more is a bug.
 _RANGE_SLACK = 1e-3
+# Published generators are unclamped (ProGAN, StyleGAN2 reach about ±1.3): segmenters clamp up to this overshoot;
+# beyond it the images are almost surely in another convention ([0, 255]), which is an error.
+OVERSHOOT = 0.5
 
 
-def check_images(x: torch.Tensor, name: str = "images", size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Raise a ValueError that says what is wrong unless `x` is float (B, 3, H, W) in [-1, 1]."""
+def check_images(
+    x: torch.Tensor, name: str = "images", size: tuple[int, int] | None = None, slack: float = _RANGE_SLACK
+) -> torch.Tensor:
+    """Raise a ValueError that says what is wrong unless `x` is float (B, 3, H, W) in [-1, 1] (± `slack`)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != 3:
@@ -25,9 +30,23 @@ def check_images(x: torch.Tensor, name: str = "images", size: tuple[int, int] | 
         lo, hi = x.min().item(), x.max().item()
         if lo != lo or hi != hi:
             raise ValueError(f"{name} contain NaN")
-        if lo < -1 - _RANGE_SLACK or hi > 1 + _RANGE_SLACK:
-            raise ValueError(f"{name} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
+        if lo < -1 - slack or hi > 1 + slack:
+            hint = (
+                " (an unclamped generator may overshoot to ±1.5; for another range wrap it with "
+                "zoo.generator(net, output_range=(low, high)))"
+                if slack >= OVERSHOOT
+                else ""
+            )
+            raise ValueError(f"{name} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
     return x
+
+
+def segmenter_input(x: torch.Tensor) -> torch.Tensor:
+    """Generated images as a segmenter sees them: checked, with an unclamped generator's overshoot (up to
+    `OVERSHOOT`) clamped to [-1, 1]."""
+    check_images(x, slack=OVERSHOOT)
+    inside = x.numel() == 0 or bool((x.abs() <= 1).all())
+    return x if inside else x.clamp(-1.0, 1.0)  # in-range images pass untouched (and keep every gradient)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lightning_gd.models.images import check_images
+from lightning_gd.models.images import segmenter_input
 
 SegmenterOutput = Literal["logits", "probs", "labels"]
 
@@ -33,12 +33,12 @@ class Segmenter(nn.Module):
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """Soft class probabilities (B, C, H, W), differentiable with respect to x."""
-        return self.checked(self.logits(check_images(x))).softmax(1)
+        return self.checked(self.logits(segmenter_input(x))).softmax(1)
 
     @torch.no_grad()
     def labels(self, x: torch.Tensor) -> torch.Tensor:
         """Hard labels (B, H, W): indices into `concepts`."""
-        return self.checked(self.logits(check_images(x))).argmax(1)
+        return self.checked(self.logits(segmenter_input(x))).argmax(1)
 
     def checked(self, scores: torch.Tensor) -> torch.Tensor:
         """Per-pixel scores (B, C, H, W) with one channel per concept and no NaN/Inf, or a ValueError."""
@@ -124,4 +124,4 @@ class ModuleSegmenter(Segmenter):
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         if self.output == "logits":
             return super().probs(x)
-        return self.checked(self._scores(check_images(x)))
+        return self.checked(self._scores(segmenter_input(x)))

@@ -166,9 +166,9 @@ def segmenter(spec: str | nn.Module | dict | None = None, **options) -> Segmente
 
     A network that is not a `Segmenter` needs `concepts` (its class names, in order) and may give `categories`
     and `output` (`logits`, `probs` or `labels`: what it returns); it is wrapped in a `ModuleSegmenter`."""
-    wrap, options = _split(dict(options), _WRAP_SEGMENTER)
-    if spec is None or isinstance(spec, str):
+    if spec is None or isinstance(spec, str):  # the factory takes its own options (e.g. concepts for torchvision)
         return build("segmenter", spec, **options)
+    wrap, options = _split(dict(options), _WRAP_SEGMENTER)
     if options:
         raise TypeError(f"options {', '.join(options)} apply to zoo specs, not to a {describe(spec)} module")
     net = _from_config(spec) if isinstance(spec, dict) else spec

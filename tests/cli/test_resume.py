@@ -37,6 +37,7 @@ data:
   init_args: {{n_train: 64, n_val: 8, n_test: 8, batch_size: 8}}
 trainer:
   max_epochs: {epochs}
+  default_root_dir: {out}  # where LightningCLI saves its config.yaml without a logger
   logger: false
   enable_progress_bar: false
   enable_model_summary: false

@@ -97,3 +97,14 @@ def test_float_round_trip_is_within_half_a_level():
 def test_to_uint8_maps_the_ends_and_clamps_overshoot():
     x = torch.tensor([-1.2, -1.0, 1.0, 1.3]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
     assert to_uint8(x)[0, 0, 0].tolist() == [0, 0, 255, 255]
+
+
+def test_segmenters_clamp_an_unclamped_generators_overshoot_only():
+    from lightning_gd.models.images import segmenter_input
+
+    x = torch.tensor([-1.3, -1.0, 0.2, 1.0, 1.2]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
+    assert segmenter_input(x)[0, 0, 0].tolist() == pytest.approx([-1.0, -1.0, 0.2, 1.0, 1.0])
+    inside = torch.zeros(1, 3, 2, 2)
+    assert segmenter_input(inside) is inside
+    with pytest.raises(ValueError, match=r"got values in \[0, 255\] \(an unclamped generator may overshoot"):
+        segmenter_input(torch.tensor([0.0, 255.0]).view(1, 1, 1, 2).expand(1, 3, 1, 2))
