@@ -124,3 +124,27 @@ def checkpoint_batches(ckpt: dict) -> int | None:
         return int(ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"])
     except (KeyError, TypeError):
         return None
+
+
+def state_differences(
+    expected: dict[str, torch.Size | tuple], given: dict[str, torch.Size | tuple], optional: tuple[str, ...] = ()
+) -> str | None:
+    """What keeps `given` (key → shape) from loading strictly where `expected` is wanted, as one line (missing
+    keys, unexpected keys, shapes that differ), or None. Keys ending in an `optional` suffix may be absent."""
+    missing = [k for k in expected if k not in given and not k.endswith(optional or ("\0",))]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k} {tuple(given[k])} (expected {tuple(expected[k])})"
+        for k in expected
+        if k in given and tuple(given[k]) != tuple(expected[k])
+    ]
+    parts = [
+        f"{label} ({len(keys)}): {', '.join(keys[:8])}{', …' if len(keys) > 8 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shapes differ", shapes))
+        if keys
+    ]
+    return "; ".join(parts) or None
+
+
+def shapes_of(state: dict) -> dict[str, tuple]:
+    return {k: tuple(v.shape) if isinstance(v, torch.Tensor) else (type(v).__name__,) for k, v in state.items()}

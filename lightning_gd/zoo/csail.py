@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lightning_gd.models.weights import read_file, state_dict_of
+from lightning_gd.models.weights import read_file, shapes_of, state_dict_of, state_differences
 from lightning_gd.zoo.csail_nets import POOLING, PPM, EncoderDecoder, ResNetEncoder, UPerNet, UPPDecoder, upsample
 from lightning_gd.zoo.segmenting import PublishedSegmenter
 
@@ -107,21 +107,9 @@ def read_state(path: Path, what: str) -> dict[str, torch.Tensor]:
 def load_strict(module: nn.Module, state: dict, path: Path, what: str) -> None:
     """Every weight of `module` from `state` and nothing else (batch norms' `num_batches_tracked` may be absent,
     as in files saved by older PyTorch), or a ValueError that names the file and lists what differs."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        listing = [
-            f"{label} ({len(keys)}): {', '.join(keys[:6])}{', …' if len(keys) > 6 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shapes differ", shapes))
-            if keys
-        ]
-        raise ValueError(f"{what} {path} does not match {type(module).__name__}: {'; '.join(listing)}")
+    problems = state_differences(shapes_of(module.state_dict()), shapes_of(state), optional=("num_batches_tracked",))
+    if problems:
+        raise ValueError(f"{what} {path} does not match {type(module).__name__}: {problems}")
     module.load_state_dict(state, strict=False)
 
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_gd.models.weights import read_file, state_dict_of
+from lightning_gd.models.weights import read_file, shapes_of, state_dict_of, state_differences
 
 WHAT = (
     "ProGAN checkpoint (a state dict in the GAN-dissection layout, like the authors' proggan_churchoutdoor-*.pth, "
@@ -207,21 +207,10 @@ def renamed_old(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def check_fits(net: ProGAN, state: dict[str, torch.Tensor], source: object) -> None:
     """Nothing, or a ValueError that lists every missing key, unexpected key and differing shape at once."""
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    given = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for k, v in state.items()}
-    problems = {
-        "missing": [k for k in expected if k not in given],
-        "unexpected": [k for k in given if k not in expected],
-        "shapes differ": [
-            f"{k} is {given[k]} in the file, {expected[k]} expected"
-            for k in expected
-            if k in given and given[k] != expected[k]
-        ],
-    }
-    if any(problems.values()):
-        listed = "\n  ".join(f"{kind}: {'; '.join(keys)}" for kind, keys in problems.items() if keys)
+    problems = state_differences(shapes_of(net.state_dict()), shapes_of(state))
+    if problems:
         raise ValueError(
-            f"{source} does not fit the ProGAN that its layerK tensors describe (sizes {list(net.sizes)}):\n  {listed}"
+            f"{source} does not fit the ProGAN its layerK tensors describe (sizes {list(net.sizes)}): {problems}"
         )
 
 

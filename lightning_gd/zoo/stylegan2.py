@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lightning_gd.models.weights import read_file, state_dict_of
+from lightning_gd.models.weights import read_file, shapes_of, state_dict_of, state_differences
 from lightning_gd.zoo.stylegan2_layers import (
     NOISE_MODES,
     EqualLinear,
@@ -299,17 +299,14 @@ def _load_strictly(G: StyleGAN2Generator, state: dict[str, torch.Tensor], source
         else:
             ours[name] = value
     expected = {k: v for k, v in G.state_dict().items() if k != "w_avg"}
-    missing = [_rename(k, _OURS_TO_ROSINALITY) or k for k in expected if k not in ours]
-    unexpected += [_rename(k, _OURS_TO_ROSINALITY) or k for k in ours if k not in expected]
-    shapes = [
-        f"{_rename(k, _OURS_TO_ROSINALITY)} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
-        for k, v in ours.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if missing or unexpected or shapes:
-        problems = [("missing", missing), ("unexpected", unexpected), ("shapes that differ", shapes)]
-        detail = "; ".join(f"{what}: {_listing(keys)}" for what, keys in problems if keys)
-        raise ValueError(f"{source} does not fit a {G.resolution}×{G.resolution} StyleGAN2 generator: {detail}")
+
+    def theirs(shapes: dict) -> dict:  # reported under the file's (rosinality's) names
+        return {_rename(k, _OURS_TO_ROSINALITY) or k: v for k, v in shapes.items()}
+
+    given = {**theirs(shapes_of(ours)), **{k: ("?",) for k in unexpected}}
+    problems = state_differences(theirs(shapes_of(expected)), given)
+    if problems:
+        raise ValueError(f"{source} does not fit a {G.resolution}×{G.resolution} StyleGAN2 generator: {problems}")
     G.load_state_dict({**ours, "w_avg": G.w_avg}, strict=True)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_gd.models.weights import read_file, state_dict_of
+from lightning_gd.models.weights import read_file, shapes_of, state_dict_of, state_differences
 from lightning_gd.zoo.segmenting import PublishedSegmenter
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -112,21 +112,9 @@ def build(name: str, classes: int, aux: bool) -> nn.Module:
 
 def load_strictly(net: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
     """Load every weight, or a ValueError listing the missing and unexpected keys and the shapes that differ."""
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = [
-            f"{what}: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''} ({len(keys)})"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shapes", shapes))
-            if keys
-        ]
-        raise ValueError(f"{path} does not fit torchvision's {type(net).__name__}: " + "; ".join(parts))
+    problems = state_differences(shapes_of(net.state_dict()), shapes_of(state))
+    if problems:
+        raise ValueError(f"{path} does not fit torchvision's {type(net).__name__}: {problems}")
     net.load_state_dict(state)
 
 

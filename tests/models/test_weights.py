@@ -89,3 +89,19 @@ def test_checkpoint_files_from_folders_globs_and_files(foreign_resumed):
         checkpoint_files(str(ckdir / "epoch=*.ckpt"))
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         checkpoint_files([ckdir / "missing.ckpt"])
+
+
+def test_state_differences_lists_every_kind_once():
+    from lightning_gd.models.weights import shapes_of, state_differences
+
+    expected = {"a.weight": (2, 3), "a.bias": (2,), "bn.num_batches_tracked": ()}
+    given = shapes_of({"a.weight": torch.zeros(3, 3), "extra": torch.zeros(1)})
+    assert state_differences(expected, given, optional=("num_batches_tracked",)) == (
+        "missing (1): a.bias; unexpected (1): extra; shapes differ (1): a.weight (3, 3) (expected (2, 3))"
+    )
+    assert (
+        state_differences(
+            expected, shapes_of({"a.weight": torch.zeros(2, 3), "a.bias": torch.zeros(2)}), ("num_batches_tracked",)
+        )
+        is None
+    )

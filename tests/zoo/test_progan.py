@@ -158,8 +158,8 @@ def test_wrong_and_missing_keys_are_listed(tmp_path):
         zoo.generator(f"progan:{tmp_path / 'bad.pth'}")
     message = str(err.value)
     assert str(tmp_path / "bad.pth") in message
-    assert "missing: layer3.conv.weight" in message and "unexpected: extra.weight" in message
-    assert "layer5.wscale.b is (7,) in the file, (32,) expected" in message
+    assert "missing (1): layer3.conv.weight" in message and "unexpected (1): extra.weight" in message
+    assert "layer5.wscale.b (7,) (expected (32,))" in message
 
     torch.save({"net.fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not a ProGAN state dict.*layer1.conv.weight.*net.fc.weight"):

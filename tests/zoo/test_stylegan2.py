@@ -59,7 +59,7 @@ def test_mismatches_are_listed_by_name(tmp_path):
     with pytest.raises(ValueError) as err:
         stylegan2.load(str(tmp_path / "bad.pt"))
     msg = str(err.value)
-    assert "missing: convs.1.noise.weight" in msg and "unexpected: convs.0.extra" in msg
+    assert "missing (1): convs.1.noise.weight" in msg and "unexpected (1): convs.0.extra" in msg
     assert "to_rgbs.0.bias (3,) (expected (1, 3, 1, 1))" in msg
 
 
