@@ -51,9 +51,14 @@ def remove_stale_temporaries(folder: str | Path, age: float = STALE_TMP_SECONDS)
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.glob(f".*{TMP_SUFFIX}") if time.time() - p.stat().st_mtime > age]
-    for p in stale:
-        p.unlink(missing_ok=True)
+    stale = []
+    for p in folder.glob(f".*{TMP_SUFFIX}"):
+        try:  # another writer may rename or remove it at any moment
+            if time.time() - p.stat().st_mtime > age:
+                p.unlink(missing_ok=True)
+                stale.append(p)
+        except FileNotFoundError:
+            continue
     return stale
 
 
@@ -74,7 +79,8 @@ def save_atomic(tensors: dict[str, torch.Tensor], path: str | Path, metadata: di
 
 
 def _code(cls: type) -> str:
-    """The compiled code of a class's own methods (and its bases' up to nn.Module): what it computes."""
+    """The compiled code of a class's own methods (and its bases' up to nn.Module). Module-level helpers they call
+    and default arguments are not included: a change there needs `CACHE_VERSION` bumped."""
     parts = []
     for base in cls.__mro__:
         if base in (nn.Module, object):
@@ -96,16 +102,21 @@ def _bytecode(code) -> str:
     return f"{code.co_code.hex()}|{code.co_names}|{consts}"
 
 
-def fingerprint(module: nn.Module) -> str:
-    """A hash of what a network computes: every submodule's class (module, name and source code, so a changed
-    `forward` or two parameter-free networks with one class name differ) and settings (`extra_repr`), and its
-    parameters and buffers."""
+def fingerprint(module: nn.Module, code: bool = True) -> str:
+    """A hash of what a network computes: every submodule's class (module and name) and settings (`extra_repr`,
+    and `fingerprint_settings()` where a module defines it: options that are no tensors, e.g. a truncation ψ),
+    its parameters and all its buffers; with `code`, also the compiled methods of its classes (torch's own
+    excepted), so a changed `forward` or two parameter-free networks with one class name differ. Cache keys use
+    the code; identity checks (a checkpoint's networks, a scored generator) do not, so they survive an upgrade."""
     h = hashlib.sha1()
     for name, sub in module.named_modules():
         cls = type(sub)
-        h.update(f"{name}:{cls.__module__}.{cls.__qualname__}({sub.extra_repr()})".encode())
-        h.update(hashlib.sha1(_code(cls).encode()).digest())
-    for name, t in sorted(module.state_dict().items()):
+        settings = sub.fingerprint_settings() if hasattr(sub, "fingerprint_settings") else {}
+        h.update(f"{name}:{cls.__module__}.{cls.__qualname__}({sub.extra_repr()}){sorted(settings.items())}".encode())
+        if code and not cls.__module__.startswith("torch."):
+            h.update(hashlib.sha1(_code(cls).encode()).digest())
+    tensors = {**dict(module.named_buffers()), **module.state_dict()}  # non-persistent buffers too
+    for name, t in sorted(tensors.items()):
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -147,10 +158,12 @@ class Cache:
             problem = f"unreadable ({err})"
         else:
             problem = None
-            if stored != tensors_checksum(tensors):
+            if stored is None:
+                problem = "without a checksum (not written by this version)"
+            elif stored != tensors_checksum(tensors):
                 problem = "changed since it was written (checksum mismatch)"
             elif any(t.is_floating_point() and not torch.isfinite(t).all() for t in tensors.values()):
-                problem = "holds NaN or Inf"
+                problem = "holding NaN or Inf"
             elif check is not None:
                 problem = check(tensors)
             if problem is None:
@@ -184,7 +197,7 @@ class Cache:
             remove_stale_temporaries(self.folder)
         paths = {label: self.path(stage, {**payload, "label": label}, label) for label in labels}
         loaded = {label: self._load(path, check) for label, path in paths.items()}
-        if all(v is not None for v in loaded.values()):
+        if _all_ranks_agree(all(v is not None for v in loaded.values())):
             return loaded
         result = compute()
         if self.write:
@@ -192,6 +205,17 @@ class Cache:
                 if path is not None:
                     save_atomic(result[label], path)
         return result
+
+
+def _all_ranks_agree(hit: bool) -> bool:
+    """Under torch.distributed, whether every rank found the cache (then all load; else all compute, since the
+    computation reduces across ranks and a rank that loaded would leave the others waiting)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return hit
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else None
+    flag = torch.tensor(int(hit), device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def check_writable(folder: str | Path) -> Path:
@@ -211,11 +235,18 @@ def check_writable(folder: str | Path) -> Path:
 
 @contextlib.contextmanager
 def staged(folder: str | Path) -> Iterator[Path]:
-    """A temporary folder inside `folder` to write a run's outputs into; when the block succeeds they replace the
-    previous outputs together (file by file, atomically), and when it fails they are deleted and the previous
-    outputs stay as they were."""
+    """A temporary folder inside `folder` to write a run's outputs into. When the block fails they are deleted and
+    the previous outputs stay as they were; when it succeeds they are moved into place after all the work, each
+    file atomically (a reader sees an old or a new file, never half of one; a file of a previous run that this run
+    does not write stays). Staging folders of killed runs are removed after an hour."""
     folder = check_writable(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(".staging-*"):
+        try:
+            if time.time() - old.stat().st_mtime > STALE_TMP_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:
+            continue
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
     try:
         yield stage

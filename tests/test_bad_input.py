@@ -169,8 +169,12 @@ def test_a_cache_file_changed_on_disk_is_recomputed(dissected, tmp_path, capsys,
     from safetensors.torch import load_file, save_file
 
     iou = json.loads((dissected / "dissect.json").read_text())["layers"]["layer1"]["units"][0]["iou"]
+    from safetensors import safe_open
+
     for path in (dissected / "cache").glob("thresholds_*.safetensors"):
-        save_file({"thresholds": torch.zeros_like(load_file(path)["thresholds"])}, path)  # readable, but wrong
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()  # its checksum kept: the file looks intact, but its values are wrong
+        save_file({"thresholds": torch.zeros_like(load_file(path)["thresholds"])}, path, metadata=meta)
     with pytest.warns(UserWarning, match="checksum mismatch"):
         main(["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(dissected)])
     assert json.loads((dissected / "dissect.json").read_text())["layers"]["layer1"]["units"][0]["iou"] == iou

@@ -87,10 +87,17 @@ def test_a_tampered_or_invalid_cache_file_is_recomputed(tmp_path):
     cache = Cache(tmp_path)
     cache.tensors("s", {}, lambda: {"t": torch.ones(3)})
     (path,) = tmp_path.glob("*.safetensors")
-    save_file({"t": torch.zeros(3)}, path)  # readable, but not what was computed (no checksum)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    save_file({"t": torch.zeros(3)}, path, metadata=meta)  # readable, its checksum kept, but not what was computed
     with pytest.warns(UserWarning, match="checksum mismatch"):
         assert cache.tensors("s", {}, lambda: {"t": torch.full((3,), 2.0)})["t"].tolist() == [2.0] * 3
     assert load_file(path)["t"].tolist() == [2.0] * 3
+    save_file({"t": torch.zeros(3)}, path)  # a file written by something else: no checksum at all
+    with pytest.warns(UserWarning, match="without a checksum"):
+        cache.tensors("s", {}, lambda: {"t": torch.full((3,), 2.0)})
 
     def three(t):
         return None if t["t"].shape == (3,) else f"shape {tuple(t['t'].shape)}, expected (3,)"
@@ -151,3 +158,29 @@ def test_writability_is_checked_without_creating_anything(tmp_path, monkeypatch)
         (stage / "sub").mkdir()
         (stage / "sub" / "ok.json").write_text("{}")
     assert [str(p.relative_to(tmp_path)) for p in sorted((tmp_path / "s").rglob("*"))] == ["s/sub", "s/sub/ok.json"]
+
+
+def test_fingerprint_follows_settings_outside_the_weights():
+    from lightning_gd.models.generators import GeneratorWrapper
+    from lightning_gd.zoo.progan import ProGAN, preset
+    from lightning_gd.zoo.segmenting import PublishedSegmenter
+
+    net = nn.Sequential(nn.Linear(4, 12), nn.Unflatten(1, (3, 2, 2)))
+    plain, ranged = GeneratorWrapper(net, z_dim=4), GeneratorWrapper(net, z_dim=4, output_range=(0, 1))
+    assert fingerprint(plain) != fingerprint(ranged)
+    torch.manual_seed(0)
+    g = ProGAN(preset(8, 1 / 64))
+    clamped = ProGAN(preset(8, 1 / 64), tanh=True)
+    clamped.load_state_dict(g.state_dict())
+    assert fingerprint(g) != fingerprint(clamped)
+    seg = nn.Conv2d(3, 2, 1)
+    assert fingerprint(PublishedSegmenter(seg, ["a", "b"])) != fingerprint(
+        PublishedSegmenter(seg, ["a", "b"], bgr=True)
+    )
+    assert fingerprint(g, code=False) == fingerprint(g, code=False) and fingerprint(g, code=False) != fingerprint(g)
+
+
+def test_ranks_agree_on_a_cache_hit_without_distributed():
+    from lightning_gd.cache import _all_ranks_agree
+
+    assert _all_ranks_agree(True) and not _all_ranks_agree(False)

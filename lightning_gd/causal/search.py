@@ -179,8 +179,11 @@ class CausalSearch(LightningModule):
         return {
             "concept": self.hparams.concept,
             "layer": self.hparams.layer,
-            "generator": fingerprint(self.generator),
-            "segmenter": fingerprint(self.segmenter),
+            "generator": fingerprint(self.generator, code=False),
+            "segmenter": fingerprint(self.segmenter, code=False),
+            # what α, k_c and the IoU in the checkpoint were made with: a resumed run must report its own
+            **{key: self.hparams[key] for key in ("kc_samples", "kc_seed", "dissect_samples", "dissect_seed", "init")},
+            "top_n": self.top_n,
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -108,7 +108,7 @@ def _segmentation_size(generator: nn.Module, segmenter: Segmenter, z_dim: int, s
 def _threshold_key(s: DissectSettings, size: tuple[int, int], vocab: Vocabulary) -> dict:
     if s.threshold == "quantile":
         return {"n": s.n, "seed": s.seed, "q": s.q, "stride": s.stride, "size": size}
-    return {"n": s.iqr_n, "seed": s.iqr_seed, "stride": s.stride, "vocab": vocab.names}
+    return {"n": s.iqr_n, "seed": s.iqr_seed, "stride": s.stride, "vocab": vocab.names, "q": s.q}  # q: fallback
 
 
 def _tensors(d: LayerDissection) -> dict[str, torch.Tensor]:

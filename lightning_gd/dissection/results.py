@@ -36,6 +36,8 @@ class DissectSettings:
             raise ValueError(f"unknown threshold mode '{self.threshold}'; choose one of {', '.join(THRESHOLD_MODES)}")
         if not 0.0 < self.q < 1.0:
             raise ValueError(f"q must be in (0, 1), got {self.q}")
+        if self.top_k > self.n:  # no more top images than samples (empty slots would hold -inf and index -1)
+            object.__setattr__(self, "top_k", self.n)
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
         if self.n < 1 or self.batch_size < 1 or self.stride < 1 or self.top_k < 1:

@@ -94,7 +94,7 @@ def artifacts(
         )  # fmt: skip
     info = {
         "generator": zoo.describe(generator),
-        "generator_fingerprint": fingerprint(G),
+        "generator_fingerprint": fingerprint(G, code=False),
         "feature_extractor": extractor.identity,
         "real": "world renders" if real_images is None else str(real_images),
         "real_n": real.n,

@@ -121,6 +121,10 @@ class GeneratorWrapper(nn.Module):
             ),
         )
 
+    def fingerprint_settings(self) -> dict:
+        sampler = self.sampler if isinstance(self.sampler, str) else getattr(self.sampler, "__qualname__", "callable")
+        return {"z_dim": self.z_dim, "z_shape": self.z_shape, "sampler": sampler, "output_range": self.output_range}
+
     def network_z(self, z: torch.Tensor) -> torch.Tensor:
         """Standard-normal z (B, z_dim) → the network's input (B, *z_shape)."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:

@@ -102,6 +102,9 @@ class ModuleSegmenter(Segmenter):
         self.output = output
         self.differentiable = output != "labels"
 
+    def fingerprint_settings(self) -> dict:
+        return {"output": self.output, "concepts": self.concepts}
+
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
         C = len(self.concepts)

@@ -25,6 +25,6 @@ def load_unit_fid(path: str | Path, layers: list[str], generator: nn.Module) -> 
     if doc.get("layer") not in layers:
         raise ValueError(f"{path} scores layer '{doc.get('layer')}', not one of the dissected {layers}")
     scored = doc.get("generator_fingerprint")
-    if scored is not None and scored != fingerprint(generator):
+    if scored is not None and scored != fingerprint(generator, code=False):
         raise ValueError(f"{path} was scored on another generator (weights fingerprint {scored})")
     return doc

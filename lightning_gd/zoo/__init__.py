@@ -129,8 +129,8 @@ def _from_config(config: dict) -> Any:
 
 
 def _split(options: dict, keys: tuple[str, ...]) -> tuple[dict, dict]:
-    wrap = {k: options.pop(k) for k in keys if options.get(k) is not None}
-    return wrap, options
+    wrap = {k: options.pop(k) for k in keys if k in options}
+    return {k: v for k, v in wrap.items() if v is not None}, options
 
 
 def generator(spec: str | nn.Module | dict | None = None, weights: str | None = None, **options) -> nn.Module:
@@ -142,7 +142,8 @@ def generator(spec: str | nn.Module | dict | None = None, weights: str | None = 
     distribution, or returns images outside [-1, 1]."""
     wrap, options = _split(dict(options), _WRAP_GENERATOR)
     if spec is None or isinstance(spec, str):
-        return build("generator", spec, weights=weights, **options)
+        net = build("generator", spec, weights=weights, **options)
+        return GeneratorWrapper(net, **{"z_dim": net.z_dim, **wrap}) if wrap else net
     if options:
         raise TypeError(f"options {', '.join(options)} apply to zoo specs, not to a {describe(spec)} module")
     net = _from_config(spec) if isinstance(spec, dict) else spec

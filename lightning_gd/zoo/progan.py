@@ -110,6 +110,9 @@ class ToRGB(nn.Module):
         x = self.wscale(self.conv(self.norm(x)))  # (B, 3, R, R)
         return x.clamp(-1.0, 1.0) if self.tanh else x
 
+    def fingerprint_settings(self) -> dict:
+        return {"tanh": self.tanh}
+
 
 def preset(resolution: int, width_scale: float = 1.0) -> list[int]:
     """The channel sizes [z_dim, channels at 4×4, at 8×8, …, at resolution²] of a published-style ProGAN.

@@ -50,6 +50,19 @@ class PublishedSegmenter(Segmenter):
         self.bgr, self.scale, self.size, self.batch_size, self.output = bgr, scale, size, batch_size, output
         self._forward = forward  # how to call net, when it is not net(x) → logits
 
+    def fingerprint_settings(self) -> dict:
+        forward = getattr(self._forward, "__qualname__", type(self._forward).__qualname__) if self._forward else None
+        return {
+            "mean": tuple(self.mean.flatten().tolist()),
+            "std": tuple(self.std.flatten().tolist()),
+            "bgr": self.bgr,
+            "scale": self.scale,
+            "size": self.size,
+            "output": self.output,
+            "forward": forward,
+            "concepts": self.concepts,
+        }
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] → the network's input convention, at its training size."""
         x = (x + 1) / 2 * self.scale

@@ -136,6 +136,12 @@ class StyleGAN2Generator(nn.Module):
     def truncate(self, w: torch.Tensor) -> torch.Tensor:
         return w if self.truncation == 1 else self.w_avg + self.truncation * (w - self.w_avg)
 
+    def fingerprint_settings(self) -> dict:
+        """Options outside the state dict that change the images (noise, truncation, latent, clamping, eps)."""
+        convs = [m for m in self.modules() if hasattr(m, "eps") or hasattr(m, "conv_clamp")]
+        extra = sorted({(getattr(m, "eps", None), getattr(m, "conv_clamp", None)) for m in convs}, key=repr)
+        return {"noise": self.noise, "truncation": self.truncation, "latent": self.latent, "convs": extra}
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected {self.latent} of shape (B, {self.z_dim}), got {tuple(z.shape)}")

@@ -361,3 +361,9 @@ def test_a_checkpoint_of_another_search_is_refused(tmp_path, trainer):
         trainer(max_epochs=2, enable_checkpointing=True).fit(
             other, data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
         )
+    # the same concept with other settings for α's preparation, or another top-n: also another search
+    for changed, said in (({"kc_samples": 16}, "kc_samples: checkpoint 32, this run 16"), ({"top_n": 3}, "top_n")):
+        with pytest.raises(ValueError, match=f"another causal search.*{said}"):
+            trainer(max_epochs=2, enable_checkpointing=True).fit(
+                search(tmp_path / "dome2", **changed), data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
+            )
