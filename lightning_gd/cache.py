@@ -226,6 +226,8 @@ def check_writable(folder: str | Path) -> Path:
         if existing.is_symlink() or existing.parent == existing:
             break
         existing = existing.parent
+    if existing.is_symlink() and not existing.exists():
+        raise FileNotFoundError(f"output folder {folder}: {existing} is a link to a missing {existing.readlink()}")
     if existing.exists() and not existing.is_dir():
         raise NotADirectoryError(f"output folder {folder}: {existing} is a file; name a folder")
     if not os.access(existing, os.W_OK | os.X_OK):

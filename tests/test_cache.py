@@ -184,3 +184,11 @@ def test_ranks_agree_on_a_cache_hit_without_distributed():
     from lightning_gd.cache import _all_ranks_agree
 
     assert _all_ranks_agree(True) and not _all_ranks_agree(False)
+
+
+def test_a_dangling_link_as_output_folder_is_named(tmp_path):
+    from lightning_gd.cache import check_writable
+
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(FileNotFoundError, match="is a link to a missing .*gone"):
+        check_writable(tmp_path / "link" / "out")
