@@ -115,3 +115,25 @@ def test_nested_configs_build_wrapped_networks():
         }
     )
     assert isinstance(G, GeneratorWrapper) and G(torch.randn(2, 8)).shape == (2, 3, 32, 32)
+
+
+def test_spec_options_reach_the_loader():
+    from lightning_gd.zoo import parse_spec
+
+    assert parse_spec("stylegan2:G.pt?truncation=0.7&noise=const") == (
+        "stylegan2",
+        "G.pt",
+        {"truncation": 0.7, "noise": "const"},
+    )
+    assert parse_spec("torchvision:fcn_resnet50:w.pth?size=None") == (
+        "torchvision",
+        "fcn_resnet50:w.pth",
+        {"size": None},
+    )
+    assert parse_spec("world") == ("world", None, {})
+    seen = {}
+    zoo.register("generator", "spy-test", lambda argument, **options: seen.update(options) or PlantedGenerator())
+    zoo.generator("spy-test:x?two_layers=True&name=a b")
+    assert seen == {"two_layers": True, "name": "a b", "weights": None}
+    with pytest.raises(ValueError, match="is not key=value"):
+        parse_spec("world:x?oops")

@@ -7,8 +7,9 @@
     G = zoo.generator(my_net, z_dim=100, z_shape=(100, 1, 1), output_range=(0, 1))   # your own network
     seg = zoo.segmenter(my_seg_net, concepts=["sky", "tree"], output="probs")          # your own segmenter
 
-A spec is `name` or `name:argument` (a path, usually), e.g. `world` or `world:my_generator.safetensors`; the
-command line's `--generator SPEC` / `--segmenter SPEC` take the same strings, or a `class_path` config. Networks
+A spec is `name` or `name:argument` (a path, usually), e.g. `world` or `world:my_generator.safetensors`, with
+the loader's options after a `?` (`stylegan2:G.pt?truncation=0.7&noise=const`); the command line's
+`--generator SPEC` / `--segmenter SPEC` take the same strings, or a `class_path` config. Networks
 are registered by name per kind (`generator`, `segmenter`, `feature_extractor`, `real_images`); the embedded
 world registers itself through `PLUGINS`, and installed packages can add theirs with a `lightning_gd.zoo`
 entry point whose object is a `register(zoo)` function.
@@ -100,10 +101,30 @@ def describe(spec: Any) -> str:
     return type(spec).__name__
 
 
+def parse_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
+    """`name[:argument][?key=value&…]` → (name, argument, options); values are Python literals where they parse
+    (`?truncation=0.7&noise=const` gives 0.7 and "const"), so options reach a loader from the command line."""
+    import ast
+
+    body, _, query = spec.partition("?")
+    name, _, argument = body.partition(":")
+    options: dict[str, Any] = {}
+    for pair in filter(None, query.split("&")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"spec option {pair!r} in {spec!r} is not key=value")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return name, argument or None, options
+
+
 def build(kind: str, spec: str | None, **options) -> Any:
     """The object that the spec names, built by its registered factory."""
     _load_plugins()
-    name, _, argument = (spec or DEFAULT).partition(":")
+    name, argument, in_spec = parse_spec(spec or DEFAULT)
+    options = {**in_spec, **options}
     if name not in _REGISTRY[kind]:
         import difflib
 
@@ -112,7 +133,7 @@ def build(kind: str, spec: str | None, **options) -> Any:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         listing = "; ".join(f"{n}: {_REGISTRY[kind][n].help}" if _REGISTRY[kind][n].help else n for n in known)
         raise ValueError(f"unknown {kind} {name!r}{hint}; the zoo has {listing or 'none'}")
-    return _REGISTRY[kind][name].factory(argument or None, **options)
+    return _REGISTRY[kind][name].factory(argument, **options)
 
 
 def _from_config(config: dict) -> Any:

@@ -13,7 +13,6 @@ import torch
 from lightning_gd import zoo
 from lightning_gd.cli import main
 from lightning_gd.latents import latents
-from lightning_gd.zoo import csail
 from lightning_gd.zoo.progan import ProGAN, preset
 from tests.zoo import csail_layouts
 
@@ -49,13 +48,6 @@ def hf_folder(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def small_ade20k():
-    """The zoo name `ade20k-small:DIR`: the ADE20K loader at the tiny images' own size (its default, 456 px, would
-    only cost time here)."""
-    zoo.register("segmenter", "ade20k-small", lambda argument, **o: csail.load_ade20k(argument, size=32, **o))
-
-
 def commonest_concept(generator: str, segmenter: str) -> str:
     G, seg = zoo.generator(generator), zoo.segmenter(segmenter)
     with torch.no_grad():
@@ -66,7 +58,8 @@ def commonest_concept(generator: str, segmenter: str) -> str:
 @pytest.mark.parametrize("which", ["ade20k", "hf"])
 def test_dissect_fit_and_test_on_published_layouts(which, progan_file, ade20k_folder, hf_folder, tmp_path):
     generator = f"progan:{progan_file}"
-    segmenter = f"ade20k-small:{ade20k_folder}" if which == "ade20k" else f"hf:{hf_folder}"
+    # the ADE20K loader at the tiny images' own size, an option in the spec (its default, 456 px, only costs time)
+    segmenter = f"ade20k:{ade20k_folder}?size=32" if which == "ade20k" else f"hf:{hf_folder}"
     out = tmp_path / "dissect"
     main(["dissect", "--generator", generator, "--segmenter", segmenter, "--layers", "layer4", "--n", "8",
           "--batch_size", "4", "--top_k", "2", "--tb_dir", "null", "--out", str(out)])  # fmt: skip
