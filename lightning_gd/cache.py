@@ -148,12 +148,11 @@ class Cache:
         if path is None or not path.is_file():
             return None
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
         try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="pt") as f:
+            with safe_open(str(path), framework="pt") as f:  # tensors and checksum from one read
                 stored = (f.metadata() or {}).get("checksum")
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
         except Exception as err:  # a truncated or foreign file: recompute rather than fail every run
             problem = f"unreadable ({err})"
         else:

@@ -16,6 +16,7 @@ the insertion effect on held-out z (`lightning_gd.causal.ace`).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Literal
@@ -175,7 +176,9 @@ class CausalSearch(LightningModule):
                 self.alpha.fill_(0.5)
             self.prepared.fill_(True)
 
+    @functools.cached_property
     def _identity(self) -> dict[str, str]:
+        """What a checkpoint of this search must match; computed once (the networks are frozen)."""
         return {
             "concept": self.hparams.concept,
             "layer": self.hparams.layer,
@@ -187,14 +190,14 @@ class CausalSearch(LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["causal_search"] = self._identity()
+        checkpoint["causal_search"] = self._identity
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """α and k_c belong to one concept, layer and pair of networks: refuse a checkpoint of another search."""
         saved = checkpoint.get("causal_search")
         if saved is None:
             return
-        mine = self._identity()
+        mine = self._identity
         wrong = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
         if wrong:
             what = ", ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in wrong.items())

@@ -16,6 +16,14 @@ def check_images(
     x: torch.Tensor, name: str = "images", size: tuple[int, int] | None = None, slack: float = _RANGE_SLACK
 ) -> torch.Tensor:
     """Raise a ValueError that says what is wrong unless `x` is float (B, 3, H, W) in [-1, 1] (± `slack`)."""
+    _checked_range(x, name, size, slack)
+    return x
+
+
+def _checked_range(
+    x: torch.Tensor, name: str = "images", size: tuple[int, int] | None = None, slack: float = _RANGE_SLACK
+) -> tuple[float, float]:
+    """`check_images`' checks; returns the images' (min, max) ((0, 0) when empty)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != 3:
@@ -38,15 +46,15 @@ def check_images(
                 else ""
             )
             raise ValueError(f"{name} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
-    return x
+        return lo, hi
+    return 0.0, 0.0
 
 
 def segmenter_input(x: torch.Tensor) -> torch.Tensor:
     """Generated images as a segmenter sees them: checked, with an unclamped generator's overshoot (up to
     `OVERSHOOT`) clamped to [-1, 1]."""
-    check_images(x, slack=OVERSHOOT)
-    inside = x.numel() == 0 or bool((x.abs() <= 1).all())
-    return x if inside else x.clamp(-1.0, 1.0)  # in-range images pass untouched (and keep every gradient)
+    lo, hi = _checked_range(x, slack=OVERSHOOT)
+    return x if -1.0 <= lo and hi <= 1.0 else x.clamp(-1.0, 1.0)  # in range: untouched (every gradient kept)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
