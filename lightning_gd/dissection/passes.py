@@ -1,20 +1,26 @@
-"""The passes of a dissection over seeded samples: thresholds (`quantile_thresholds`, `iqr_thresholds`) and the
-IoU tallies (`tally`). Each pass is a loop over this rank's share of the samples feeding `torchmetrics` metrics,
-so sharding the sample over DDP ranks gives the same result."""
+"""The passes of a dissection over seeded samples. Quantile mode needs one generator + segmenter pass
+(`quantile_pass`: thresholds and IoU tallies together, `bands`); IQR mode chooses thresholds on its own validation
+sample (`iqr_thresholds`), then tallies (`tally`). Each pass is a loop over this rank's share of the samples
+feeding `torchmetrics` metrics, so sharding the sample over DDP ranks gives the same result."""
 
 from __future__ import annotations
+
+import itertools
+import warnings
 
 import torch
 from torch import nn
 
+from lightning_gd.dissection.bands import BandTally, RangeTracker
 from lightning_gd.dissection.concepts import Vocabulary
-from lightning_gd.dissection.featuremaps import sparse_labels, sparse_upsample, upsample
+from lightning_gd.dissection.featuremaps import sparse_labels, sparse_upsample
 from lightning_gd.dissection.results import DissectSettings, LayerDissection
-from lightning_gd.dissection.stats import IoUTally, TopK, UnitConceptHistogram, UnitHistogram
-from lightning_gd.latents import latent_batches
+from lightning_gd.dissection.stats import TopK, UnitConceptHistogram, UnitHistogram
+from lightning_gd.latents import is_rank_zero, latent_batches, latents, shard
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.hooks import TraceDict
 from lightning_gd.models.segmenters import Segmenter
+from tqdm.auto import tqdm
 from lightning_gd.models.split import check_featuremap
 
 
@@ -36,27 +42,110 @@ def _segmented_batches(
         yield idx, {layer: check_featuremap(tr[layer].output, layer) for layer in layers}, segmenter.labels(x)
 
 
+def _indexed_batches(generator, segmenter, layers, indices, seed, z_dim, batch_size, bar):
+    """Like `_segmented_batches`, for an explicit list of this rank's sample indices, advancing `bar`."""
+    if not indices:
+        return
+    for idx in torch.tensor(indices, dtype=torch.long).split(batch_size):
+        with TraceDict(generator, layers) as tr:
+            x = generator(latents(idx, z_dim, seed).to(device_of(generator)))
+        maps = {layer: check_featuremap(tr[layer].output, layer) for layer in layers}
+        bar.update(len(idx))
+        yield idx, maps, segmenter.labels(x)
+
+
+def warmup_size(s: DissectSettings) -> int:
+    """Samples 0 … m−1 predict the threshold bands: m = min(n, warmup), at least one per DDP rank."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    ranks = torch.distributed.get_world_size() if distributed else 1
+    return min(s.n, max(s.warmup, ranks))
+
+
 @torch.no_grad()
-def quantile_thresholds(
+def quantile_pass(
     generator: nn.Module,
+    segmenter: Segmenter,
+    vocab: Vocabulary,
     layers: list[str],
     s: DissectSettings,
-    size: tuple[int, int],
     z_dim: int,
     progress: bool = True,
-) -> dict[str, torch.Tensor]:
-    """Pass 1 (quantile mode): the generator stops after the last traced layer; no segmenter."""
+) -> dict[str, LayerDissection]:
+    """Quantile thresholds and IoU tallies from one generator + segmenter pass over the n samples.
+
+    The warm-up samples 0 … m−1 are generated first; their strided activation histograms give each unit a band
+    around its q-quantile (the levels q − min(4(1 − q), q/2) and 1 − (1 − q)/4). They are kept (featuremaps and labels, not
+    images) and tallied with the rest. Units whose pooled quantile falls outside the band are tallied again
+    over a band spanning their whole range (a second pass, for those units only; rare)."""
+    mine = list(shard(s.n))
+    warm = warmup_size(s)
+    C = len(vocab.names)
+    bar = tqdm(total=len(mine), desc="dissection (one pass)", disable=not (progress and is_rank_zero()), leave=False)
     hists: dict[str, UnitHistogram] = {}
-    dev = device_of(generator)
-    for idx, z in latent_batches(s.n, z_dim, s.seed, s.batch_size, dev, "thresholds (quantile)", progress):
-        with TraceDict(generator, layers, stop=True) as tr:
-            generator(z)
-        for layer in layers:
-            r = check_featuremap(tr[layer].output, layer)
-            if layer not in hists:
-                hists[layer] = UnitHistogram(r.shape[1]).to(dev)
-            hists[layer].update(sparse_upsample(r, idx, size, s.stride))
-    return {layer: h.quantile(s.q).cpu() for layer, h in hists.items()}
+    kept = []
+    for idx, maps, labels in _indexed_batches(
+        generator, segmenter, layers, [i for i in mine if i < warm], s.seed, z_dim, s.batch_size, bar
+    ):
+        groups = vocab.label_groups(labels)
+        for layer, r in maps.items():
+            hists.setdefault(layer, UnitHistogram(r.shape[1]).to(r.device))
+            hists[layer].update(sparse_upsample(r, idx, tuple(labels.shape[-2:]), s.stride))
+        kept.append((idx, maps, groups))
+    levels = (s.q - min(4 * (1 - s.q), s.q / 2), 1 - (1 - s.q) / 4)
+    bands, tops, ranges = {}, {}, {}
+    for layer, h in hists.items():
+        lo, hi = h.quantile(levels[0]), h.quantile(levels[1])
+        bands[layer] = BandTally(lo, torch.maximum(lo, hi), C, s.bins).to(lo.device)
+        tops[layer] = TopK(len(lo), s.top_k).to(lo.device)
+        ranges[layer] = RangeTracker(len(lo)).to(lo.device)
+    rest = _indexed_batches(
+        generator, segmenter, layers, [i for i in mine if i >= warm], s.seed, z_dim, s.batch_size, bar
+    )
+    fsize = {}
+    for idx, maps, groups in itertools.chain(kept, ((i, m, vocab.label_groups(lab)) for i, m, lab in rest)):
+        for layer, r in maps.items():
+            bands[layer].update(r, groups, vocab.offsets)
+            tops[layer].update(r.amax((2, 3)), idx)
+            ranges[layer].update(r)
+            fsize[layer] = tuple(r.shape[-2:])
+    bar.close()
+    kept.clear()
+    out = {}
+    for layer in layers:
+        thresholds, iou, missed = bands[layer].quantile_iou(s.q)
+        if bool(missed.any()):
+            low, high = ranges[layer].compute()
+            redo = missed.nonzero().flatten()
+            t2, iou2 = _whole_range_pass(generator, segmenter, vocab, layer, redo, low, high, s, z_dim, progress)
+            thresholds[redo], iou[redo] = t2.to(thresholds), iou2.to(iou)
+        scores, top_idx = tops[layer].compute()
+        out[layer] = LayerDissection(
+            layer, thresholds.cpu(), iou.cpu(), top_idx.cpu(), scores.cpu(), fsize.get(layer, (0, 0))
+        )
+    return out
+
+
+def _whole_range_pass(generator, segmenter, vocab, layer, units, low, high, s, z_dim, progress):
+    """Thresholds and IoU of `units` from a band over their whole activation range [min, max]."""
+    warnings.warn(
+        f"{layer}: the warm-up band missed the top-{1 - s.q:.2%} threshold of {len(units)} unit(s) "
+        f"({', '.join(map(str, units[:8].tolist()))}{', …' if len(units) > 8 else ''}); one more pass for them",
+        stacklevel=3,
+    )
+    lo, hi = low[units], torch.maximum(low[units], high[units])
+    tally = BandTally(lo, hi, len(vocab.names), WHOLE_RANGE_BINS).to(lo.device)
+    batches = _segmented_batches(
+        generator, segmenter, [layer], s.n, s.seed, z_dim, s.batch_size, f"{layer}: missed units", progress
+    )
+    for _, maps, labels in batches:
+        tally.update(maps[layer][:, units.to(maps[layer].device)], vocab.label_groups(labels), vocab.offsets)
+    thresholds, iou, missed = tally.quantile_iou(s.q)
+    if bool(missed.any()):  # cannot happen: a band over [min, max] holds every quantile
+        raise RuntimeError(f"{layer}: no threshold found in the whole activation range of units {units[missed]}")
+    return thresholds, iou
+
+
+WHOLE_RANGE_BINS = 4096  # band bins of the (rare) second pass: its band is the whole range, so finer
 
 
 @torch.no_grad()
@@ -104,7 +193,7 @@ def tally(
     progress: bool = True,
 ) -> dict[str, LayerDissection]:
     """Pass 2: pooled IoU of every unit with every concept, and the top-k images per unit."""
-    tallies: dict[str, IoUTally] = {}
+    tallies: dict[str, BandTally] = {}
     tops: dict[str, TopK] = {}
     fsize: dict[str, tuple[int, int]] = {}
     C = len(vocab.names)
@@ -115,15 +204,16 @@ def tally(
         groups = vocab.label_groups(labels)
         for layer, r in maps.items():
             if layer not in tallies:
-                tallies[layer] = IoUTally(r.shape[1], C).to(r.device)
+                t = thresholds[layer].to(r.device)
+                tallies[layer] = BandTally(t, t, C, bins=0).to(r.device)
                 tops[layer] = TopK(r.shape[1], s.top_k).to(r.device)
                 fsize[layer] = tuple(r.shape[-2:])
-            tallies[layer].update(upsample(r, tuple(labels.shape[-2:])), thresholds[layer], groups, vocab.offsets)
+            tallies[layer].update(r, groups, vocab.offsets)
             tops[layer].update(r.amax((2, 3)), idx)
     out = {}
     for layer in layers:
         scores, top_idx = tops[layer].compute()
         out[layer] = LayerDissection(
-            layer, thresholds[layer], tallies[layer].compute().cpu(), top_idx.cpu(), scores.cpu(), fsize[layer]
+            layer, thresholds[layer], tallies[layer].iou().cpu(), top_idx.cpu(), scores.cpu(), fsize[layer]
         )
     return out

@@ -1,11 +1,12 @@
 """Dissection (paper §3.1, Eq. 2): which concept, if any, each unit of a generator layer matches.
 
 The recipe, in the paper's order:
-1. thresholds — `quantile`: each unit's top-(1−q) level of its upsampled activations (one pass that stops
-   the generator right after the layer); `iqr`: per unit, the threshold maximising I/H against its best
-   concept, on a separate validation sample of z (one pass with the segmenter);
-2. tallies — one pass of generator and segmenter: upsample r to the segmentation size, threshold, and pool
-   intersections and areas over the whole sample (a unit×concept intersection is one matmul);
+1. thresholds — `quantile`: each unit's top-(1−q) level of its upsampled activations over the whole sample;
+   `iqr`: per unit, the threshold maximising I/H against its best concept, on a separate validation sample of z
+   (one pass with the segmenter);
+2. tallies — intersections and areas of the thresholded, upsampled featuremaps with every concept, pooled over
+   the sample (`cells`: whole featuremap cells where the threshold does not cross them). In quantile mode,
+   thresholds and tallies come from the same single pass of generator and segmenter (`bands`);
 3. IoU, a label per unit (best concept, its category, IoU), interpretable units, top-k images per unit.
 
 Each stage is cached under a key of everything it depends on (`lightning_gd.cache.Cache`).
@@ -21,7 +22,7 @@ from torch import nn
 
 from lightning_gd.cache import Cache, fingerprint
 from lightning_gd.dissection.concepts import Vocabulary, vocabulary
-from lightning_gd.dissection.passes import iqr_thresholds, quantile_thresholds, tally
+from lightning_gd.dissection.passes import iqr_thresholds, quantile_pass, tally
 from lightning_gd.dissection.results import Dissection, DissectSettings, LayerDissection
 from lightning_gd.latents import is_rank_zero, latents
 from lightning_gd.models.generators import device_of, eval_mode, z_dim_of
@@ -61,22 +62,29 @@ def dissect(
             **_threshold_key(s, size, vocab),
         }
 
-        def thresholds_pass() -> dict[str, dict[str, torch.Tensor]]:  # 1. a threshold per unit
-            if s.threshold == "quantile":
-                found = quantile_thresholds(generator, layers, s, size, z_dim, progress)
-            else:
-                found = iqr_thresholds(generator, segmenter, vocab, layers, s, z_dim, progress)
-            return {layer: {"thresholds": t} for layer, t in found.items()}
-
-        stored = cache.per_label(f"thresholds_{s.threshold}", key, thresholds_pass, layers)
-        thresholds = {layer: stored[layer]["thresholds"] for layer in layers}
-
-        def tally_pass() -> dict[str, dict[str, torch.Tensor]]:  # 2. pooled IoU and top images per unit
-            found = tally(generator, segmenter, vocab, layers, thresholds, s, z_dim, progress)
-            return {layer: _tensors(d) for layer, d in found.items()}
-
         tally_key = {**key, "mode": s.threshold, "tally_n": s.n, "tally_seed": s.seed, "top_k": s.top_k}
-        tallies = cache.per_label("tally", {**tally_key, "vocab": vocab.names}, tally_pass, layers)
+        if s.threshold == "quantile":  # 1 and 2 in one pass
+
+            def one_pass() -> dict[str, dict[str, torch.Tensor]]:
+                found = quantile_pass(generator, segmenter, vocab, layers, s, z_dim, progress)
+                return {layer: {"thresholds": d.thresholds, **_tensors(d)} for layer, d in found.items()}
+
+            tallies = cache.per_label("dissect_quantile", {**tally_key, "vocab": vocab.names}, one_pass, layers)
+            thresholds = {layer: tallies[layer]["thresholds"] for layer in layers}
+        else:
+
+            def thresholds_pass() -> dict[str, dict[str, torch.Tensor]]:  # 1. a threshold per unit
+                found = iqr_thresholds(generator, segmenter, vocab, layers, s, z_dim, progress)
+                return {layer: {"thresholds": t} for layer, t in found.items()}
+
+            stored = cache.per_label(f"thresholds_{s.threshold}", key, thresholds_pass, layers)
+            thresholds = {layer: stored[layer]["thresholds"] for layer in layers}
+
+            def tally_pass() -> dict[str, dict[str, torch.Tensor]]:  # 2. pooled IoU and top images per unit
+                found = tally(generator, segmenter, vocab, layers, thresholds, s, z_dim, progress)
+                return {layer: _tensors(d) for layer, d in found.items()}
+
+            tallies = cache.per_label("tally", {**tally_key, "vocab": vocab.names}, tally_pass, layers)
     # 3. labels come from the IoU table (`Dissection.units`)
     return Dissection(s, vocab, {layer: _layer(layer, thresholds[layer], tallies[layer]) for layer in layers})
 
@@ -107,7 +115,8 @@ def _segmentation_size(generator: nn.Module, segmenter: Segmenter, z_dim: int, s
 
 def _threshold_key(s: DissectSettings, size: tuple[int, int], vocab: Vocabulary) -> dict:
     if s.threshold == "quantile":
-        return {"n": s.n, "seed": s.seed, "q": s.q, "stride": s.stride, "size": size}
+        return {"n": s.n, "seed": s.seed, "q": s.q, "stride": s.stride, "size": size, "warmup": s.warmup,
+                "bins": s.bins}  # fmt: skip
     return {"n": s.iqr_n, "seed": s.iqr_seed, "stride": s.stride, "vocab": vocab.names, "q": s.q}  # q: fallback
 
 

@@ -27,6 +27,8 @@ class DissectSettings:
     iqr_n: int = 500
     iqr_seed: int = 1
     stride: int = 4
+    warmup: int = 100
+    bins: int = 128
     parts: bool | tuple[str, ...] = False
     iou_threshold: float = 0.05
     top_k: int = 10
@@ -42,6 +44,8 @@ class DissectSettings:
             raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
         if self.n < 1 or self.batch_size < 1 or self.stride < 1 or self.top_k < 1:
             raise ValueError("n, batch_size, stride and top_k must be positive")
+        if self.warmup < 1 or self.bins < 1:
+            raise ValueError(f"warmup and bins must be positive, got warmup={self.warmup}, bins={self.bins}")
         if self.threshold == "iqr" and self.iqr_seed == self.seed:
             raise ValueError("the IQR threshold must be chosen on a separate sample: iqr_seed must differ from seed")
 

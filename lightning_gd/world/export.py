@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from lightning_gd.models.weights import read_checkpoint, state_dict_of
-from lightning_gd.world.gan import recalibrate_batchnorm
-from lightning_gd.world.models import FeatureNet, Generator, UNet
+from lightning_gd.world.models import FeatureNet, UNet
+from lightning_gd.zoo.progan import ProGAN
 from lightning_gd.world.render import CONCEPTS, RENDERER_VERSION
 from lightning_gd.world.weights import default_path, save_module
 
@@ -31,7 +31,7 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None, ga
     """Export `model` ∈ {gan, segmenter, features} from a Lightning checkpoint; returns the written path.
 
     For the GAN, `gan_weights` picks the exponential moving average (`ema`) or the generator under training
-    (`generator`); either way its BatchNorm statistics are recomputed from fresh z."""
+    (`generator`); the exported ProGAN clamps its images to [-1, 1]."""
     if model not in MODELS:
         raise ValueError(f"unknown world model '{model}'; choose one of {', '.join(MODELS)}")
     if gan_weights not in GAN_WEIGHTS:
@@ -49,10 +49,9 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None, ga
         "exported": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if model == "gan":
-        kwargs = {"z_dim": hp["z_dim"], "width": hp["g_width"]}
-        net = Generator(**kwargs)
+        kwargs = {"sizes": [int(s) for s in hp["sizes"]], "tanh": True}
+        net = ProGAN(**kwargs)
         net.load_state_dict(state_dict_of(ckpt, "generator_ema" if gan_weights == "ema" else "generator", checkpoint))
-        recalibrate_batchnorm(net)  # exact statistics of these weights, not running averages over training
         provenance["gan_weights"] = gan_weights
         name = "generator"
     elif model == "segmenter":

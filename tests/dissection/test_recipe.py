@@ -78,7 +78,8 @@ def test_planted_unit_is_found(threshold):
     assert iou[0, 1] >= 0.95
     assert iou[1].max() < 0.2
     assert (iou[2] == 0).all() and not units[2]["interpretable"]  # dead: empty mask in both modes
-    torch.testing.assert_close(iou, dense_iou(lay.thresholds), atol=1e-6, rtol=0)
+    # iqr: exact masks at the thresholds; quantile: the one pass interpolates inside the threshold's band bin
+    torch.testing.assert_close(iou, dense_iou(lay.thresholds), atol=1e-6 if threshold == "iqr" else 2e-3, rtol=0)
     # the noise unit is no better than an independent mask of its size could be by luck (+ sampling slack)
     g = PlantedGenerator()
     with torch.no_grad():
@@ -144,13 +145,13 @@ def test_two_ddp_ranks_match_one_process(tmp_path):
 def test_stage_cache(tmp_path):
     kw = dict(n=20, batch_size=10, q=0.9, progress=False, cache_dir=tmp_path)
     # a writer that died half-way leaves a temporary file behind; it must never be read
-    stale = tmp_path / ".thresholds_quantile-layer1-0123456789abcdef.safetensors.999.tmp"
+    stale = tmp_path / ".dissect_quantile-layer1-0123456789abcdef.safetensors.999.tmp"
     stale.write_bytes(b"\x00half")
     g, seg = PlantedGenerator(), segmenter()
     first = dissect(g, "layer1", seg, **kw).layers["layer1"]
-    assert g.calls == 1 + 2 + 2  # probe, 2 threshold batches, 2 tally batches
+    assert g.calls == 1 + 2  # probe, 2 batches of the one pass (thresholds and tallies together)
     files = sorted(p.name for p in tmp_path.glob("*.safetensors"))
-    assert len(files) == 2 and list(tmp_path.glob("*.tmp")) == [stale]  # the writes left no temporaries
+    assert len(files) == 1 and list(tmp_path.glob("*.tmp")) == [stale]  # the writes left no temporaries
 
     g.calls = 0
     again = dissect(g, "layer1", seg, **kw).layers["layer1"]
@@ -160,7 +161,7 @@ def test_stage_cache(tmp_path):
 
     g.calls = 0
     other = dissect(g, "layer1", seg, **{**kw, "q": 0.8}).layers["layer1"]
-    assert g.calls == 5  # a different q: thresholds and tallies recomputed
+    assert g.calls == 3  # a different q: thresholds and tallies recomputed
     assert not torch.equal(other.thresholds, first.thresholds)
 
     # replace the finished files by half-written temporaries: they are ignored and the stages recomputed
@@ -170,7 +171,7 @@ def test_stage_cache(tmp_path):
         (tmp_path / f".{name}.4242.tmp").write_bytes(data[: len(data) // 2])
     g.calls = 0
     redo = dissect(g, "layer1", seg, **kw).layers["layer1"]
-    assert g.calls == 5 and torch.equal(redo.iou, first.iou)
+    assert g.calls == 3 and torch.equal(redo.iou, first.iou)
 
 
 def test_settings_and_overrides():

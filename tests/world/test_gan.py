@@ -1,13 +1,14 @@
 """The world's `GANModule` under a real `pl.Trainer` on CPU, tiny widths: manual optimisation (two optimiser
-steps per batch), the EMA generator, the fixed `validation_z`, logging, checkpoint resumption, and the exporter's
-BatchNorm recalibration. The `Generator`'s contract is tested in test_models.py.
+steps per batch), the EMA rule, the lazy R1 penalty against a hand computation, the discriminator's minibatch
+standard deviation, the fixed `validation_z`, logging and checkpoint resumption. The generator is the published
+ProGAN class; its layout is tested in test_models.py.
 
 Fits are shared through module-scoped fixtures: one 6-step fit, and a 4-step fit resumed twice to 8 steps.
 """
 
 from __future__ import annotations
 
-import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,14 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
 
 from lightning_gd.world.data import SceneDataModule
-from lightning_gd.world.gan import GANModule, recalibrate_batchnorm
-from lightning_gd.world.models import Generator
+from lightning_gd.world.gan import Discriminator, GANModule, ema_beta, minibatch_stddev, r1_penalty
+from lightning_gd.zoo.progan import ProGAN
 from tests.helpers import tiny_trainer
 
-TINY = {"g_width": 16, "d_width": 8, "num_val_z": 8, "ema_decay": 0.9}
-LAYERS = ("layer1", "layer2", "layer3", "layer4", "layer5", "layer6")
+TINY = {"sizes": [16, 16, 16, 8, 8, 4], "d_widths": [4, 8, 8, 8, 8], "num_val_z": 8, "r1_every": 2}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,24 +55,24 @@ def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class EMAWatch(pl.Callback):
-    """Counts training batches and checks, per batch, ema_after == decay * ema_before + (1 - decay) * g_after."""
+    """Counts training batches and checks, per batch, ema_after == β · ema_before + (1 − β) · g_after with β from
+    the half-life rule at the images seen after the batch."""
 
     def __init__(self) -> None:
-        self.batches, self.max_error, self.buffers_copied = 0, [], []
+        self.batches, self.max_error, self.betas = 0, [], []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.before = [p.detach().clone() for p in module.generator_ema.parameters()]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.batches += 1
-        d = module.hparams.ema_decay
+        hp = module.hparams
+        beta = 0.5 ** (4 / min(hp.ema_kimg * 1000, hp.ema_rampup * int(module.images_seen)))  # by hand, batch 4
         err = 0.0
         for e0, e1, g in zip(self.before, module.generator_ema.parameters(), module.generator.parameters()):
-            err = max(err, (e1 - (d * e0 + (1 - d) * g)).abs().max().item())
+            err = max(err, (e1 - (beta * e0 + (1 - beta) * g)).abs().max().item())
         self.max_error.append(err)
-        self.buffers_copied.append(
-            all(torch.equal(a, b) for a, b in zip(module.generator_ema.buffers(), module.generator.buffers()))
-        )
+        self.betas.append(beta)
 
 
 @pytest.fixture(scope="module")
@@ -115,17 +116,24 @@ def test_ema_follows_decay_rule_each_batch(six_steps):
     _, _, _, watch, _, _ = six_steps
     assert len(watch.max_error) == 3
     assert max(watch.max_error) < 1e-6, watch.max_error
-    assert len(watch.buffers_copied) == 3 and all(watch.buffers_copied)  # BatchNorm statistics are copied, not averaged
+    # ramp-up: 0.05 · 4, 0.05 · 8, 0.05 · 12 images of half-life, so β grows from 0.5^20 towards 1
+    assert watch.betas == pytest.approx([0.5 ** (4 / (0.05 * 4 * k)) for k in (1, 2, 3)])
 
 
-def test_ema_update_by_hand_on_one_training_step():
-    """One `training_step` outside a Trainer, its optimisers stubbed: the EMA moves by (1 - decay) toward G."""
-    torch.manual_seed(1)
-    module = GANModule(**TINY)
+def _stubbed(module: GANModule) -> tuple:
+    """`module` ready for `training_step` outside a Trainer: optimisers, backward and logging stubbed."""
     opt_g, opt_d = module.configure_optimizers()
     module.optimizers = lambda: (opt_g, opt_d)
     module.manual_backward = lambda loss: loss.backward()
-    module.log_dict = lambda *a, **k: None
+    module.log_dict = module.log = lambda *a, **k: None
+    return opt_g, opt_d
+
+
+def test_ema_update_by_hand_on_one_training_step():
+    """One `training_step` outside a Trainer: the EMA moves by (1 − β) toward G, β = 0.5^(B / half-life)."""
+    torch.manual_seed(1)
+    module = GANModule(**TINY, ema_rampup=None, ema_kimg=0.01)  # half-life 10 images, no ramp-up
+    opt_g, opt_d = _stubbed(module)
     module.train()
     with torch.no_grad():  # make EMA and G differ before the step
         for p in module.generator_ema.parameters():
@@ -134,13 +142,94 @@ def test_ema_update_by_hand_on_one_training_step():
     d0 = _params(module.discriminator)
     module.training_step(torch.rand(4, 3, 64, 64) * 2 - 1, 0)
     g1, ema1 = _params(module.generator), _params(module.generator_ema)
-    decay = module.hparams.ema_decay
+    beta = 0.5 ** (4 / 10)
+    assert ema_beta(4, 4, 0.01, None) == pytest.approx(beta)
     for k in ema0:
-        torch.testing.assert_close(ema1[k], decay * ema0[k] + (1 - decay) * g1[k], rtol=0, atol=1e-6)
+        torch.testing.assert_close(ema1[k], beta * ema0[k] + (1 - beta) * g1[k], rtol=0, atol=1e-6)
     assert _changed(d0, _params(module.discriminator))
     assert all(int(s["step"]) == 1 for s in opt_d.state.values()) and all(
         int(s["step"]) == 1 for s in opt_g.state.values()
     )
+    assert int(module.images_seen) == 4
+
+
+class SquareD(nn.Module):
+    """D(x) = (a · x)²: ∇ₓD = 2 (a · x) a, so ‖∇ₓD‖² = 4 (a · x)² ‖a‖² by hand."""
+
+    def __init__(self, numel: int) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.randn(numel) / numel**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1) @ self.a) ** 2
+
+
+def test_r1_penalty_matches_hand_computation_and_is_differentiable():
+    torch.manual_seed(2)
+    x = torch.randn(5, 3, 4, 4)
+    d = SquareD(48)
+    r1 = r1_penalty(d, x)
+    ax = x.flatten(1) @ d.a.detach()
+    expected = (4 * ax**2 * d.a.detach().pow(2).sum()).mean()
+    torch.testing.assert_close(r1, expected, rtol=1e-5, atol=0)
+    r1.backward()  # the penalty trains D: d r1 / d a = mean of 8 (a·x) x ‖a‖² + 8 (a·x)² a
+    a = d.a.detach()
+    grad = (8 * ax[:, None] * x.flatten(1) * a.pow(2).sum() + 8 * ax[:, None] ** 2 * a).mean(0)
+    torch.testing.assert_close(d.a.grad, grad, rtol=1e-4, atol=1e-6)
+    assert not x.requires_grad  # the caller's images are left alone
+
+
+@pytest.mark.parametrize("step, applied", [(0, True), (2, False), (4, True)])  # global_step: 2 per batch
+def test_r1_enters_the_discriminator_loss_every_r1_every_batches(monkeypatch, step, applied):
+    """The discriminator's loss is softplus(−D(real)) + softplus(D(fake)) (means), plus γ/2 · R1 · r1_every on
+    every r1_every-th batch only, recomputed by hand from a copy of D taken before the step."""
+    torch.manual_seed(3)
+    module = GANModule(**TINY, r1_gamma=0.5)  # r1_every = 2
+    _stubbed(module)
+    monkeypatch.setattr(GANModule, "global_step", property(lambda self: step))
+    losses, fakes = [], []
+    module.manual_backward = lambda loss: (losses.append(loss.detach()), loss.backward())
+    module.generator.register_forward_hook(lambda m, a, out: fakes.append(out.detach()))
+    check = Discriminator(TINY["d_widths"])
+    check.load_state_dict(module.discriminator.state_dict())
+    real = torch.rand(4, 3, 64, 64) * 2 - 1
+    module.training_step(real, 0)
+    (fake,) = fakes
+    expected = nn.functional.softplus(-check(real)).mean() + nn.functional.softplus(check(fake)).mean()
+    if applied:
+        expected = expected + 0.5 / 2 * r1_penalty(check, real) * 2
+    assert len(losses) == 2  # the discriminator's, then the generator's
+    torch.testing.assert_close(losses[0], expected.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_minibatch_stddev_by_hand():
+    x = torch.randn(8, 3, 4, 4)
+    y = minibatch_stddev(x, group=4)
+    assert y.shape == (8, 4, 4, 4) and torch.equal(y[:, :3], x)
+    groups = x.reshape(4, 2, 3, 4, 4)  # sample i is in group i % 2, as the reshape (group, B / group) puts it
+    for i in range(8):
+        members = groups[:, i % 2]
+        std = members.std(dim=0, unbiased=False).mean()
+        torch.testing.assert_close(y[i, 3], torch.full((4, 4), float(std)), rtol=1e-4, atol=1e-6)
+    assert minibatch_stddev(torch.randn(6, 2, 4, 4), group=4).shape == (6, 3, 4, 4)  # 6 % 4: one group of all
+
+
+def test_discriminator_shapes_and_a_clear_error_for_the_wrong_widths():
+    D = Discriminator([4, 8, 8, 8, 8])
+    assert D(torch.randn(3, 3, 64, 64)).shape == (3,)
+    with pytest.raises(ValueError, match="make a 32² input, not 64²"):
+        Discriminator([4, 8, 8, 8], resolution=64)
+
+
+def test_the_generators_are_the_published_progan_class_and_only_the_ema_clamps():
+    module = GANModule(**TINY)
+    assert type(module.generator) is ProGAN and type(module.generator_ema) is ProGAN
+    assert not module.generator[-1].tanh and module.generator_ema[-1].tanh
+    assert module.generator.state_dict().keys() == module.generator_ema.state_dict().keys()
+    with torch.no_grad():
+        module.generator_ema[-1].wscale.b.fill_(5.0)  # push every pixel out of range
+        assert module.generator_ema(torch.randn(2, 16)).max() <= 1.0
+    assert math.isclose(ema_beta(32, 10**9, 10.0, 0.05), 0.5 ** (32 / 10000))
 
 
 def test_validation_z_is_a_seeded_buffer():
@@ -150,7 +239,7 @@ def test_validation_z_is_a_seeded_buffer():
     b = GANModule(**TINY, val_seed=7)
     c = GANModule(**TINY, val_seed=8)
     assert "validation_z" in dict(a.named_buffers()) and "validation_z" in a.state_dict()
-    assert a.validation_z.shape == (TINY["num_val_z"], 128)
+    assert a.validation_z.shape == (TINY["num_val_z"], 16)
     assert torch.equal(a.validation_z, b.validation_z)
     assert not torch.equal(a.validation_z, c.validation_z)
 
@@ -168,9 +257,9 @@ def test_tensorboard_has_samples_and_losses(six_steps):
     acc = EventAccumulator(trainer.logger.log_dir)
     acc.Reload()
     tags = acc.Tags()
-    assert "samples/validation_z" in tags["images"]
-    assert {"loss/d", "loss/g"} <= set(tags["scalars"])
-    images = acc.Images("samples/validation_z")
+    assert {"samples/ema", "samples/generator"} <= set(tags["images"])
+    assert {"loss/d", "loss/g", "loss/r1", "ema/beta"} <= set(tags["scalars"])
+    images = acc.Images("samples/ema")
     # make_grid of 8 images, 8 per row, padding 2: one row
     assert (images[-1].width, images[-1].height) == (8 * 66 + 2, 66 + 2)
     assert images[0].step == 0  # the sanity check's grid, then one per validation
@@ -242,47 +331,3 @@ def test_resume_continues_steps_optimisers_and_validation_z(resumed, how):
     for opt_state in saved["optimizer_states"]:
         assert opt_state["state"] and all(int(s["step"]) == 4 for s in opt_state["state"].values())
     assert torch.equal(saved["state_dict"]["validation_z"], first.validation_z)
-
-
-@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
-def test_recalibrate_batchnorm_gives_exact_averages_and_restores_mode(training):
-    torch.manual_seed(2)
-    G = Generator(z_dim=128, width=16)
-    with torch.no_grad():  # a trained-looking G: stale running statistics that must be discarded
-        for m in G.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.fill_(3.0)
-                m.running_var.fill_(5.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    G.train(training)
-    reference = copy.deepcopy(G).train()
-    batches, batch_size, seed = 3, 8, 4
-
-    out = recalibrate_batchnorm(G, batches=batches, batch_size=batch_size, seed=seed)
-    assert out is G and G.training is training
-    assert all(m.training is training for m in G.modules())
-    bns = [m for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(bns) == 6 and all(m.momentum == 0.1 for m in bns)  # momentum restored
-    assert all(int(m.num_batches_tracked) == batches for m in bns)
-
-    # by hand: the same z batches through a train-mode copy, inputs of every BatchNorm captured with hooks
-    inputs: dict[str, list[torch.Tensor]] = {}
-    names = [n for n, m in reference.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    handles = [
-        reference.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: inputs.setdefault(n, []).append(a[0]))
-        for n in names
-    ]
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _ in range(batches):
-            reference(torch.randn(batch_size, 128, generator=g))
-    for h in handles:
-        h.remove()
-    assert len(names) == 6
-    for name in names:
-        x = torch.cat(inputs[name])  # (batches * B, C, H, W)
-        bn = G.get_submodule(name)
-        torch.testing.assert_close(bn.running_mean, x.mean((0, 2, 3)), rtol=0, atol=1e-4)
-        per_batch_var = torch.stack([b.var((0, 2, 3), unbiased=True) for b in inputs[name]]).mean(0)
-        torch.testing.assert_close(bn.running_var, per_batch_var, rtol=1e-4, atol=1e-4)
