@@ -1,9 +1,11 @@
-"""Dissection cost against the forward passes it needs, and its memory as the sample grows.
+"""Dissection cost against the forward passes it needs, its memory as the sample grows, and its error.
 
-    python bench/dissect.py [--layer layer4] [--n 1000] [--big-n 10000] [--threads 2]
+    python bench/dissect.py [--layer layer4] [--n 1000] [--big-n 10000] [--threads 2] [--device cpu|cuda]
 
-Prints time(dissect N) / time(generator + segmenter forward on the same N) (target ≤ 1.25) and the peak
-resident memory of a dissection of N and of big-N samples, each in a fresh process (target: ≤ 1.2×).
+Prints time(dissect N) / time(generator + segmenter forward on the same N) (target ≤ 1.25), the peak memory
+of a dissection of N and of big-N samples, each in a fresh process (target: ≤ 1.2×; resident memory on the CPU,
+peak allocated GPU memory on CUDA), and the largest IoU and threshold error against the exact computation:
+torch.quantile-style thresholds over every upsampled pixel of the N samples and dense masks (target ≤ 0.002).
 """
 
 from __future__ import annotations
@@ -16,6 +18,43 @@ import sys
 import time
 
 
+def exact_quantile_iou(G, seg, layer: str, n: int, q: float, batch_size: int, device) -> tuple:
+    """Thresholds (U,) as torch.quantile defines them (linear between order statistics) over all upsampled
+    pixels, and IoU (U, C) of the dense masks r↑ > t: featuremaps kept at their own size, one unit at a time."""
+    import torch
+
+    from lightning_gd.dissection.featuremaps import upsample
+    from lightning_gd.latents import latents
+    from lightning_gd.models.hooks import TraceDict
+
+    maps, labels = [], []
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            idx = range(start, min(start + batch_size, n))
+            with TraceDict(G, [layer]) as tr:
+                x = G(latents(idx, G.z_dim, 0).to(device))
+            maps.append(tr[layer].output.float().cpu())
+            labels.append(seg.labels(x).cpu())
+    r, lab = torch.cat(maps), torch.cat(labels)  # (N, U, h, w), (N, H, W)
+    C = len(seg.concepts)
+    onehot = torch.nn.functional.one_hot(lab.clamp(min=0), C).bool() & (lab >= 0)[..., None]  # (N, H, W, C)
+    area = onehot.sum((0, 1, 2)).double()
+    thresholds, iou = torch.zeros(r.shape[1], dtype=torch.float64), torch.zeros(r.shape[1], C, dtype=torch.float64)
+    for u in range(r.shape[1]):
+        up = upsample(r[:, u : u + 1].double(), tuple(lab.shape[-2:]))[:, 0]  # (N, H, W)
+        flat = up.flatten()
+        pos = q * (flat.numel() - 1)
+        lo_k, frac = int(pos), pos - int(pos)
+        a = flat.kthvalue(lo_k + 1).values
+        b = flat.kthvalue(min(lo_k + 2, flat.numel())).values
+        t = a + frac * (b - a)
+        m = up > t
+        inter = (m[..., None] & onehot).sum((0, 1, 2)).double()
+        union = m.sum().double() + area - inter
+        thresholds[u], iou[u] = t, torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
+    return thresholds, iou
+
+
 def run_one(args) -> dict:
     import torch
 
@@ -25,39 +64,42 @@ def run_one(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    G, seg = zoo.generator(), zoo.segmenter()
-    out = {"n": args.n, "threads": torch.get_num_threads()}
+    device = torch.device(args.device)
+    G, seg = zoo.generator(device=device), zoo.segmenter(device=device)
+    out = {"n": args.n, "threads": torch.get_num_threads(), "device": str(device)}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     if args.mode in ("time", "both"):
+        with torch.no_grad():  # warm-up (kernels, allocator)
+            seg.labels(G(latents(range(args.batch_size), G.z_dim, 0).to(device)))
+        sync()
         t0 = time.perf_counter()
         with torch.no_grad():
             for start in range(0, args.n, args.batch_size):
                 idx = range(start, min(start + args.batch_size, args.n))
-                seg.labels(G(latents(idx, G.z_dim, 0)))
+                seg.labels(G(latents(idx, G.z_dim, 0).to(device)))
+        sync()
         out["forward_s"] = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync()
     t0 = time.perf_counter()
     result = dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False)
+    sync()
     out["dissect_s"] = time.perf_counter() - t0
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if args.mode == "both":  # how well the (strided, histogram) quantile holds on the full upsampled sample
-        from lightning_gd.dissection.featuremaps import upsample
-        from lightning_gd.models.hooks import Trace
-
-        t = result.layers[args.layer].thresholds
-        above = torch.zeros(t.shape[0], dtype=torch.float64)
-        total = 0
-        with torch.no_grad():
-            for start in range(0, args.n, args.batch_size):
-                idx = range(start, min(start + args.batch_size, args.n))
-                with Trace(G, args.layer, stop=True) as tr:
-                    G(latents(idx, G.z_dim, 0))
-                up = upsample(tr.output, (64, 64))
-                above += (up > t[None, :, None, None]).sum((0, 2, 3)).double()
-                total += up.shape[0] * 64 * 64
-        frac = above / total
-        alive = t > 0  # units that are zero on more than 99 % of pixels have no top-1 % region
-        out["frac_above_min"], out["frac_above_max"] = float(frac[alive].min()), float(frac[alive].max())
-        out["alive_units"], out["units"] = int(alive.sum()), int(t.numel())
-    return out
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if args.mode == "both":
+        lay = result.layers[args.layer]
+        t, iou = exact_quantile_iou(G, seg, args.layer, args.n, result.settings.q, args.batch_size, device)
+        out["iou_max_error"] = float((lay.iou.double() - iou).abs().max())
+        out["threshold_max_error"] = float((lay.thresholds.double() - t).abs().max())
+        out["threshold_scale"] = float(t.abs().max())
+        out["units"] = int(t.numel())
     return out
 
 
@@ -68,6 +110,7 @@ def main() -> None:
     ap.add_argument("--big-n", type=int, default=10000)
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mode:  # child process
@@ -75,37 +118,25 @@ def main() -> None:
         return
 
     def child(n: int, mode: str) -> dict:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--layer",
-            args.layer,
-            "--n",
-            str(n),
-            "--batch-size",
-            str(args.batch_size),
-            "--mode",
-            mode,
-        ] + (["--threads", str(args.threads)] if args.threads else [])
-        return json.loads(
-            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        )
+        cmd = [sys.executable, __file__, "--layer", args.layer, "--n", str(n), "--batch-size", str(args.batch_size),
+               "--device", args.device, "--mode", mode] + (["--threads", str(args.threads)] if args.threads else [])  # fmt: skip
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     small = child(args.n, "both")
-    big = child(args.big_n, "memory")
-    print(f"layer {args.layer}, batch {args.batch_size}, {small['threads']} threads")
-    print(f"generator + segmenter forward, N={args.n}: {small['forward_s']:.2f} s")
-    print(f"dissect (quantile thresholds + IoU tallies), N={args.n}: {small['dissect_s']:.2f} s")
-    print(f"ratio dissect / forward: {small['dissect_s'] / small['forward_s']:.2f}  (target <= 1.25)")
-    print(
-        f"peak RSS N={args.n}: {small['peak_rss_mb']:.0f} MB; N={args.big_n}: {big['peak_rss_mb']:.0f} MB; "
-        f"ratio {big['peak_rss_mb'] / small['peak_rss_mb']:.2f}  (target <= 1.2)"
-    )
-    print(
-        f"quantile q=0.99 on the full upsampled sample: fraction above threshold in [{small['frac_above_min']:.5f}, "
-        f"{small['frac_above_max']:.5f}] over the {small['alive_units']}/{small['units']} units that are non-zero on "
-        "more than 1 % of pixels  (target 0.01 ± 0.001)"
-    )
+    big = child(args.big_n, "time")
+    mem = "peak_cuda_mb" if args.device.startswith("cuda") else "peak_rss_mb"
+    print(f"layer {args.layer}, batch {args.batch_size}, device {small['device']}, {small['threads']} threads")
+    for res in (small, big):
+        n = res["n"]
+        print(f"N={n}: forward {res['forward_s']:.2f} s ({n / res['forward_s']:.0f} images/s), dissect "
+              f"{res['dissect_s']:.2f} s ({n / res['dissect_s']:.0f} images/s); ratio dissect / forward: "
+              f"{res['dissect_s'] / res['forward_s']:.2f}  (target <= 1.25)")  # fmt: skip
+    print(f"peak memory ({mem}) N={args.n}: {small[mem]:.0f} MB; N={args.big_n}: {big[mem]:.0f} MB; "
+          f"ratio {big[mem] / small[mem]:.2f}  (target <= 1.2)")  # fmt: skip
+    print(f"against the exact computation at N={args.n} ({small['units']} units): IoU max error "
+          f"{small['iou_max_error']:.5f} (target <= 0.002); threshold max error {small['threshold_max_error']:.5f} "
+          f"(largest threshold {small['threshold_scale']:.3f})")  # fmt: skip
 
 
 if __name__ == "__main__":

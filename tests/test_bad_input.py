@@ -149,13 +149,12 @@ def test_export_never_writes_into_the_package(tmp_path, monkeypatch):
     from lightning_gd.world.weights import WEIGHTS_DIR
 
     shipped = snapshot(WEIGHTS_DIR)
-    G = zoo.generator()
-    ckpt = {"state_dict": {f"generator.{k}": v for k, v in G.state_dict().items()}, "global_step": 2,
-            "hyper_parameters": {"z_dim": G.z_dim, "g_width": 256}}  # fmt: skip
-    torch.save(ckpt, tmp_path / "gan.ckpt")
-    import lightning_gd.world.export as export_module
+    from lightning_gd.zoo.progan import ProGAN
 
-    monkeypatch.setattr(export_module, "recalibrate_batchnorm", lambda G: G)  # where it writes is what counts here
+    G = ProGAN([8, 8, 8, 4, 4, 4])
+    ckpt = {"state_dict": {f"generator.{k}": v for k, v in G.state_dict().items()}, "global_step": 2,
+            "hyper_parameters": {"sizes": list(G.sizes)}}  # fmt: skip
+    torch.save(ckpt, tmp_path / "gan.ckpt")
     monkeypatch.chdir(tmp_path)
     path = export("gan", tmp_path / "gan.ckpt", gan_weights="generator")
     assert path.resolve() == (tmp_path / "out/world/generator.safetensors").resolve()
@@ -171,10 +170,13 @@ def test_a_cache_file_changed_on_disk_is_recomputed(dissected, tmp_path, capsys,
     iou = json.loads((dissected / "dissect.json").read_text())["layers"]["layer1"]["units"][0]["iou"]
     from safetensors import safe_open
 
-    for path in (dissected / "cache").glob("thresholds_*.safetensors"):
+    paths = list((dissected / "cache").glob("dissect_quantile-*.safetensors"))
+    assert paths
+    for path in paths:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()  # its checksum kept: the file looks intact, but its values are wrong
-        save_file({"thresholds": torch.zeros_like(load_file(path)["thresholds"])}, path, metadata=meta)
+        tensors = load_file(path)
+        save_file({**tensors, "thresholds": torch.zeros_like(tensors["thresholds"])}, path, metadata=meta)
     with pytest.warns(UserWarning, match="checksum mismatch"):
         main(["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(dissected)])
     assert json.loads((dissected / "dissect.json").read_text())["layers"]["layer1"]["units"][0]["iou"] == iou

@@ -19,6 +19,7 @@ from lightning_gd.models.segmenters import ModuleSegmenter
 from lightning_gd.world.models import FeatureNet, Generator, UNet
 from lightning_gd.world.render import CATEGORIES, CONCEPTS, render_scene
 from lightning_gd.world.weights import default_path, load_module, to_device
+from lightning_gd.zoo.progan import ProGAN
 
 __all__ = [
     "CATEGORIES",
@@ -31,9 +32,14 @@ __all__ = [
 ]
 
 
-def load_generator(path: str | Path | None = None, device: torch.device | str | None = None) -> Generator:
-    """The world's GAN generator (EMA weights, eval mode): z (B, 128) → images (B, 3, 64, 64) in [-1, 1]."""
-    return to_device(load_module(Generator, path or default_path("generator"), "generator"), device)
+def _build_generator(**kwargs) -> torch.nn.Module:
+    """The generator a weights file describes: a ProGAN (`sizes`) or the earlier DCGAN (`z_dim`, `width`)."""
+    return ProGAN(**kwargs) if "sizes" in kwargs else Generator(**kwargs)
+
+
+def load_generator(path: str | Path | None = None, device: torch.device | str | None = None) -> torch.nn.Module:
+    """The world's GAN generator (EMA weights, eval mode): z (B, z_dim) → images (B, 3, 64, 64) in [-1, 1]."""
+    return to_device(load_module(_build_generator, path or default_path("generator"), "generator"), device)
 
 
 def load_segmenter(path: str | Path | None = None, device: torch.device | str | None = None) -> ModuleSegmenter:
@@ -63,6 +69,8 @@ def _generator(
     """`world` (the shipped weights), `world:PATH` or weights=PATH (an exported safetensors file); with the
     `hyper_parameters` of a world GAN training checkpoint, an untrained generator of that run's size."""
     if hyper_parameters is not None:
+        if "sizes" in hyper_parameters:
+            return to_device(ProGAN([int(v) for v in hyper_parameters["sizes"]], tanh=True), device)
         return to_device(Generator(hyper_parameters.get("z_dim", 128), hyper_parameters.get("g_width", 256)), device)
     path = argument or weights
     if path is not None and Path(path).suffix != ".safetensors":  # a plain torch state dict of the shipped size

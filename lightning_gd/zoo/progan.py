@@ -156,6 +156,12 @@ class ProGAN(nn.Sequential):
     def can_forward_from(self, layer: str) -> bool:
         return layer in self._modules
 
+    def sample_z(self, n: int, seed: int = 0, device: torch.device | str | None = None) -> torch.Tensor:
+        """n standard-normal latents (n, z_dim), sample i seeded by (seed, i) (`lightning_gd.latents`)."""
+        from lightning_gd.latents import latents
+
+        return latents(range(n), self.z_dim, seed).to(device or self[0].conv.weight.device)
+
     def forward_from(self, layer: str, r: torch.Tensor) -> torch.Tensor:
         """The image from `layer`'s (possibly edited) output r: the blocks after `layer`."""
         names = list(self._modules)

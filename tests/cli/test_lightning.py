@@ -26,12 +26,12 @@ def in_repo(monkeypatch):
 
 def test_print_config_shows_the_resolved_model(in_repo, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["fit", "--config", "configs/world/gan.yaml", "--model.init_args.g_width", "24", "--print_config"])
+        cli.main(["fit", "--config", "configs/world/gan.yaml", "--model.init_args.r1_gamma", "0.5", "--print_config"])
     assert exit_info.value.code in (0, None)
     out = capsys.readouterr().out
     assert "class_path: lightning_gd.world.gan.GANModule" in out
     assert "class_path: lightning_gd.world.data.SceneDataModule" in out
-    assert "g_width: 24" in out and "z_dim: 128" in out  # the override and the config file's values
+    assert "r1_gamma: 0.5" in out and "ema_kimg: 10.0" in out  # the override and the config file's values
 
 
 def test_packaged_default_fit_config_is_the_tree_config():

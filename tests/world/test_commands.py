@@ -7,7 +7,6 @@ The chain runs in this process through `lightning_gd.cli.main.main`, the functio
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from lightning_gd import cli
 from lightning_gd.world import CONCEPTS, load_feature_net, load_generator, load_segmenter
 from lightning_gd.world.export import export
-from lightning_gd.world.models import FeatureNet, Generator
+from lightning_gd.world.models import FeatureNet
 from lightning_gd.world.weights import read_metadata
 
 pytestmark = pytest.mark.usefixtures("cli_debug")  # user errors raise (see conftest)
@@ -56,8 +55,11 @@ COMMON = [
     *("--trainer.enable_model_summary", "false"),
 ]
 JOBS = {
-    "gan": ["--trainer.max_steps", "4", "--model.init_args.g_width", "16", "--model.init_args.d_width", "8",
-            "--model.init_args.num_val_z", "8"],
+    "gan": ["--trainer.max_steps", "4", "--model.init_args.sizes", "[16, 16, 16, 8, 8, 4]",
+            "--model.init_args.d_widths", "[4, 8, 8, 8, 8]", "--model.init_args.num_val_z", "8",
+            # the run's checkpoints only: the config's monitors (FID, emergence) are tested in test_callbacks.py
+            "--trainer.callbacks", '[{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", '
+            '"init_args": {"save_last": true}}]'],
     "segmenter": ["--trainer.max_steps", "2", "--model.init_args.width", "4"],
     "features": ["--trainer.max_steps", "2", "--model.init_args.width", "4"],
 }  # fmt: skip
@@ -67,8 +69,6 @@ JOBS = {
 def chain(tmp_path_factory) -> tuple[Path, dict]:
     """In this process, through `lightning_gd.cli.main.main` (what `python -m lightning_gd` calls): `fit` with
     `configs/world/<model>.yaml`, then `export-world <model>` of its last checkpoint, for the three world models."""
-    import lightning_gd.world.export as export
-
     main_module = sys.modules["lightning_gd.cli.main"]  # the module; `lightning_gd.cli.main` is the function
     tmp = tmp_path_factory.mktemp("cli_chain")
     report: dict[str, dict] = {}
@@ -91,10 +91,6 @@ def chain(tmp_path_factory) -> tuple[Path, dict]:
         mp.chdir(ROOT)
         mp.setattr(sys, "argv", ["lightning_gd"])
         mp.setattr(main_module, "run_lightning", capture)
-        # Speed only: the exporter's BatchNorm recalibration runs 20 x 128 samples; 2 x 32 here.
-        mp.setattr(
-            export, "recalibrate_batchnorm", functools.partial(export.recalibrate_batchnorm, batches=2, batch_size=32)
-        )
         torch.set_num_threads(1)
         try:
             for model, extra in JOBS.items():
@@ -122,16 +118,23 @@ def test_fit_writes_its_checkpoint_and_export_into_the_given_folder(chain, model
 
 
 def test_exported_generator_loads_and_samples(chain):
+    """The export is the EMA generator, a ProGAN whose file the published-checkpoint loader reads too."""
+    from lightning_gd import zoo
+    from lightning_gd.models.weights import read_checkpoint, state_dict_of
+    from lightning_gd.zoo.progan import ProGAN
+
     tmp, report = chain
     G = load_generator(report["gan"]["exported"])
-    assert isinstance(G, Generator) and G.layer6[0].out_channels == 16 // 8
-    assert read_metadata(report["gan"]["exported"])["kwargs"] == {"z_dim": 128, "width": 16}
+    assert type(G) is ProGAN and G.sizes == (16, 16, 16, 8, 8, 4) and G[-1].tanh
+    assert read_metadata(report["gan"]["exported"])["kwargs"] == {"sizes": [16, 16, 16, 8, 8, 4], "tanh": True}
+    ema = state_dict_of(read_checkpoint(report["gan"]["last"]), "generator_ema", "ckpt")
+    assert all(torch.equal(G.state_dict()[k], v) for k, v in ema.items()) and G.state_dict().keys() == ema.keys()
     with torch.no_grad():
         x = G(G.sample_z(2, seed=0))
+        published = zoo.generator(f"progan:{report['gan']['exported']}")  # the authors' layout, read as such
+        torch.testing.assert_close(published(G.sample_z(2, seed=0)).clamp(-1, 1), x)
     assert x.shape == (2, 3, 64, 64)
     assert x.min() >= -1 and x.max() <= 1 and x.std() > 0
-    # the exported generator is the EMA one, with recalibrated BatchNorm statistics (not the defaults)
-    assert not torch.equal(G.layer1[1].running_var, torch.ones_like(G.layer1[1].running_var))
 
 
 def test_exported_segmenter_loads_and_segments(chain):

@@ -1,0 +1,96 @@
+"""`cells.band_counts` against a brute force: the full float64 bilinear upsampling (F.interpolate), dense masks
+and bins computed pixel by pixel; shapes with uneven cells, plateaus, label groups with unlabelled pixels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_gd.dissection.cells import Cells, band_counts, corner_range
+from lightning_gd.dissection.featuremaps import upsample
+
+
+def brute(r, groups, offsets, C, lo, hi, bins, method):
+    """Band counts, pixels equal to lo, and per-bin extremes, from the dense upsampled map: exact (float64) for
+    the cells, which evaluate pixels in float64; the float32 `upsample` for the dense method, which uses it."""
+    B, U = r.shape[:2]
+    size = tuple(groups[0].shape[-2:])
+    if method == "cells":
+        up = F.interpolate(r.double(), size=size, mode="bilinear", align_corners=False)  # (B, U, H, W)
+    else:
+        up = upsample(r, size).double()
+    counts = torch.zeros(U, C + 1, bins + 2, dtype=torch.long)
+    low = torch.full((U, bins + 2), float("inf"), dtype=torch.float64)
+    high = torch.full((U, bins + 2), -float("inf"), dtype=torch.float64)
+    equal = torch.zeros(U, dtype=torch.long)
+    for u in range(U):
+        v = up[:, u]
+        lo_u, hi_u = float(lo[u]), float(hi[u])
+        equal[u] = int((v == lo_u).sum())
+        k = torch.zeros_like(v, dtype=torch.long)
+        if bins:
+            step = (hi_u - lo_u) / bins
+            k = torch.ceil((v - lo_u) / step).clamp(1, bins).long() if step > 0 else torch.ones_like(k)
+        k = torch.where(v > hi_u, bins + 1, k)
+        k = torch.where(v > lo_u, k, torch.zeros_like(k))  # bin 0: at or below lo, not counted
+        for b in range(1, bins + 2):
+            sel = k == b
+            counts[u, C, b] = int(sel.sum())
+            if sel.any() and b <= bins:
+                low[u, b], high[u, b] = v[sel].min(), v[sel].max()
+            for labels, off in zip(groups, offsets):
+                for c in range(int(labels.max()) + 1):
+                    counts[u, off + c, b] += int((sel & (labels == c)).sum())
+    return counts, equal, low, high
+
+
+@pytest.mark.parametrize(
+    "h, w, H, W",
+    [(8, 8, 64, 64), (5, 7, 32, 24), (16, 16, 16, 16), (3, 3, 64, 64)],
+    ids=["x8", "uneven", "same", "x21"],
+)
+@pytest.mark.parametrize("bins", [0, 1, 16])
+@pytest.mark.parametrize("method", ["cells", "dense"])
+def test_band_counts_equal_the_dense_brute_force(h, w, H, W, bins, method):
+    torch.manual_seed(h * 100 + w + bins)
+    B, U = 3, 4
+    r = torch.randn(B, U, h, w)
+    r[:, 0] = F.relu(r[:, 0] - 0.8)  # a ReLU plateau at 0
+    r[:, 1] = r[:, 1].clamp(max=0.7)  # a saturated top
+    a = torch.randint(-1, 3, (B, H, W))  # group 0: 3 concepts, -1 unlabelled
+    b = torch.randint(-1, 2, (B, H, W))  # group 1: 2 overlapping concepts
+    groups, offsets, C = [a, b], [0, 3], 5
+    flat = F.interpolate(r.double(), size=(H, W), mode="bilinear", align_corners=False).transpose(0, 1).flatten(1)
+    lo = torch.quantile(flat, 0.6, dim=1).float()
+    lo[0] = 0.0  # exactly the plateau
+    hi = lo if bins == 0 else torch.quantile(flat, 0.95, dim=1).float()
+    cells = Cells.of(h, w, (H, W))
+    counts, equal, low, high = band_counts(r, groups, offsets, C, lo, hi, bins, cells, method)
+    ref_counts, ref_equal, ref_low, ref_high = brute(r, groups, offsets, C, lo, hi, bins, method)
+    assert torch.equal(counts, ref_counts)
+    # cells count pixels equal to lo on plateaus (whole cells) and in mixed cells, the dense method all of them;
+    # unit 0's zeros are all there
+    assert equal[0] == ref_equal[0] and (equal <= ref_equal).all()
+    assert method == "cells" or torch.equal(equal, ref_equal)
+    seen = torch.isfinite(ref_low)
+    if bins:
+        torch.testing.assert_close(
+            low[:, 1 : bins + 1][seen[:, 1 : bins + 1]], ref_low[:, 1 : bins + 1][seen[:, 1 : bins + 1]]
+        )
+        torch.testing.assert_close(
+            high[:, 1 : bins + 1][seen[:, 1 : bins + 1]], ref_high[:, 1 : bins + 1][seen[:, 1 : bins + 1]]
+        )
+
+
+def test_every_value_of_a_cell_lies_between_its_corners():
+    torch.manual_seed(0)
+    r = torch.randn(2, 3, 6, 5)
+    cells = Cells.of(6, 5, (40, 33))
+    cmin, cmax = corner_range(r)
+    up = F.interpolate(r.double(), size=(40, 33), mode="bilinear", align_corners=False)
+    cell = cells.cell_of  # (H, W)
+    lo = cmin.flatten(2)[:, :, cell].double()  # (B, U, H, W): the bound of each pixel's cell
+    hi = cmax.flatten(2)[:, :, cell].double()
+    assert (up >= lo - 1e-6).all() and (up <= hi + 1e-6).all()
+    assert int(cells.count.sum()) == 40 * 33  # every pixel in exactly one cell
