@@ -69,10 +69,8 @@ def test_band_counts_equal_the_dense_brute_force(h, w, H, W, bins, method):
     counts, equal, low, high = band_counts(r, groups, offsets, C, lo, hi, bins, cells, method)
     ref_counts, ref_equal, ref_low, ref_high = brute(r, groups, offsets, C, lo, hi, bins, method)
     assert torch.equal(counts, ref_counts)
-    # cells count pixels equal to lo on plateaus (whole cells) and in mixed cells, the dense method all of them;
-    # unit 0's zeros are all there
+    # pixels equal to lo are counted where lo is a plateau of the featuremap (unit 0's zeros: all of them)
     assert equal[0] == ref_equal[0] and (equal <= ref_equal).all()
-    assert method == "cells" or torch.equal(equal, ref_equal)
     seen = torch.isfinite(ref_low)
     if bins:
         torch.testing.assert_close(
