@@ -1,6 +1,7 @@
 """Dissection cost against the forward passes it needs, its memory as the sample grows, and its error.
 
     python bench/dissect.py [--layer layer4] [--n 1000] [--big-n 10000] [--threads 2] [--device cpu|cuda]
+        [--generator world:PATH]
 
 Prints time(dissect N) / time(generator + segmenter forward on the same N) (target ≤ 1.25), the peak memory
 of a dissection of N and of big-N samples, each in a fresh process (target: ≤ 1.2×; resident memory on the CPU,
@@ -65,7 +66,7 @@ def run_one(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    G, seg = zoo.generator(device=device), zoo.segmenter(device=device)
+    G, seg = zoo.generator(args.generator, device=device), zoo.segmenter(device=device)
     out = {"n": args.n, "threads": torch.get_num_threads(), "device": str(device)}
 
     def sync():
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--generator", default="world", help="a zoo spec (default: the world's shipped generator)")
     ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mode:  # child process
@@ -119,7 +121,8 @@ def main() -> None:
 
     def child(n: int, mode: str) -> dict:
         cmd = [sys.executable, __file__, "--layer", args.layer, "--n", str(n), "--batch-size", str(args.batch_size),
-               "--device", args.device, "--mode", mode] + (["--threads", str(args.threads)] if args.threads else [])  # fmt: skip
+               "--device", args.device, "--generator", args.generator, "--mode", mode]  # fmt: skip
+        cmd += ["--threads", str(args.threads)] if args.threads else []
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         return json.loads(done.stdout.strip().splitlines()[-1])
 

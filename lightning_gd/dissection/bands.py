@@ -3,12 +3,12 @@
 The top-(1−q) threshold of a unit is not known until every sample has been seen, but it lies, with high
 probability, inside a band (lo, hi] that a small warm-up slice of the sample predicts (its quantiles at levels
 below and above q). During the pass, `BandTally` counts, per unit and concept, the upsampled pixels above `hi`
-and the pixels inside the band in `bins` equal bins (`cells.band_counts`: whole cells where possible, pixel by
-pixel only where a cell straddles the band). At the end, the exact pooled quantile is found in the band from
-the unit's total pixel count, and every intersection is read off the same bins: the pixels of the bins above
-the threshold's bin plus the share of that bin above the threshold (linear inside a bin of width (hi − lo) /
-bins). A unit whose quantile falls outside its band is reported as *missed* and recomputed by the caller with a
-band spanning the unit's whole range (its minimum and maximum activation, tracked by `RangeTracker`).
+and the pixels inside the band in `bins` equal bins (`counts.band_counts`). At the end, the exact pooled
+quantile is found in the band from the unit's total pixel count, and every intersection is read off the same
+bins: the pixels of the bins above the threshold's bin plus the share of that bin above the threshold (linear
+between the smallest and largest value the bin holds). A unit whose quantile falls outside its band is
+reported as *missed* and recomputed by the caller with a band spanning the unit's whole range (its minimum and
+maximum activation, tracked by `RangeTracker`).
 
 Pure maths (`band_quantile_iou`, `fixed_iou`) take summed counts, so DDP and batch splits give the same answer.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from lightning_gd.dissection.cells import Cells, band_counts
+from lightning_gd.dissection.counts import band_counts
 from lightning_gd.dissection.stats import iou_from_tallies
 
 
@@ -117,17 +117,10 @@ class BandTally(Metric):
         inf = torch.full((U, bins + 2), float("inf"), dtype=torch.float64)
         self.add_state("low", inf.clone(), dist_reduce_fx="min")
         self.add_state("high", -inf, dist_reduce_fx="max")
-        self._cells: dict[tuple, Cells] = {}
 
     def update(self, r: torch.Tensor, groups: list[torch.Tensor], offsets: list[int]) -> None:
         """r: featuremaps (B, U, h, w); groups: label groups (B, H, W) at the segmentation's size."""
-        size = tuple(groups[0].shape[-2:])
-        key = (*r.shape[-2:], *size, str(r.device))
-        if key not in self._cells:
-            self._cells[key] = Cells.of(r.shape[-2], r.shape[-1], size, r.device)
-        counts, equal, low, high = band_counts(
-            r, groups, offsets, self.num_concepts, self.lo, self.hi, self.bins, self._cells[key]
-        )
+        counts, equal, low, high = band_counts(r, groups, offsets, self.num_concepts, self.lo, self.hi, self.bins)
         self.counts += counts
         self.equal += equal
         self.low = torch.minimum(self.low, low)

@@ -10,6 +10,7 @@ import warnings
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from lightning_gd.dissection.bands import BandTally, RangeTracker
 from lightning_gd.dissection.concepts import Vocabulary
@@ -20,7 +21,6 @@ from lightning_gd.latents import is_rank_zero, latent_batches, latents, shard
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.hooks import TraceDict
 from lightning_gd.models.segmenters import Segmenter
-from tqdm.auto import tqdm
 from lightning_gd.models.split import check_featuremap
 
 
@@ -74,8 +74,8 @@ def quantile_pass(
     """Quantile thresholds and IoU tallies from one generator + segmenter pass over the n samples.
 
     The warm-up samples 0 … m−1 are generated first; their strided activation histograms give each unit a band
-    around its q-quantile (the levels q − min(4(1 − q), q/2) and 1 − (1 − q)/4). They are kept (featuremaps and labels, not
-    images) and tallied with the rest. Units whose pooled quantile falls outside the band are tallied again
+    around its q-quantile (the levels q − min(4(1 − q), q/2) and 1 − (1 − q)/4). They are kept (featuremaps and
+    labels, not images) and tallied with the rest. Units whose pooled quantile falls outside the band are tallied again
     over a band spanning their whole range (a second pass, for those units only; rare)."""
     mine = list(shard(s.n))
     warm = warmup_size(s)

@@ -5,7 +5,7 @@ The recipe, in the paper's order:
    `iqr`: per unit, the threshold maximising I/H against its best concept, on a separate validation sample of z
    (one pass with the segmenter);
 2. tallies — intersections and areas of the thresholded, upsampled featuremaps with every concept, pooled over
-   the sample (`cells`: whole featuremap cells where the threshold does not cross them). In quantile mode,
+   the sample (`counts`). In quantile mode,
    thresholds and tallies come from the same single pass of generator and segmenter (`bands`);
 3. IoU, a label per unit (best concept, its category, IoU), interpretable units, top-k images per unit.
 

@@ -10,9 +10,9 @@ import torch
 
 from lightning_gd.models.weights import read_checkpoint, state_dict_of
 from lightning_gd.world.models import FeatureNet, UNet
-from lightning_gd.zoo.progan import ProGAN
 from lightning_gd.world.render import CONCEPTS, RENDERER_VERSION
 from lightning_gd.world.weights import default_path, save_module
+from lightning_gd.zoo.progan import ProGAN
 
 MODELS = ("gan", "segmenter", "features")
 EXPORT_DIR = Path("out/world")  # where exports go unless named: never into the installed package

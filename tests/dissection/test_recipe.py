@@ -113,8 +113,10 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
         res = {}
-        for threshold in ("quantile", "iqr"):
-            lay = dissect(PlantedGenerator(), "layer1", segmenter(), progress=False, **settings(threshold, 7))
+        for threshold in ("quantile", "iqr", "quantile_missed"):
+            mode = threshold.split("_")[0]
+            extra = {"warmup": 1, "q": 0.99} if threshold == "quantile_missed" else {}  # bands miss: 2nd pass
+            lay = dissect(PlantedGenerator(), "layer1", segmenter(), progress=False, **{**settings(mode, 7), **extra})
             lay = lay.layers["layer1"]
             res[threshold] = (lay.thresholds, lay.iou, lay.top_indices, lay.top_scores)
         torch.save(res, Path(out) / f"rank{rank}.pt")
@@ -133,7 +135,11 @@ def test_two_ddp_ranks_match_one_process(tmp_path):
     for rank in (0, 1):
         res = torch.load(tmp_path / f"rank{rank}.pt")
         for threshold, (thr, iou, top_idx, top_scores) in res.items():
-            _, ref = run(threshold)
+            if threshold == "quantile_missed":
+                kw = {**settings("quantile", 7), "warmup": 1, "q": 0.99}
+                ref = dissect(PlantedGenerator(), "layer1", segmenter(), progress=False, **kw).layers["layer1"]
+            else:
+                _, ref = run(threshold)
             assert torch.equal(thr, ref.thresholds), (rank, threshold)
             torch.testing.assert_close(iou, ref.iou, atol=1e-6, rtol=0)
             assert torch.equal(top_idx, ref.top_indices) and torch.equal(top_scores, ref.top_scores)
