@@ -54,11 +54,13 @@ def _indexed_batches(generator, segmenter, layers, indices, seed, z_dim, batch_s
         yield idx, maps, segmenter.labels(x)
 
 
-def warmup_size(s: DissectSettings) -> int:
-    """Samples 0 … m−1 predict the threshold bands: m = min(n, warmup), at least one per DDP rank."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    ranks = torch.distributed.get_world_size() if distributed else 1
-    return min(s.n, max(s.warmup, ranks))
+@torch.no_grad()
+def _units(generator: nn.Module, layers: list[str], z_dim: int) -> dict[str, int]:
+    """Units per layer, from one generator run that stops after the last layer (for a rank without warm-up
+    samples, which must still build the same metrics as the others)."""
+    with TraceDict(generator, layers, stop=True) as tr:
+        generator(latents([0], z_dim, 0).to(device_of(generator)))
+    return {layer: check_featuremap(tr[layer].output, layer).shape[1] for layer in layers}
 
 
 @torch.no_grad()
@@ -73,12 +75,12 @@ def quantile_pass(
 ) -> dict[str, LayerDissection]:
     """Quantile thresholds and IoU tallies from one generator + segmenter pass over the n samples.
 
-    The warm-up samples 0 … m−1 are generated first; their strided activation histograms give each unit a band
+    The warm-up samples 0 … m−1 (m = min(n, warmup)) are generated first; their strided activation histograms give each unit a band
     around its q-quantile (the levels q − min(4(1 − q), q/2) and 1 − (1 − q)/4). They are kept (featuremaps and
     labels, not images) and tallied with the rest. Units whose pooled quantile falls outside the band are tallied again
     over a band spanning their whole range (a second pass, for those units only; rare)."""
     mine = list(shard(s.n))
-    warm = warmup_size(s)
+    warm = min(s.n, s.warmup)  # the same samples whatever the number of ranks
     C = len(vocab.names)
     bar = tqdm(total=len(mine), desc="dissection (one pass)", disable=not (progress and is_rank_zero()), leave=False)
     hists: dict[str, UnitHistogram] = {}
@@ -91,6 +93,9 @@ def quantile_pass(
             hists.setdefault(layer, UnitHistogram(r.shape[1]).to(r.device))
             hists[layer].update(sparse_upsample(r, idx, tuple(labels.shape[-2:]), s.stride))
         kept.append((idx, maps, groups))
+    if len(hists) < len(layers):  # this rank holds none of the warm-up samples
+        dev = device_of(generator)
+        hists = {layer: UnitHistogram(u).to(dev) for layer, u in _units(generator, layers, z_dim).items()}
     levels = (s.q - min(4 * (1 - s.q), s.q / 2), 1 - (1 - s.q) / 4)
     bands, tops, ranges = {}, {}, {}
     for layer, h in hists.items():
