@@ -413,3 +413,50 @@ class WrongChannelsSegmenter(ColourSegmenter):
         super().__init__()
         self.concepts = (*CONCEPTS, "lake")
         self.categories = {**self.categories, "lake": "scene"}
+
+
+# ----------------------------------------------------------------------------------------------- context
+
+DOOR_CONCEPTS = ["sky", "door", "building"]  # ColourSegmenter(names=DOOR_CONCEPTS): blue, red, green
+
+
+class DoorScene(nn.Module):
+    """z (B, 1 + 64) → featuremap (B, 3, 8, 8): unit 0 a building (rows 3-7, columns 0 … width−1, the width from
+    z[0], 2 to 6), unit 1 a door unit (0 everywhere: only an insertion turns it on), unit 2 sparse noise."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        width = 2 + (torch.sigmoid(z[:, 0]) * 5).long().clamp(max=4)  # (B,)
+        rows, cols = torch.arange(8, device=z.device), torch.arange(8, device=z.device)
+        building = (rows[None, :, None] >= 3) & (cols[None, None, :] < width[:, None, None])
+        door = torch.zeros_like(building, dtype=torch.float32)
+        noise = F.relu(z[:, 1:].view(-1, 8, 8) - 1.0)
+        return torch.stack([building.float(), door, noise], 1)
+
+
+class DoorVeto(nn.Module):
+    """(B, 3, 8, 8) → (B, 2, 8, 8): the building, and the door only where the building is (the context veto)."""
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        building = (r[:, 0] > 0.5).float()
+        return torch.stack([building, r[:, 1] * building], 1)
+
+
+class DoorRender(nn.Module):
+    """(B, 2, 8, 8) → image (B, 3, 64, 64): the door red, the building green, the sky blue."""
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(r, scale_factor=8, mode="nearest")
+        door, building = up[:, 1] > 0.5, up[:, 0] > 0.5
+        return torch.stack([door, building & ~door, ~building & ~door], 1).float() * 2 - 1
+
+
+class DoorGenerator(nn.Sequential):
+    """A generator whose door unit (layer1, unit 1) paints a door only where a building is: `layer2` vetoes it
+    elsewhere, so an insertion on the sky changes nothing downstream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z_dim = 1 + 64
+        self.add_module("layer1", DoorScene())
+        self.add_module("layer2", DoorVeto())
+        self.add_module("layer3", DoorRender())

@@ -10,6 +10,7 @@ from typing import Any
 
 from lightning_gd.jobs.artifacts import artifacts
 from lightning_gd.jobs.causal import causal_summary
+from lightning_gd.jobs.context import context
 from lightning_gd.jobs.dissect import compare, dissect
 from lightning_gd.jobs.emergence import dissect_checkpoints
 
@@ -72,10 +73,29 @@ def _artifacts(doc: dict, options: dict) -> None:
     print(f"wrote {out / 'unit_fid.json'}, {out / 'ablation.md'} and figures")
 
 
+def _context(doc: dict, options: dict) -> None:
+    s = doc["settings"]
+    print(f"inserting {s['top_n']} {s['concept']} units of {s['layer']} ({s['units_from']}), {s['n']} images:")
+    print(f"{'background':<16} {'locations':>9} {'effect':>9} {'95% interval':>19} {'appears':>8}")
+    for name, row in doc["by_background"].items():
+        appear = "-" if row["appear_rate"] is None else f"{row['appear_rate']:.3f}"
+        print(f"{name:<16} {row['count']:>9} {row['effect']:>9.4f} [{row['ci'][0]:>7.4f}, {row['ci'][1]:>7.4f}]"
+              f" {appear:>8}")  # fmt: skip
+    print("effect: the concept's share of the window's pixels gained; appears: share of the concept-free windows")
+    if "trace" in doc:
+        t = doc["trace"]
+        pairs = ", ".join(f"{n} {v if v is None else round(v, 3)}/{w if w is None else round(w, 3)}"
+                          for n, v, w in zip(t["layers"], t["visible"], t["not_visible"]))  # fmt: skip
+        print(f"normalised change per later layer (visible/no effect): {pairs}")
+    out = Path(options["out"])
+    print(f"wrote {out / 'context.json'}, {out / 'context.png'}, {out / 'where.png'} ({s['seconds']} s)")
+
+
 COMMANDS: dict[str, Command] = {
     "dissect": Command(dissect, _dissect),
     "compare": Command(compare, _compare),
     "causal-summary": Command(causal_summary, _causal_summary),
+    "context": Command(context, _context),
     "artifacts": Command(artifacts, _artifacts),
     "dissect-checkpoints": Command(dissect_checkpoints, _dissect_checkpoints),
 }

@@ -75,10 +75,11 @@ def quantile_pass(
 ) -> dict[str, LayerDissection]:
     """Quantile thresholds and IoU tallies from one generator + segmenter pass over the n samples.
 
-    The warm-up samples 0 … m−1 (m = min(n, warmup)) are generated first; their strided activation histograms give each unit a band
-    around its q-quantile (the levels q − min(4(1 − q), q/2) and 1 − (1 − q)/4). They are kept (featuremaps and
-    labels, not images) and tallied with the rest. Units whose pooled quantile falls outside the band are tallied again
-    over a band spanning their whole range (a second pass, for those units only; rare)."""
+    The warm-up samples 0 … m−1 (m = min(n, warmup)) are generated first; their strided activation histograms
+    give each unit a band around its q-quantile (the levels q − min(4(1 − q), q/2) and 1 − (1 − q)/4). They are
+    kept (featuremaps and labels, not images) and tallied with the rest. Units whose pooled quantile falls
+    outside the band are tallied again over a band spanning their whole range (a second pass, for those units
+    only; rare)."""
     mine = list(shard(s.n))
     warm = min(s.n, s.warmup)  # the same samples whatever the number of ranks
     C = len(vocab.names)

@@ -63,7 +63,8 @@ def dissect(
         q: quantile level of the `quantile` mode.
         iqr_n: size of the separate validation sample of the `iqr` mode.
         iqr_seed: seed of that validation sample (must differ from `seed`).
-        stride: threshold passes read every stride-th upsampled pixel per axis (offset per sample), 1 = all.
+        stride: the warm-up and IQR histograms read every stride-th upsampled pixel per axis (offset per sample),
+            1 = all (the quantile itself is taken over every pixel).
         parts: also dissect part concepts (object halves: -t, -b, -l, -r).
         iou_threshold: a unit is interpretable when its best IoU exceeds this.
         top_k: top-activating images kept per unit.
@@ -111,8 +112,7 @@ LONG_RUN_SAMPLES = 20_000  # above this many samples, time a few and say how lon
 def announce_time(G: nn.Module, seg: Segmenter, settings: DissectSettings, z_dim: int) -> float | None:
     """For a large sample, print the expected time of the passes (memory does not grow with n, time does);
     returns the estimate in seconds."""
-    passes = settings.n * (2 if settings.threshold == "quantile" else 1)
-    passes += settings.iqr_n if settings.threshold == "iqr" else 0
+    passes = settings.n + (settings.iqr_n if settings.threshold == "iqr" else 0)  # quantile mode: one pass
     if passes < LONG_RUN_SAMPLES:
         return None
     from lightning_gd.latents import latents

@@ -1,0 +1,178 @@
+"""The context job (paper §4.4, Fig. 11; §S-6.5, Fig. 17): where can a concept's causal units insert it, and how
+does an insertion travel through the later layers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from jsonargparse.typing import PositiveInt
+from torch import nn
+
+from lightning_gd import zoo
+from lightning_gd.cache import check_writable, staged
+from lightning_gd.models.generators import device_of, resolve_device
+from lightning_gd.models.segmenters import Segmenter
+
+
+def context(
+    concept: str = "door",
+    layer: str = "layer4",
+    generator: nn.Module | str | None = None,
+    generator_weights: Path | None = None,
+    segmenter: Segmenter | str | None = None,
+    z_dim: int | None = None,
+    causal: Path | None = None,
+    units: list[int] | None = None,
+    top_n: PositiveInt = 20,
+    n: PositiveInt = 200,
+    seed: int = 3,
+    locations: PositiveInt | None = None,
+    region: PositiveInt = 1,
+    trace: bool = False,
+    respond: float = 0.05,
+    kc_samples: PositiveInt = 500,
+    dissect_samples: PositiveInt = 1000,
+    overlays: int = 6,
+    bootstrap: PositiveInt = 1000,
+    batch_size: PositiveInt = 4,
+    chunk: PositiveInt = 256,
+    out: Path = Path("out/context"),
+    tb_dir: Path | None = Path("tb_logs"),
+    cache_dir: Path | None = Path("out/cache"),
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Insert a concept's causal units at single featuremap locations and measure, by the background at the
+    location, how much of the concept appears (paper §4.4, Fig. 11); optionally trace the insertion through
+    the later layers (§S-6.5, Fig. 17).
+
+    Writes context.json, context.png (effect by background), where.png (responsive locations outlined on a few
+    images), with --trace true trace.png and trace_heatmap.png, and TensorBoard; returns context.json's content.
+
+    Args:
+        concept: the concept to insert.
+        layer: the generator layer of its units.
+        generator: a zoo spec or a generator module (class_path + init_args); default: the embedded world's GAN.
+        generator_weights: a local weights file for `generator`.
+        segmenter: a zoo spec or a Segmenter (class_path + init_args); default: the world's.
+        z_dim: latent size, if the generator has no `z_dim` attribute.
+        causal: a finished causal search's folder (its causal.json and alpha.safetensors): its top-n units by α
+            and its k_c. Without it: `units`, else the top-n units by IoU with the concept (a dissection).
+        units: the units to insert (overrides `causal`'s ranking; k_c is still taken from `causal` if given).
+        top_n: how many units of a ranking to insert.
+        n: images.
+        seed: seed of their z.
+        locations: insert at this many featuremap locations per image, a fixed uniform sample (default: all).
+        region: insert over a region × region square of locations whose top-left corner is the location.
+        trace: also record every later layer and measure how the insertion propagates (§S-6.5).
+        respond: a location responds when the concept's share of its window grows by at least this much.
+        kc_samples: samples for k_c (§S-6.4) when no causal search gives it.
+        dissect_samples: samples of the dissection that ranks units by IoU (when neither causal nor units).
+        overlays: images shown in where.png.
+        bootstrap: resamples of the images for the 95 % intervals.
+        batch_size: images whose featuremaps are computed together (each gives locations × edited images).
+        chunk: edited images per `f` pass.
+        out: output folder.
+        tb_dir: TensorBoard folder (None: no TensorBoard).
+        cache_dir: where the IoU ranking's dissection is cached.
+        device: torch device.
+        progress: show a progress bar.
+    """
+    from lightning_gd.reports.context import write_context
+
+    if not 0.0 <= respond <= 1.0:
+        raise ValueError(f"respond is a share of the window's pixels, in [0, 1]; got {respond}")
+    check_writable(out)
+    dev = resolve_device(device)
+    G = zoo.generator(generator, weights=generator_weights).to(dev).eval()
+    seg = zoo.segmenter(segmenter).to(dev).eval()
+    seg.concept_index(concept)  # an unknown concept fails here, before any work
+    t0 = time.perf_counter()
+    chosen, k_c, sources = _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_samples,
+                                          dissect_samples, cache_dir, progress)  # fmt: skip
+    found = measure_context(G, seg, concept, layer, chosen, k_c, n, seed, locations, region, trace, batch_size, chunk,
+                            z_dim, progress)  # fmt: skip
+    settings = {"concept": concept, "layer": layer, "n": n, "seed": seed, "region": region, "respond": respond,
+                "top_n": len(chosen), "locations": locations, "generator": zoo.describe(generator),
+                "bootstrap": bootstrap, "seconds": round(time.perf_counter() - t0, 1), **sources}  # fmt: skip
+    with staged(out) as stage:
+        return write_context(stage, found, seg, chosen, k_c, settings, overlays, bootstrap, G, tb_dir)
+
+
+def measure_context(G, seg, concept, layer, units, k_c, n, seed, locations, region, trace, batch_size, chunk,
+                    z_dim=None, progress=True) -> dict:  # fmt: skip
+    """Everything `write_context` needs: per image and location the before/after sums, the background, the
+    location list, and with `trace` the per-layer changes."""
+    from lightning_gd.causal.context import insert_at_locations, later_layers
+    from lightning_gd.latents import latent_batches, latents, rng
+    from lightning_gd.models.split import LayerSplit
+
+    split = LayerSplit(G, layer, z_dim)
+    c = seg.concept_index(concept)
+    with torch.no_grad():
+        size = tuple(split.h(latents([0], split.z_dim, seed).to(k_c.device)).shape[-2:])
+    every = size[0] * size[1]
+    if locations is None or locations >= every:
+        where = torch.arange(every)
+    else:
+        where = torch.randperm(every, generator=rng(seed, stream="test_locations"))[:locations].sort().values
+    traced = later_layers(split) if trace else []
+    parts = []
+    batches = latent_batches(n, split.z_dim, seed, batch_size, k_c.device, f"context[{concept}]", progress, False)
+    for _, z in batches:
+        parts.append(insert_at_locations(split, seg, z, units, k_c.to(z.device), c, where, region, chunk, traced))
+    cat = {key: torch.cat([getattr(p, key).cpu() for p in parts]) for key in ("before", "after", "background")}
+    change = {name: torch.cat([p.change[name].cpu() for p in parts]) for name in traced}
+    magnitude = {name: sum(p.magnitude[name].cpu() for p in parts) for name in traced}
+    elements = {name: sum(p.elements[name] for p in parts) for name in traced}
+    return {**cat, "window": parts[0].window.cpu(), "locations": where, "size": size, "layers": traced,
+            "change": change, "magnitude": magnitude, "elements": elements, "concept_index": c}  # fmt: skip
+
+
+def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_samples, dissect_samples, cache_dir,
+                   progress) -> tuple[list[int], torch.Tensor, dict]:  # fmt: skip
+    """The units to insert, their k_c, and where both came from."""
+    from lightning_gd.causal.interventions import concept_means
+    from lightning_gd.models.split import LayerSplit
+
+    sources: dict = {}
+    k_c = None
+    if causal is not None:
+        doc, tensors = _read_causal(Path(causal), concept, layer)
+        k_c = tensors["k_c"]
+        sources |= {"units_from": f"α ranking of {causal}", "k_c_from": str(causal)}
+        chosen = [int(e["unit"]) for e in doc["units"]][:top_n]  # ranked by α
+    if units is not None:
+        chosen, sources["units_from"] = [int(u) for u in units], "--units"
+    elif causal is None:
+        from lightning_gd.dissection import dissect
+
+        d = dissect(G, layer, seg, n=dissect_samples, z_dim=z_dim, cache_dir=cache_dir, progress=progress)
+        iou = d.layers[layer].iou[:, d.vocab.index(concept)]
+        chosen = torch.sort(iou, descending=True, stable=True).indices[:top_n].tolist()
+        sources["units_from"] = f"IoU with {concept} (dissection of {dissect_samples} samples)"
+    if k_c is None:
+        split = LayerSplit(G, layer, z_dim)
+        k_c = concept_means(split, seg, concept, n=kc_samples, progress=progress)["k_c"]
+        sources["k_c_from"] = f"concept means over {kc_samples} samples (§S-6.4)"
+    return chosen, k_c.to(device_of(G)), sources
+
+
+def _read_causal(folder: Path, concept: str, layer: str) -> tuple[dict, dict]:
+    from safetensors.torch import load_file
+
+    path = folder / "causal.json" if folder.is_dir() else folder
+    if not path.is_file():
+        raise FileNotFoundError(f"no causal.json at {path}: run the causal search first (python -m lightning_gd fit)")
+    doc = json.loads(path.read_text())
+    if doc.get("layer") != layer or doc.get("concept") != concept:
+        raise ValueError(
+            f"{path} is a search for {doc.get('concept')!r} at {doc.get('layer')!r}, not {concept!r} at {layer!r}"
+        )
+    tensors = path.parent / "alpha.safetensors"
+    if not tensors.is_file():
+        raise FileNotFoundError(f"{tensors} is missing: the causal search's k_c is stored there next to causal.json")
+    return doc, load_file(str(tensors))

@@ -1,0 +1,119 @@
+"""Insertion context and tracing (`causal.context`, the `context` command) on a toy generator whose door unit
+paints a door only where a building is (`tests.helpers.DoorGenerator`): the batched all-locations insertion
+against one-by-one insertions, the table by background, the veto seen downstream, the region insertion, and
+the command's outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lightning_gd.causal.context import bootstrap_by_group, insert_at_locations, majority_labels, region_masks
+from lightning_gd.causal.interventions import insert, location_mask
+from lightning_gd.cli.main import main
+from lightning_gd.jobs.context import measure_context
+from lightning_gd.latents import latents
+from lightning_gd.models.split import LayerSplit
+from tests.helpers import DOOR_CONCEPTS, ColourSegmenter, DoorGenerator
+
+K_C = torch.tensor([0.0, 1.0, 0.0])
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def seg() -> ColourSegmenter:
+    return ColourSegmenter(DOOR_CONCEPTS)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 256])
+@pytest.mark.parametrize("region", [1, 2])
+def test_batched_insertion_equals_one_location_at_a_time(chunk, region):
+    G, s = DoorGenerator(), seg()
+    split = LayerSplit(G, "layer1")
+    z = latents(range(5), G.z_dim, 0)
+    where = torch.tensor([0, 9, 27, 30, 44, 63])
+    got = insert_at_locations(split, s, z, [1], K_C, 1, where, region, chunk, ["layer2"])
+    r = split.h(z)
+    masks = region_masks(where, (8, 8), region)
+    for b in range(5):
+        x0 = G(z[b : b + 1])
+        for i, loc in enumerate(where.tolist()):
+            mask = masks[i : i + 1] if region > 1 else location_mask(torch.tensor([loc]), (8, 8))
+            x = split.f(insert(r[b : b + 1], [1], K_C, mask))
+            grown = torch.nn.functional.max_pool2d(mask, 3, 1, 1)
+            window = torch.nn.functional.interpolate(grown, size=(64, 64), mode="nearest")[0, 0] > 0.5
+            door = s.labels(x)[0] == 1
+            assert got.after[b, i] == (door & window).sum()
+            assert got.before[b, i] == ((s.labels(x0)[0] == 1) & window).sum()
+            v2 = G.layer2(insert(r[b : b + 1], [1], K_C, mask)) - G.layer2(r[b : b + 1])
+            torch.testing.assert_close(got.change["layer2"][b, i].float(), v2.abs().mean((2, 3))[0])
+
+
+def test_the_table_shows_doors_on_buildings_and_never_on_the_sky():
+    G, s = DoorGenerator(), seg()
+    found = measure_context(G, s, "door", "layer1", [1], K_C, 12, 0, None, 1, True, 4, 64, progress=False)
+    from lightning_gd.reports.context import summarize, trace_summary
+
+    doc = summarize(found, tuple(DOOR_CONCEPTS), 0.05, 200, 0)
+    rows = doc["by_background"]
+    assert set(rows) == {"sky", "building"}
+    assert rows["building"]["effect"] > 0.05 and rows["building"]["appear_rate"] > 0.9
+    assert rows["sky"]["effect"] <= 0.02 and rows["building"]["ci"][0] > rows["sky"]["ci"][1]
+    assert rows["building"]["count"] + rows["sky"]["count"] == 12 * 64
+    trace = trace_summary(found, 0.05)
+    assert trace["layers"] == ["layer2", "layer3"]
+    # the vetoed insertions die out: no change downstream; the visible ones change both later layers
+    assert trace["visible"][0] > 0 and trace["visible"][1] > 0
+    deep_sky = found["background"] == 0
+    effect = (found["after"] - found["before"]) / found["window"]
+    assert (effect[deep_sky & (effect < 0.05)] == 0).all()
+    heat = torch.tensor(trace["heatmap"])
+    assert heat[0].max() == 0 and heat[7, 0] > 0  # top row: sky in every image; bottom-left: always building
+
+
+def test_majority_labels_and_bootstrap_by_brute_force():
+    labels = torch.tensor([[[0, 0, 1, 1], [0, 2, 2, 2]]])  # (1, 2, 4)
+    windows = torch.tensor([[[1, 1, 0, 0], [1, 1, 0, 0]], [[0, 0, 1, 1], [0, 0, 1, 1]]]).bool()
+    assert majority_labels(labels, windows, 3).tolist() == [[0, 1]]  # ties: the lower index (1 vs 2)
+    values = torch.tensor([[1.0, 0.0], [3.0, 0.0], [5.0, 0.0]])
+    groups = torch.tensor([[0, 1], [0, 1], [0, 1]])
+    out = bootstrap_by_group(values, groups, 3, reps=500, seed=1)
+    assert out["mean"][0] == 3.0 and out["mean"][1] == 0.0 and torch.isnan(out["mean"][2])
+    assert 1.0 <= out["lo"][0] <= 3.0 <= out["hi"][0] <= 5.0 and out["count"].tolist() == [3, 3, 0]
+
+
+def test_region_masks():
+    m = region_masks(torch.tensor([0, 63, 6]), (8, 8), 2)[:, 0]
+    assert m[0, :2, :2].all() and m[0].sum() == 4
+    assert m[1, 7, 7] == 1 and m[1].sum() == 1  # clipped at the corner
+    assert m[2, 0, 6:].all() and m[2].sum() == 4
+    with pytest.raises(ValueError, match="region must be between 1 and 8"):
+        region_masks(torch.tensor([0]), (8, 8), 9)
+
+
+def test_context_command_writes_its_outputs(tmp_path, capsys):
+    run = tmp_path / "search"
+    run.mkdir()
+    (run / "causal.json").write_text(json.dumps({"concept": "door", "layer": "layer1",
+                                                  "units": [{"unit": 1, "alpha": 1.0}, {"unit": 2, "alpha": 0.0}]}))  # fmt: skip
+    save_file({"k_c": K_C}, str(run / "alpha.safetensors"))
+    out = tmp_path / "context"
+    args = ["context", "--generator", '{"class_path": "tests.helpers.DoorGenerator"}', "--segmenter",
+            '{"class_path": "tests.helpers.ColourSegmenter", "init_args": {"names": ["sky", "door", "building"]}}',
+            "--layer", "layer1", "--concept", "door", "--causal", str(run), "--top_n", "1", "--n", "8",
+            "--trace", "true", "--out", str(out), "--tb_dir", str(tmp_path / "tb"), "--progress", "false"]  # fmt: skip
+    main(args)
+    doc = json.loads((out / "context.json").read_text())
+    assert doc["units"] == [1] and doc["k_c"] == [1.0] and "α ranking" in doc["settings"]["units_from"]
+    assert set(doc["by_background"]) == {"sky", "building"} and doc["trace"]["layers"] == ["layer2", "layer3"]
+    for png in ("context.png", "where.png", "trace.png", "trace_heatmap.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "building" in printed and "wrote" in printed
+    assert list((tmp_path / "tb").glob("context-door-layer1/events.*"))
+    bad = [*args[:-6], "--concept", "tree"]
+    with pytest.raises(SystemExit) as err:
+        main(bad)
+    assert err.value.code == 2
