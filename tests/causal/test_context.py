@@ -96,8 +96,8 @@ def test_region_masks():
 def test_context_command_writes_its_outputs(tmp_path, capsys):
     run = tmp_path / "search"
     run.mkdir()
-    (run / "causal.json").write_text(json.dumps({"concept": "door", "layer": "layer1",
-                                                  "units": [{"unit": 1, "alpha": 1.0}, {"unit": 2, "alpha": 0.0}]}))  # fmt: skip
+    ranking = [{"unit": 1, "alpha": 1.0}, {"unit": 2, "alpha": 0.0}]
+    (run / "causal.json").write_text(json.dumps({"concept": "door", "layer": "layer1", "units": ranking}))
     save_file({"k_c": K_C}, str(run / "alpha.safetensors"))
     out = tmp_path / "context"
     args = ["context", "--generator", '{"class_path": "tests.helpers.DoorGenerator"}', "--segmenter",
