@@ -13,6 +13,7 @@ from lightning_gd.jobs.causal import causal_summary
 from lightning_gd.jobs.context import context
 from lightning_gd.jobs.dissect import compare, dissect
 from lightning_gd.jobs.emergence import dissect_checkpoints
+from lightning_gd.jobs.paint import paint
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ COMMANDS: dict[str, Command] = {
     "compare": Command(compare, _compare),
     "causal-summary": Command(causal_summary, _causal_summary),
     "context": Command(context, _context),
+    "paint": Command(paint),
     "artifacts": Command(artifacts, _artifacts),
     "dissect-checkpoints": Command(dissect_checkpoints, _dissect_checkpoints),
 }

@@ -151,7 +151,7 @@ def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_sampl
         from lightning_gd.dissection import dissect
 
         d = dissect(G, layer, seg, n=dissect_samples, z_dim=z_dim, cache_dir=cache_dir, progress=progress)
-        iou = d.layers[layer].iou[:, d.vocab.index(concept)]
+        iou = d.layers[layer].iou[:, d.vocabulary.index(concept)]
         chosen = torch.sort(iou, descending=True, stable=True).indices[:top_n].tolist()
         sources["units_from"] = f"IoU with {concept} (dissection of {dissect_samples} samples)"
     if k_c is None:

@@ -1,0 +1,94 @@
+"""The paint job: build the palette from finished results and serve the painting page on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jsonargparse.typing import PositiveInt
+from torch import nn
+
+from lightning_gd import zoo
+from lightning_gd.models.generators import resolve_device
+from lightning_gd.models.segmenters import Segmenter
+
+
+def paint_session(
+    layer: str = "layer4",
+    generator: nn.Module | str | None = None,
+    generator_weights: Path | None = None,
+    segmenter: Segmenter | str | None = None,
+    z_dim: int | None = None,
+    results: Path | None = Path("out"),
+    dissect_samples: PositiveInt = 300,
+    kc_samples: PositiveInt = 200,
+    cache_dir: Path | None = Path("out/cache"),
+    device: str = "cpu",
+):
+    """The `PaintSession` that `paint` serves: brushes from the causal searches (α) and dissections (IoU) found
+    under `results`; with none, the labels of a fresh (cached) dissection of `layer` (every concept that is some
+    unit's best match, interpretable or not: a brush needs a ranking, not a label)."""
+    from lightning_gd.dissection import dissect
+    from lightning_gd.paint.session import Brush, PaintSession, find_results
+
+    dev = resolve_device(device)
+    G = zoo.generator(generator, weights=generator_weights).to(dev).eval()
+    seg = zoo.segmenter(segmenter).to(dev).eval()
+    brushes = find_results(results, layer)
+    if not brushes:
+        d = dissect(G, layer, seg, n=dissect_samples, z_dim=z_dim, cache_dir=cache_dir, progress=False)
+        units = d.units(layer)
+        labels = sorted({u["label"] for u in units})
+        iou = d.layers[layer].iou
+        for concept in labels:
+            order = iou[:, d.vocabulary.index(concept)].sort(descending=True, stable=True).indices.tolist()
+            brushes.append(Brush(f"{concept} (IoU)", concept, "iou", order, None, f"dissection of {dissect_samples}"))
+    return PaintSession(G, seg, layer, brushes, z_dim, kc_samples)
+
+
+def paint(
+    layer: str = "layer4",
+    generator: nn.Module | str | None = None,
+    generator_weights: Path | None = None,
+    segmenter: Segmenter | str | None = None,
+    z_dim: int | None = None,
+    results: Path | None = Path("out"),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    dissect_samples: PositiveInt = 300,
+    kc_samples: PositiveInt = 200,
+    cache_dir: Path | None = Path("out/cache"),
+    device: str = "cpu",
+) -> None:
+    """Paint with units: a local web page to draw or remove concepts in generated images (the paper's GANPaint).
+
+    Starts a web server on this machine and prints its URL; Ctrl-C stops it.
+
+    Args:
+        layer: the generator layer whose units are painted with.
+        generator: a zoo spec or a generator module (class_path + init_args); default: the embedded world's GAN.
+        generator_weights: a local weights file for `generator`.
+        segmenter: a zoo spec or a Segmenter (class_path + init_args); default: the world's.
+        z_dim: latent size, if the generator has no `z_dim` attribute.
+        results: a folder searched for finished causal searches (causal.json: α rankings, preferred) and
+            dissections (dissect.json: IoU rankings) of `layer`; with none, a dissection is run (cached).
+        host: the address to listen on; 127.0.0.1 (default) is reachable from this machine only.
+        port: the port.
+        dissect_samples: samples of the dissection run when `results` has none.
+        kc_samples: samples for k_c of an IoU-ranked concept (computed on its first use).
+        cache_dir: where that dissection is cached.
+        device: torch device.
+    """
+    import uvicorn
+
+    from lightning_gd.paint.server import create_app
+
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be in 1-65535, got {port}")
+    session = paint_session(layer, generator, generator_weights, segmenter, z_dim, results, dissect_samples,
+                            kc_samples, cache_dir, device)  # fmt: skip
+    names = ", ".join(session.brushes)
+    print(f"palette ({layer}): {names}")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {host}: other machines on the network can reach this page")
+    print(f"paint at http://{'[' + host + ']' if ':' in host else host}:{port}/  (Ctrl-C stops the server)")
+    uvicorn.run(create_app(session), host=host, port=port, log_level="warning")

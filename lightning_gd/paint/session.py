@@ -1,0 +1,220 @@
+"""The state behind the painting page: a palette of concepts with their unit rankings and k_c, and images being
+edited, each with its cached featuremap `h(z)` and its list of strokes.
+
+A stroke is the paper's GANPaint edit: `draw` inserts the concept's top-n units at k_c under the brush
+(`interventions.insert`), `remove` ablates them there (`interventions.ablate`), the brush being a 0/1 mask at the
+layer's featuremap resolution. Strokes compose in order on the cached featuremap; only `f` and the segmenter run
+per stroke.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lightning_gd.causal.interventions import ablate, insert
+from lightning_gd.latents import latents
+from lightning_gd.models.generators import device_of
+from lightning_gd.models.images import to_uint8
+from lightning_gd.models.segmenters import Segmenter
+from lightning_gd.models.split import LayerSplit
+
+ACTIONS = ("draw", "remove")
+MAX_IMAGES = 64  # images kept per server (least recently used dropped)
+MAX_SEED = 2**31 - 1
+
+
+@dataclass
+class Brush:
+    """One palette entry: a concept, its units ranked best first, and k_c (U,)."""
+
+    name: str
+    concept: str
+    ranking: str  # "alpha" or "iou"
+    units: list[int]
+    k_c: torch.Tensor | None = None
+    source: str = ""
+
+
+@dataclass
+class Canvas:
+    seed: int
+    z: torch.Tensor
+    r: torch.Tensor  # h(z), (1, U, h, w)
+    strokes: list[tuple[str, str, torch.Tensor, int]] = field(default_factory=list)
+
+
+class PaintError(ValueError):
+    """A request that cannot be carried out; its message is shown to the user. `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def find_results(folder: Path | None, layer: str) -> list[Brush]:
+    """Brushes from the finished causal searches (`causal.json` + `alpha.safetensors`, α ranking) and
+    dissections (`dissect.json` + `iou-<layer>.npy`, IoU ranking of each interpretable label) under `folder`."""
+    from safetensors.torch import load_file
+
+    brushes: dict[str, Brush] = {}
+    if folder is None or not Path(folder).is_dir():
+        return []
+    for path in sorted(Path(folder).rglob("causal.json")):
+        doc = json.loads(path.read_text())
+        tensors = path.parent / "alpha.safetensors"
+        if doc.get("layer") != layer or not tensors.is_file():
+            continue
+        k_c = load_file(str(tensors))["k_c"]
+        name = f"{doc['concept']} (α)"
+        brushes.setdefault(name, Brush(name, doc["concept"], "alpha", [int(e["unit"]) for e in doc["units"]], k_c,
+                                       str(path.parent)))  # fmt: skip
+    for path in sorted(Path(folder).rglob("dissect.json")):
+        doc = json.loads(path.read_text())
+        table = path.parent / f"iou-{layer}.npy"
+        if layer not in doc.get("layers", {}) or not table.is_file():
+            continue
+        iou, names = torch.from_numpy(np.load(table)), doc["vocabulary"]["names"]
+        labels = {u["label"] for u in doc["layers"][layer]["units"] if u["interpretable"]}
+        for concept in sorted(labels):
+            ranking = torch.sort(iou[:, names.index(concept)], descending=True, stable=True).indices.tolist()
+            brushes.setdefault(f"{concept} (IoU)", Brush(f"{concept} (IoU)", concept, "iou", ranking, None,
+                                                          str(path.parent)))  # fmt: skip
+    return list(brushes.values())
+
+
+class PaintSession:
+    """Images being edited with the brushes of a palette, for one generator layer and segmenter."""
+
+    def __init__(self, generator, segmenter: Segmenter, layer: str, brushes: list[Brush], z_dim: int | None = None,
+                 kc_samples: int = 200, strengths: tuple[int, ...] = (5, 10, 20)) -> None:  # fmt: skip
+        if not brushes:
+            raise ValueError("the palette is empty: no causal search or dissection of this layer was found")
+        self.split = LayerSplit(generator, layer, z_dim)
+        self.segmenter, self.layer, self.kc_samples = segmenter, layer, kc_samples
+        self.brushes = {b.name: b for b in brushes}
+        self.images: OrderedDict[str, Canvas] = OrderedDict()
+        with torch.no_grad():
+            r = self.split.h(latents([0], self.split.z_dim, 0).to(device_of(generator)))
+        self.units, self.size = r.shape[1], tuple(r.shape[-2:])
+        self.strengths = tuple(n for n in strengths if n <= self.units) or (self.units,)
+        self._counter = 0
+
+    def palette(self) -> dict:
+        return {
+            "layer": self.layer,
+            "featuremap": list(self.size),
+            "units": self.units,
+            "strengths": list(self.strengths),
+            "concepts": [
+                {"name": b.name, "concept": b.concept, "ranking": b.ranking, "source": b.source}
+                for b in self.brushes.values()
+            ],  # fmt: skip
+        }
+
+    def sample(self, seed: int | None = None) -> dict:
+        if seed is None:
+            seed = int(torch.randint(MAX_SEED, (1,)))
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            raise PaintError(f"seed must be an integer in [0, {MAX_SEED}]")
+        z = latents([seed], self.split.z_dim, 0).to(device_of(self.split.generator))
+        with torch.no_grad():
+            r = self.split.h(z)
+        self._counter += 1
+        key = f"img{self._counter}"
+        self.images[key] = Canvas(seed, z, r)
+        while len(self.images) > MAX_IMAGES:
+            self.images.popitem(last=False)
+        return {"id": key, "seed": seed, **self.render(key)}
+
+    def canvas(self, key: str) -> Canvas:
+        if not isinstance(key, str) or key not in self.images:
+            raise PaintError("unknown image id (it may have been dropped: ask for a new sample)", 404)
+        self.images.move_to_end(key)
+        return self.images[key]
+
+    def edit(self, key: str, action: str, concept: str, mask, n: int) -> dict:
+        canvas = self.canvas(key)
+        if action not in ACTIONS:
+            raise PaintError(f"action must be one of {', '.join(ACTIONS)}")
+        if concept not in self.brushes:
+            raise PaintError(f"unknown concept {concept!r}; the palette has: {', '.join(self.brushes)}")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.units:
+            raise PaintError(f"n (the number of units) must be an integer in [1, {self.units}]")
+        canvas.strokes.append((action, concept, self.check_mask(mask), n))
+        return self.render(key)
+
+    def check_mask(self, mask) -> torch.Tensor:
+        """A (h, w) list of 0/1 rows → a (1, 1, h, w) float mask; anything else is a PaintError."""
+        h, w = self.size
+        ok = isinstance(mask, list) and len(mask) == h and all(isinstance(row, list) and len(row) == w for row in mask)
+        if not ok or not all(v in (0, 1) and not isinstance(v, float) for row in mask for v in row):
+            raise PaintError(f"mask must be {h} rows of {w} values 0 or 1 (the {self.layer} featuremap's cells)")
+        m = torch.tensor(mask, dtype=torch.float32)
+        if m.sum() == 0:
+            raise PaintError("the mask is empty: paint some cells first")
+        return m[None, None]
+
+    def undo(self, key: str) -> dict:
+        canvas = self.canvas(key)
+        if canvas.strokes:
+            canvas.strokes.pop()
+        return self.render(key)
+
+    def reset(self, key: str) -> dict:
+        self.canvas(key).strokes.clear()
+        return self.render(key)
+
+    def k_c(self, brush: Brush) -> torch.Tensor:
+        if brush.k_c is None:  # an IoU ranking: k_c from the concept's mean activations (§S-6.4), once
+            from lightning_gd.causal.interventions import concept_means
+
+            brush.k_c = concept_means(self.split, self.segmenter, brush.concept, self.kc_samples, progress=False)["k_c"]
+        return brush.k_c
+
+    @torch.no_grad()
+    def featuremap(self, key: str) -> torch.Tensor:
+        """The cached h(z) with every stroke applied in order."""
+        canvas = self.canvas(key)
+        r = canvas.r
+        for action, concept, mask, n in canvas.strokes:
+            brush = self.brushes[concept]
+            units = brush.units[:n]
+            m = mask.to(r.device)
+            r = insert(r, units, self.k_c(brush).to(r.device), m) if action == "draw" else ablate(r, units, m)
+        return r
+
+    @torch.no_grad()
+    def render(self, key: str) -> dict:
+        t0 = time.perf_counter()
+        canvas = self.canvas(key)
+        x = self.split.f(self.featuremap(key), canvas.z)
+        labels = self.segmenter.labels(x)
+        return {
+            "image": _png(to_uint8(x)[0]),
+            "segmentation": _png(_colours(labels[0])),
+            "edits": len(canvas.strokes),
+            "ms": round(1000 * (time.perf_counter() - t0), 1),
+        }
+
+
+def _colours(labels: torch.Tensor) -> torch.Tensor:
+    from lightning_gd.reports.images import colorize
+
+    return colorize(labels[None])[0]
+
+
+def _png(image: torch.Tensor) -> str:
+    """uint8 (3, H, W) → a data: URL of its PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
