@@ -120,16 +120,42 @@ def measure_context(G, seg, concept, layer, units, k_c, n, seed, locations, regi
     else:
         where = torch.randperm(every, generator=rng(seed, stream="test_locations"))[:locations].sort().values
     traced = later_layers(split) if trace else []
-    parts = []
-    batches = latent_batches(n, split.z_dim, seed, batch_size, k_c.device, f"context[{concept}]", progress, False)
-    for _, z in batches:
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and n < torch.distributed.get_world_size()
+    ):
+        raise ValueError(f"n={n} images cannot be shared by {torch.distributed.get_world_size()} ranks")
+    parts, order = [], []
+    batches = latent_batches(n, split.z_dim, seed, batch_size, k_c.device, f"context[{concept}]", progress)
+    for idx, z in batches:  # this rank's share of the images (all of them without torch.distributed)
         parts.append(insert_at_locations(split, seg, z, units, k_c.to(z.device), c, where, region, chunk, traced))
-    cat = {key: torch.cat([getattr(p, key).cpu() for p in parts]) for key in ("before", "after", "background")}
-    change = {name: torch.cat([p.change[name].cpu() for p in parts]) for name in traced}
-    magnitude = {name: sum(p.magnitude[name].cpu() for p in parts) for name in traced}
-    elements = {name: sum(p.elements[name] for p in parts) for name in traced}
-    return {**cat, "window": parts[0].window.cpu(), "locations": where, "size": size, "layers": traced,
-            "change": change, "magnitude": magnitude, "elements": elements, "concept_index": c}  # fmt: skip
+        order.append(idx.cpu())
+    local = {
+        **{key: torch.cat([getattr(p, key).cpu() for p in parts]) for key in ("before", "after", "background")},
+        "change": {name: torch.cat([p.change[name].cpu() for p in parts]) for name in traced},
+        "magnitude": {name: sum(p.magnitude[name].cpu() for p in parts) for name in traced},
+        "elements": {name: sum(p.elements[name] for p in parts) for name in traced},
+        "index": torch.cat(order),
+    }
+    merged = _gather(local)
+    return {**merged, "window": parts[0].window.cpu(), "locations": where, "size": size, "layers": traced,
+            "concept_index": c}  # fmt: skip
+
+
+def _gather(local: dict) -> dict:
+    """Under torch.distributed, every rank's per-image results in sample order and the sums added; else
+    `local` itself."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return local
+    shards = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(shards, local)
+    order = torch.sort(torch.cat([s["index"] for s in shards])).indices
+    out = {key: torch.cat([s[key] for s in shards])[order] for key in ("before", "after", "background", "index")}
+    out["change"] = {name: torch.cat([s["change"][name] for s in shards])[order] for name in local["change"]}
+    out["magnitude"] = {name: sum(s["magnitude"][name] for s in shards) for name in local["magnitude"]}
+    out["elements"] = {name: sum(s["elements"][name] for s in shards) for name in local["elements"]}
+    return out
 
 
 def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_samples, dissect_samples, cache_dir,

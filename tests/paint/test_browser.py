@@ -1,0 +1,121 @@
+"""The painting page in a real browser: Debian's headless `chromium`, driven by Playwright's Python bindings
+pointed at that binary (nothing is downloaded). Load the page, paint a stroke with the mouse, press draw: the
+image changes only near the stroke; remove; undo; and no request leaves this machine.
+
+With LIGHTNING_GD_SCREENSHOTS=<folder> the run's screenshots (original, drawn, removed) are copied there (the
+README's are made this way, with LIGHTNING_GD_PAINT_RESULTS=out for the α rankings of finished searches)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CELL = 32  # page pixels per featuremap cell (512 px / 16 cells)
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("the browser tests drive Debian's chromium: install it (apt-get install -y chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def url(session, tmp_path_factory):
+    import uvicorn
+
+    from lightning_gd.jobs.paint import paint_session
+    from lightning_gd.paint.server import create_app
+
+    results = os.environ.get("LIGHTNING_GD_PAINT_RESULTS")
+    served = paint_session(results=Path(results)) if results else session
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", served
+    server.should_exit = True
+    thread.join(10)
+
+
+def image_of(page) -> np.ndarray:
+    src = page.get_attribute("#image", "src")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")).astype(int)
+
+
+def pick(names: list[str], wanted: str) -> str:
+    return next((n for n in names if n.startswith(wanted)), names[0])
+
+
+def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    base, served = url
+    names = list(served.brushes)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    requests = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1000, "height": 640})
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(f"{base}/?seed=5")
+        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        before = image_of(page)
+        page.screenshot(path=str(shots / "paint_1_original.png"))
+        page.select_option("#concept", pick(names, "tree"))
+        page.select_option("#strength", "20")
+        box = page.locator("#brush").bounding_box()
+        row, cols = 12, (2, 6)  # a stroke along featuremap row 12, columns 2-6
+        page.mouse.move(box["x"] + cols[0] * CELL + 16, box["y"] + row * CELL + 16)
+        page.mouse.down()
+        page.mouse.move(box["x"] + cols[1] * CELL + 16, box["y"] + row * CELL + 16, steps=8)
+        page.mouse.up()
+        page.click("#draw")
+        page.wait_for_selector("body[data-edits='1']", timeout=30_000)
+        drawn = image_of(page)
+        page.screenshot(path=str(shots / "paint_2_drawn.png"))
+        changed = np.abs(drawn - before).sum(-1) > 0  # (64, 64): 4 image pixels per cell
+        assert changed.any(), "drawing changed nothing"
+        ys, xs = np.nonzero(changed)
+        margin = 3  # cells: the later layers' reach around an edited featuremap cell
+        assert ys.min() >= 4 * (row - margin) and ys.max() < 4 * (row + 1 + margin), (ys.min(), ys.max())
+        assert xs.min() >= 4 * (cols[0] - margin) and xs.max() < 4 * (cols[1] + 1 + margin), (xs.min(), xs.max())
+        page.click("#clear")
+        page.select_option("#concept", pick(names, "door"))
+        page.mouse.move(box["x"] + 8 * CELL + 16, box["y"] + 11 * CELL + 16)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 12 * CELL + 16, box["y"] + 14 * CELL + 16, steps=8)
+        page.mouse.up()
+        page.click("#remove")
+        page.wait_for_selector("body[data-edits='2']", timeout=30_000)
+        page.screenshot(path=str(shots / "paint_3_removed.png"))
+        page.click("#undo")
+        page.wait_for_selector("body[data-edits='1']", timeout=30_000)
+        assert np.array_equal(image_of(page), drawn)
+        assert page.text_content("#error") == ""
+        browser.close()
+    assert requests and all(r.startswith(base) or r.startswith("data:") for r in requests), requests
+    for png in shots.iterdir():
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    if os.environ.get("LIGHTNING_GD_SCREENSHOTS"):
+        out = Path(os.environ["LIGHTNING_GD_SCREENSHOTS"])
+        out.mkdir(parents=True, exist_ok=True)
+        for png in shots.iterdir():
+            shutil.copy(png, out / png.name)
