@@ -150,8 +150,13 @@ class PaintSession:
             raise PaintError(f"unknown concept {concept!r}; the palette has: {', '.join(self.brushes)}")
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.units:
             raise PaintError(f"n (the number of units) must be an integer in [1, {self.units}]")
-        canvas.strokes.append((action, concept, self.check_mask(mask), n))
-        return self.render(key)
+        mask = self.check_mask(mask)
+        t0 = time.perf_counter()
+        if action == "draw":
+            self.k_c(self.brushes[concept])  # computed on an IoU brush's first use, timed apart from the render
+        prepared = round(1000 * (time.perf_counter() - t0), 1)
+        canvas.strokes.append((action, concept, mask, n))
+        return {**self.render(key), **({"prepare_ms": prepared} if prepared >= 50 else {})}
 
     def check_mask(self, mask) -> torch.Tensor:
         """A (h, w) list of 0/1 rows → a (1, 1, h, w) float mask; anything else is a PaintError."""
