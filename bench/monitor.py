@@ -42,11 +42,12 @@ class TimedMonitor(UnitEmergenceMonitor):
 
 def fit(batches: int, root: Path, monitor: UnitEmergenceMonitor | None, workers: int) -> float:
     pl.seed_everything(0, verbose=False)
-    module = GANModule(z_dim=128, g_width=256, d_width=48)
+    module = GANModule()  # the world ProGAN's sizes (configs/world/gan.yaml)
     data = SceneDataModule(batch_size=32, train_size=50_000, val_size=64, num_workers=workers)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
+        precision="bf16-mixed",  # as configs/world/gan.yaml trains
         max_steps=2 * batches,  # global_step counts both optimisers
         limit_val_batches=0,
         logger=TensorBoardLogger(root, name="bench"),
