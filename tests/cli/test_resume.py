@@ -45,7 +45,7 @@ trainer:
     - class_path: pytorch_lightning.callbacks.ModelCheckpoint
       init_args: {{dirpath: {out}/checkpoints, save_top_k: 1, save_last: true, every_n_epochs: 1}}
 """
-EPOCHS = 60  # enough that a signal sent just after the first checkpoint lands mid-run on an idle machine
+EPOCHS = 40
 
 
 def _fit(tmp: Path, name: str, *extra: str) -> subprocess.Popen:
@@ -54,7 +54,12 @@ def _fit(tmp: Path, name: str, *extra: str) -> subprocess.Popen:
     (out / "config.yaml").write_text(CONFIG.format(out=out, epochs=EPOCHS))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "lightning_gd", "fit", "--config", str(out / "config.yaml"), *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT back to its default in the child: a parent started in the background (nohup, `&`) passes it on
+    # ignored, and Python then never raises KeyboardInterrupt
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
 
 
 def _alpha(tmp: Path, name: str) -> torch.Tensor:
@@ -79,7 +84,7 @@ def test_killed_search_resumes_to_the_same_alpha(uninterrupted, sig):
     deadline = time.time() + 300
     while not last.exists() and run.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    time.sleep(0.02)  # into the second epoch
+    time.sleep(0.3)  # into a later epoch
     assert run.poll() is None, "the run ended before it could be interrupted: raise EPOCHS"
     run.send_signal(sig)
     output, _ = run.communicate(timeout=120)
