@@ -6,7 +6,6 @@ DDP reduces them exactly and any batch split gives the same answer.
   linear interpolation inside the bin.
 - `UnitConceptHistogram`: the same counts split by the concept under each pixel → the per-unit IQR
   threshold of the paper's Eq. 2 (argmax_t I/H against the unit's best concept).
-- `IoUTally`: intersections, unit-mask areas and concept areas pooled over the sample → IoU (U, C).
 - `TopK`: the k samples with the largest score per unit (the unit browser's top images).
 - `TensorSum`: any tensor summed over batches and ranks (the ACE evaluation's counts).
 
@@ -136,16 +135,6 @@ def iou_from_tallies(inter: torch.Tensor, unit_area: torch.Tensor, concept_area:
     return torch.where(union > 0, inter.double() / union.clamp(min=1), torch.zeros_like(union))
 
 
-def concept_onehot(groups: list[torch.Tensor], offsets: list[int], num_concepts: int, device=None) -> torch.Tensor:
-    """Label groups → dense (P, C) float 0/1 concept membership of every pixel (B·H·W flattened)."""
-    onehot = torch.zeros(groups[0].numel(), num_concepts, device=device)
-    for labels, off in zip(groups, offsets):
-        lab = labels.flatten()
-        keep = (lab >= 0).nonzero().squeeze(1)
-        onehot[keep, lab[keep] + off] = 1.0
-    return onehot
-
-
 def _flat_units(acts: torch.Tensor) -> torch.Tensor:
     """(B, U, H, W) → (U, B·H·W)."""
     return acts.transpose(0, 1).reshape(acts.shape[1], -1)
@@ -202,37 +191,6 @@ class UnitConceptHistogram(Metric):
 
     def compute(self, samples_per_count: float = 1.0, q: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
         return iqr_from_counts(self.counts, self.per_octave, samples_per_count, q)
-
-
-class IoUTally(Metric):
-    """Pooled unit×concept intersections and areas for fixed thresholds → IoU (U, C)."""
-
-    full_state_update = False
-
-    def __init__(self, num_units: int, num_concepts: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.num_units, self.num_concepts = num_units, num_concepts
-        self.add_state("intersection", torch.zeros(num_units, num_concepts, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("unit_area", torch.zeros(num_units, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("concept_area", torch.zeros(num_concepts, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(
-        self, acts: torch.Tensor, thresholds: torch.Tensor, groups: list[torch.Tensor], offsets: list[int]
-    ) -> None:
-        """acts (B, U, H, W) at segmentation size; thresholds (U,); label groups as in the module doc."""
-        B, U = acts.shape[:2]
-        masks = (acts > thresholds.to(acts)[None, :, None, None]).view(B, U, -1).float()  # (B, U, HW)
-        onehot = concept_onehot(groups, offsets, self.num_concepts, acts.device).view(B, -1, self.num_concepts)
-        # a column of ones makes the same product count each unit's mask area: (B, HW, C + 1)
-        onehot = torch.cat([onehot, torch.ones_like(onehot[..., :1])], -1)
-        # 0/1 products summed in float32 are exact per image (< 2^24 pixels); the batch sum is taken in int64
-        counts = torch.bmm(masks, onehot).round().long().sum(0)  # (U, C + 1)
-        self.intersection += counts[:, :-1]
-        self.unit_area += counts[:, -1]
-        self.concept_area += onehot[..., :-1].sum(1).round().long().sum(0)
-
-    def compute(self) -> torch.Tensor:
-        return iou_from_tallies(self.intersection, self.unit_area, self.concept_area)
 
 
 class TensorSum(Metric):

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lightning_gd.dissection.bands import BandTally
 from lightning_gd.dissection.stats import (
     E_MAX,
     E_MIN,
     SIGNIFICANT_G,
-    IoUTally,
     TopK,
     UnitConceptHistogram,
     UnitHistogram,
@@ -266,16 +266,18 @@ def brute_iou(r, thresholds, groups, offsets, C):
 @pytest.mark.parametrize("batch_size", [1, 3, 5])
 def test_iou_matches_dense_masks(batch_size):
     r, groups, offsets, C, thresholds = iou_data(0)
-    t = IoUTally(4, C)
+    t = BandTally(thresholds, thresholds, C, bins=0)  # the fixed-threshold tally of the IQR mode
     for chunk, *gs in splits(r, batch_size, *groups):
-        t.update(chunk, thresholds, gs, offsets)
-    iou = t.compute()
+        t.update(chunk, gs, offsets)
+    iou = t.iou()
     expected = brute_iou(r, thresholds, groups, offsets, C)
     torch.testing.assert_close(iou, expected, atol=1e-5, rtol=0)
     assert not iou.isnan().any()
     assert (iou[2] == 0).all() and (iou[:, 6] == 0).all()  # empty mask, concept never present
     assert iou[0].argmax() == 1 and iou[0, 1] > 0.4
-    torch.testing.assert_close(iou_from_tallies(t.intersection, t.unit_area, t.concept_area), iou)
+    state = t.compute()
+    above = state["counts"][:, :, 1]
+    torch.testing.assert_close(iou_from_tallies(above[:, :-1], above[:, -1], state["concept_area"]), iou)
 
 
 def test_iou_of_two_empty_sets_is_zero():
