@@ -37,9 +37,14 @@ def _segmented_batches(
 ):
     """Yield (sample indices, featuremaps per layer, segmenter labels) for this rank's share of n samples."""
     for idx, z in latent_batches(n, z_dim, seed, batch_size, device_of(generator), desc, progress):
-        with TraceDict(generator, layers) as tr:
-            x = generator(z)
-        yield idx, {layer: check_featuremap(tr[layer].output, layer) for layer in layers}, segmenter.labels(x)
+        yield idx, *_segmented(generator, segmenter, layers, z)
+
+
+def _segmented(generator: nn.Module, segmenter: Segmenter, layers: list[str], z: torch.Tensor):
+    """(featuremaps per layer, segmenter labels) of one batch of z."""
+    with TraceDict(generator, layers) as tr:
+        x = generator(z)
+    return {layer: check_featuremap(tr[layer].output, layer) for layer in layers}, segmenter.labels(x)
 
 
 def _indexed_batches(generator, segmenter, layers, indices, seed, z_dim, batch_size, bar):
@@ -47,11 +52,9 @@ def _indexed_batches(generator, segmenter, layers, indices, seed, z_dim, batch_s
     if not indices:
         return
     for idx in torch.tensor(indices, dtype=torch.long).split(batch_size):
-        with TraceDict(generator, layers) as tr:
-            x = generator(latents(idx, z_dim, seed).to(device_of(generator)))
-        maps = {layer: check_featuremap(tr[layer].output, layer) for layer in layers}
+        maps, labels = _segmented(generator, segmenter, layers, latents(idx, z_dim, seed).to(device_of(generator)))
         bar.update(len(idx))
-        yield idx, maps, segmenter.labels(x)
+        yield idx, maps, labels
 
 
 @torch.no_grad()

@@ -50,6 +50,11 @@ class DissectSettings:
             raise ValueError("the IQR threshold must be chosen on a separate sample: iqr_seed must differ from seed")
 
 
+def concept_ranking(iou: torch.Tensor, concept_index: int) -> list[int]:
+    """The units ranked by their IoU with one concept, best first (ties: the lower unit); iou is (U, C)."""
+    return torch.sort(iou[:, concept_index], descending=True, stable=True).indices.tolist()
+
+
 @dataclass
 class LayerDissection:
     layer: str

@@ -175,10 +175,10 @@ def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_sampl
         chosen, sources["units_from"] = [int(u) for u in units], "--units"
     elif causal is None:
         from lightning_gd.dissection import dissect
+        from lightning_gd.dissection.results import concept_ranking
 
         d = dissect(G, layer, seg, n=dissect_samples, z_dim=z_dim, cache_dir=cache_dir, progress=progress)
-        iou = d.layers[layer].iou[:, d.vocabulary.index(concept)]
-        chosen = torch.sort(iou, descending=True, stable=True).indices[:top_n].tolist()
+        chosen = concept_ranking(d.layers[layer].iou, d.vocabulary.index(concept))[:top_n]
         sources["units_from"] = f"IoU with {concept} (dissection of {dissect_samples} samples)"
     if k_c is None:
         split = LayerSplit(G, layer, z_dim)

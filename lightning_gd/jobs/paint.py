@@ -28,6 +28,7 @@ def paint_session(
     under `results`; with none, the labels of a fresh (cached) dissection of `layer` (every concept that is some
     unit's best match, interpretable or not: a brush needs a ranking, not a label)."""
     from lightning_gd.dissection import dissect
+    from lightning_gd.dissection.results import concept_ranking
     from lightning_gd.paint.session import Brush, PaintSession, find_results
 
     dev = resolve_device(device)
@@ -38,9 +39,8 @@ def paint_session(
         d = dissect(G, layer, seg, n=dissect_samples, z_dim=z_dim, cache_dir=cache_dir, progress=False)
         units = d.units(layer)
         labels = sorted({u["label"] for u in units})
-        iou = d.layers[layer].iou
         for concept in labels:
-            order = iou[:, d.vocabulary.index(concept)].sort(descending=True, stable=True).indices.tolist()
+            order = concept_ranking(d.layers[layer].iou, d.vocabulary.index(concept))
             brushes.append(Brush(f"{concept} (IoU)", concept, "iou", order, None, f"dissection of {dissect_samples}"))
     return PaintSession(G, seg, layer, brushes, z_dim, kc_samples)
 

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lightning_gd.causal.interventions import ablate, insert
+from lightning_gd.causal.interventions import ablate, concept_means, insert
+from lightning_gd.dissection.results import concept_ranking
 from lightning_gd.latents import latents
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.images import to_uint8
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import LayerSplit
+from lightning_gd.reports.images import colorize
 
 ACTIONS = ("draw", "remove")
 MAX_IMAGES = 64  # images kept per server (least recently used dropped)
@@ -86,7 +88,7 @@ def find_results(folder: Path | None, layer: str) -> list[Brush]:
         iou, names = torch.from_numpy(np.load(table)), doc["vocabulary"]["names"]
         labels = {u["label"] for u in doc["layers"][layer]["units"] if u["interpretable"]}
         for concept in sorted(labels):
-            ranking = torch.sort(iou[:, names.index(concept)], descending=True, stable=True).indices.tolist()
+            ranking = concept_ranking(iou, names.index(concept))
             brushes.setdefault(f"{concept} (IoU)", Brush(f"{concept} (IoU)", concept, "iou", ranking, None,
                                                           str(path.parent)))  # fmt: skip
     return list(brushes.values())
@@ -181,8 +183,6 @@ class PaintSession:
 
     def k_c(self, brush: Brush) -> torch.Tensor:
         if brush.k_c is None:  # an IoU ranking: k_c from the concept's mean activations (§S-6.4), once
-            from lightning_gd.causal.interventions import concept_means
-
             brush.k_c = concept_means(self.split, self.segmenter, brush.concept, self.kc_samples, progress=False)["k_c"]
         return brush.k_c
 
@@ -206,16 +206,10 @@ class PaintSession:
         labels = self.segmenter.labels(x)
         return {
             "image": _png(to_uint8(x)[0]),
-            "segmentation": _png(_colours(labels[0])),
+            "segmentation": _png(colorize(labels)[0]),
             "edits": len(canvas.strokes),
             "ms": round(1000 * (time.perf_counter() - t0), 1),
         }
-
-
-def _colours(labels: torch.Tensor) -> torch.Tensor:
-    from lightning_gd.reports.images import colorize
-
-    return colorize(labels[None])[0]
 
 
 def _png(image: torch.Tensor) -> str:

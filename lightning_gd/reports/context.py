@@ -20,13 +20,17 @@ from lightning_gd.reports.figures import figure, save
 from lightning_gd.reports.images import outline, save_rows
 
 
+def gains(found: dict) -> torch.Tensor:
+    """(B, L): the concept's share of each window gained by each insertion."""
+    return (found["after"] - found["before"]) / found["window"].clamp(min=1)
+
+
 def summarize(found: dict, concepts: tuple[str, ...], respond: float, reps: int, seed: int) -> dict:
     """By background concept: mean effect (the concept's share of the window gained), its 95 % bootstrap
     interval over images, the share of concept-free windows where it appears, and the counts."""
-    before, after, window = found["before"], found["after"], found["window"].clamp(min=1)
-    effect = (after - before) / window  # (B, L)
-    free = before == 0
-    appeared = (after > 0) & free
+    effect = gains(found)
+    free = found["before"] == 0
+    appeared = (found["after"] > 0) & free
     stats = bootstrap_by_group(effect, found["background"], len(concepts), reps, seed)
     rows = {}
     for g, name in enumerate(concepts):
@@ -57,8 +61,7 @@ def trace_summary(found: dict, respond: float) -> dict:
     last layer's change per insertion location, averaged over the images (the Fig. 17 heatmap)."""
     if not found["layers"]:
         return {}
-    effect = (found["after"] - found["before"]) / found["window"].clamp(min=1)
-    visible = effect >= respond
+    visible = gains(found) >= respond
     lines = {"visible": [], "not_visible": []}
     per_location = None
     for name in found["layers"]:
@@ -147,9 +150,8 @@ def where_image(G: nn.Module, found: dict, settings: dict, respond: float, count
     """Two rows: the `count` images with the most responsive insertion locations (the concept's share of the
     window grew by at least `respond`), and the same images with those locations outlined in yellow (Fig. 11's
     boxes). Returns the sample indices shown."""
-    effect = (found["after"] - found["before"]) / found["window"].clamp(min=1)  # (B, L)
-    hits = effect >= respond
-    order = torch.sort(hits.sum(1), descending=True, stable=True).indices[: min(count, len(effect))]
+    hits = gains(found) >= respond  # (B, L)
+    order = torch.sort(hits.sum(1), descending=True, stable=True).indices[: min(count, len(hits))]
     if len(order) == 0:
         return []
     z = latents(order.tolist(), z_dim_of(G), settings["seed"]).to(device_of(G))

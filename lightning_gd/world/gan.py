@@ -36,11 +36,14 @@ DISCRIMINATOR_WIDTHS = (32, 64, 128, 256, 256)  # channels at 64², 32², 16², 
 class EqualConv2d(nn.Module):
     """A convolution with the equalised learning rate: unit-normal weights scaled by gain / sqrt(fan_in)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, gain: float = math.sqrt(2)) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int, gain: float = math.sqrt(2), padding: int | None = None
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(cout))
-        self.scale, self.padding = gain / math.sqrt(cin * kernel * kernel), kernel // 2
+        self.scale = gain / math.sqrt(cin * kernel * kernel)
+        self.padding = kernel // 2 if padding is None else padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
@@ -71,7 +74,7 @@ class Discriminator(nn.Module):
         self.from_rgb = EqualConv2d(3, widths[0], 1)
         self.down = nn.ModuleList(EqualConv2d(a, b, 3) for a, b in zip(widths[:-1], widths[1:]))
         self.final_conv = EqualConv2d(widths[-1] + 1, widths[-1], 3)
-        self.dense = EqualConv2d(widths[-1], widths[-1], 4)  # a dense layer over the 4×4 map, as a 4×4 conv
+        self.dense = EqualConv2d(widths[-1], widths[-1], 4, padding=0)  # a dense layer over the 4×4 map
         self.out = nn.Linear(widths[-1], 1)
         self.resolution = resolution
 
@@ -80,7 +83,7 @@ class Discriminator(nn.Module):
         for conv in self.down:
             x = F.avg_pool2d(F.leaky_relu(conv(x), 0.2), 2)
         x = F.leaky_relu(self.final_conv(minibatch_stddev(x)), 0.2)  # (B, C, 4, 4)
-        x = F.leaky_relu(F.conv2d(x, self.dense.weight * self.dense.scale, self.dense.bias), 0.2)  # (B, C, 1, 1)
+        x = F.leaky_relu(self.dense(x), 0.2)  # (B, C, 1, 1)
         return self.out(x.flatten(1)).flatten()
 
 
