@@ -25,7 +25,7 @@ from lightning_gd.models.generators import device_of, quiet_measurement, z_dim_o
 from lightning_gd.models.hooks import Trace, resolve_layer
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import check_featuremap
-from lightning_gd.reports.emergence import TAG, scalars
+from lightning_gd.reports.emergence import TAG, custom_scalars_layout, scalars
 
 __all__ = ["FIDMonitor", "UnitEmergenceMonitor", "resolve_attribute"]
 
@@ -51,8 +51,19 @@ def resolve_attribute(root: nn.Module, path: str, what: str = "generator") -> nn
     return obj
 
 
+def write_layout(trainer: pl.Trainer) -> None:
+    """One custom-scalars layout for the run with a section from every monitor among its callbacks. TensorBoard
+    reads one layout per run, the last written (`log_unit_emergence` writes its own section alone the first time),
+    so each monitor writes the merged one after every measurement (a few hundred bytes)."""
+    writer = next((lg.experiment for lg in trainer.loggers if _is_tensorboard(lg)), None)
+    layout = {k: v for cb in trainer.callbacks if isinstance(cb, _EveryNBatches) for k, v in cb.layout().items()}
+    if writer is not None and layout:
+        writer.add_custom_scalars(layout)
+
+
 class _EveryNBatches(pl.Callback):
-    """Calls `measure(trainer, pl_module, batches)` every `every_n_batches` training batches and, if
+    """Calls `measure(trainer, pl_module, batches)` (subclasses also give `layout()`, their section of the run's
+    custom-scalars layout) every `every_n_batches` training batches and, if
     `at_train_end`, once more when training ends (unless the last batch was just measured). Batches, not
     `global_step`, which counts every optimiser step under manual optimisation; Lightning's batch progress
     survives resume."""
@@ -203,7 +214,11 @@ class UnitEmergenceMonitor(_EveryNBatches):
             for logger in trainer.loggers:
                 if not _is_tensorboard(logger):
                     logger.log_metrics(scalars(record, self.tag), step=trainer.global_step)
+            write_layout(trainer)
         return record
+
+    def layout(self) -> dict:
+        return custom_scalars_layout(self.layer, self.tag)
 
     def _tensorboard(self, trainer: pl.Trainer):
         for logger in trainer.loggers:
@@ -368,7 +383,12 @@ class FIDMonitor(_EveryNBatches):
             metrics[f"{self.tag}/fid_ablated"] = record["fid_ablated"]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
+        write_layout(trainer)
         return record
+
+    def layout(self) -> dict:
+        tags = [f"{self.tag}/fid", f"{self.tag}/fid_ablated"]  # FID, and after ablating the artifact units
+        return {self.tag: {f"FID ({self.feature_extractor} features), before/after ablation": ["Multiline", tags]}}
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": [dict(r) for r in self.history]}

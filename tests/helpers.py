@@ -385,18 +385,17 @@ def is_png(data: bytes) -> bool:
 
 
 def planted_report():
-    """(generator, dissection of layer1 + layer2, top-image strips) of the two-layer planted generator, with sky
+    """(generator, dissection of layer1 + layer2, the browser's top images) of the two-layer planted generator, with sky
     renamed to a script and dome to a <b> tag."""
     from lightning_gd.dissection import dissect
-    from lightning_gd.reports.images import unit_strips
+    from lightning_gd.reports.dissection import shown_images
 
     g = PlantedGenerator(two_layers=True).eval()
     seg = ColourSegmenter([SCRIPT, BOLD, "grass"])
     d = dissect(
         g, list(REPORT_LAYERS), seg, n=REPORT_N, batch_size=REPORT_N, q=REPORT_Q, top_k=REPORT_K, progress=False
     )
-    strips = {layer: unit_strips(g, d.layers[layer], Z_DIM, 0) for layer in REPORT_LAYERS}
-    return g, d, strips
+    return g, d, shown_images(g, d, Z_DIM)
 
 
 class NaNSegmenter(ColourSegmenter):
@@ -460,3 +459,15 @@ class DoorGenerator(nn.Sequential):
         self.add_module("layer1", DoorScene())
         self.add_module("layer2", DoorVeto())
         self.add_module("layer3", DoorRender())
+
+
+def chromium_path() -> str:
+    """Debian's chromium, which the browser tests drive through Playwright (nothing is downloaded)."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        import pytest
+
+        pytest.fail("the browser tests drive Debian's chromium: install it (apt-get install -y chromium)")
+    return path

@@ -37,7 +37,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture
 def dissected(tmp_path, one_thread) -> Path:
     out = tmp_path / "run"
-    main(["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(out)])
+    main(["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(out), "--cache_dir", str(out / "cache")])
     return out
 
 
@@ -62,7 +62,8 @@ def dissected(tmp_path, one_thread) -> Path:
 )
 def test_bad_values_are_one_clear_line(args, message, tmp_path, capsys, one_thread):
     base = [*PLANTED, *COLOUR] if "--generator" not in args else ["--layers", "layer4"]
-    err = fails(["dissect", *base, *SMALL, "--out", str(tmp_path / "out"), *args], capsys)
+    out = ["--out", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")]
+    err = fails(["dissect", *base, *SMALL, *out, *args], capsys)
     assert re.search(message, err, re.S), err
     assert not (tmp_path / "out").exists()  # checked before anything was written
 
@@ -74,10 +75,16 @@ def test_unknown_concept_and_layer_in_a_causal_search(tmp_path, capsys):
 
 def test_a_broken_segmenter_is_named(tmp_path, capsys, one_thread):
     nan = ["--segmenter", '{"class_path": "tests.helpers.NaNSegmenter"}']
-    err = fails(["dissect", *PLANTED, *nan, *SMALL, "--out", str(tmp_path / "a")], capsys)
+    err = fails(
+        ["dissect", *PLANTED, *nan, *SMALL, "--out", str(tmp_path / "a"), "--cache_dir", str(tmp_path / "cache")],
+        capsys,
+    )
     assert "NaNSegmenter returned NaN or Inf scores" in err
     wrong = ["--segmenter", '{"class_path": "tests.helpers.WrongChannelsSegmenter"}']
-    err = fails(["dissect", *PLANTED, *wrong, *SMALL, "--out", str(tmp_path / "b")], capsys)
+    err = fails(
+        ["dissect", *PLANTED, *wrong, *SMALL, "--out", str(tmp_path / "b"), "--cache_dir", str(tmp_path / "cache")],
+        capsys,
+    )
     assert "WrongChannelsSegmenter returned scores of shape (1, 3, 64, 64); expected (B, 4, H, W)" in err
 
 
@@ -91,11 +98,32 @@ def test_world_card_needs_samples(capsys):
 def test_weights_files(tmp_path, capsys, one_thread):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     err = fails(
-        ["dissect", *SMALL, "--generator_weights", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "o")], capsys
+        [
+            "dissect",
+            *SMALL,
+            "--generator_weights",
+            str(tmp_path / "junk.pt"),
+            "--out",
+            str(tmp_path / "o"),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+        ],
+        capsys,
     )
     assert f"{tmp_path / 'junk.pt'} is not readable as weights" in err
     torch.save(zoo.generator().state_dict(), tmp_path / "plain.pt")  # a plain torch state dict works
-    main(["dissect", *SMALL, "--generator_weights", str(tmp_path / "plain.pt"), "--out", str(tmp_path / "ok")])
+    main(
+        [
+            "dissect",
+            *SMALL,
+            "--generator_weights",
+            str(tmp_path / "plain.pt"),
+            "--out",
+            str(tmp_path / "ok"),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert (tmp_path / "ok" / "dissect.json").is_file()
 
 
@@ -106,7 +134,17 @@ def test_code_in_a_weights_file_never_runs(tmp_path, capsys):
 
     torch.save({"layer1.weight": Payload()}, tmp_path / "evil.pt")
     err = fails(
-        ["dissect", *SMALL, "--generator_weights", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "o")], capsys
+        [
+            "dissect",
+            *SMALL,
+            "--generator_weights",
+            str(tmp_path / "evil.pt"),
+            "--out",
+            str(tmp_path / "o"),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+        ],
+        capsys,
     )
     assert "not readable as weights" in err and not (tmp_path / "ran").exists()
 
@@ -123,7 +161,10 @@ def test_output_folder_that_is_a_file_fails_before_the_work(tmp_path, capsys, mo
 
     monkeypatch.setattr(job, "run_dissection", lambda *a, **k: pytest.fail("computed before checking --out"))
     (tmp_path / "file").write_text("x")
-    err = fails(["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(tmp_path / "file")], capsys)
+    err = fails(
+        ["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(tmp_path / "file"), "--cache_dir", str(tmp_path / "cache")],
+        capsys,
+    )
     assert f"output folder {tmp_path / 'file'}" in err and "is a file" in err
 
 
@@ -138,7 +179,21 @@ def test_a_failed_write_keeps_the_previous_outputs(dissected, capsys, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(report, "write_html", disk_full)  # dissect.json and iou-*.npy are written before it
-    err = fails(["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(dissected), "--iou_threshold", "0.5"], capsys)
+    err = fails(
+        [
+            "dissect",
+            *PLANTED,
+            *COLOUR,
+            *SMALL,
+            "--out",
+            str(dissected),
+            "--cache_dir",
+            str(dissected / "cache"),
+            "--iou_threshold",
+            "0.5",
+        ],
+        capsys,
+    )
     assert "No space left on device" in err
     assert snapshot(dissected) == before
     assert not [p for p in dissected.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
@@ -178,7 +233,7 @@ def test_a_cache_file_changed_on_disk_is_recomputed(dissected, tmp_path, capsys,
         tensors = load_file(path)
         save_file({**tensors, "thresholds": torch.zeros_like(tensors["thresholds"])}, path, metadata=meta)
     with pytest.warns(UserWarning, match="checksum mismatch"):
-        main(["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(dissected)])
+        main(["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(dissected), "--cache_dir", str(dissected / "cache")])
     assert json.loads((dissected / "dissect.json").read_text())["layers"]["layer1"]["units"][0]["iou"] == iou
 
 
@@ -273,6 +328,20 @@ def test_a_huge_dissection_says_how_long_it_will_take(tmp_path, capsys, monkeypa
 
     monkeypatch.setattr(job, "run_dissection", stop)
     with pytest.raises(KeyboardInterrupt):
-        main(["dissect", *PLANTED, *COLOUR, "--n", "100000000", "--tb_dir", "null", "--out", str(tmp_path / "o")])
+        main(
+            [
+                "dissect",
+                *PLANTED,
+                *COLOUR,
+                "--n",
+                "100000000",
+                "--tb_dir",
+                "null",
+                "--out",
+                str(tmp_path / "o"),
+                "--cache_dir",
+                str(tmp_path / "cache"),
+            ]
+        )
     out = capsys.readouterr().out
     assert re.search(r"dissecting 100,000,000 samples: about [\d.]+ h \(100,000,000 generator passes", out), out

@@ -106,8 +106,15 @@ def test_monitor_writes_tensorboard(monitored):
     assert [e.value for e in acc.Scalars("emergence/layer1/units_per_concept/dome")] == [1, 1, 1]
     mean = acc.Scalars("emergence/layer1/mean_iou")[-1].value
     assert mean == pytest.approx(m1.history[-1]["mean_iou"])
-    assert "custom_scalars__config__" in tags["tensors"]  # the layout, written once per layer
-    assert len(acc.Tensors("custom_scalars__config__")) == 2
+    # TensorBoard reads the last layout a run holds: it has a section for each monitor of the run
+    assert [c.title for c in last_layout(acc).category] == ["emergence/layer1", "emergence/mix"]
+
+
+def last_layout(acc: EventAccumulator):
+    """The custom-scalars layout TensorBoard shows for a run (the last one written to it)."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    return layout_pb2.Layout.FromString(acc.Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0])
 
 
 def test_monitor_does_not_change_training(monitored):
@@ -305,6 +312,8 @@ def test_fid_monitor_logs_to_the_run(fitted):
     tags = set(acc.Tags()["scalars"])
     assert {"fid/fid", "fid/fid_ablated"} <= tags
     assert len(acc.Scalars("fid/fid")) >= 3
+    layout = {c.title: [t for chart in c.chart for t in chart.multiline.tag] for c in last_layout(acc).category}
+    assert layout == {"fid": ["fid/fid", "fid/fid_ablated"], "found": ["found/fid", "found/fid_ablated"]}
 
 
 def test_fid_monitor_state_round_trips(fitted):

@@ -250,7 +250,8 @@ def evaluate(
     names = [*rankings, *[f"random{i}" for i in range(random_draws)]]
     orders = with_random(list(rankings.values()), random_draws, location_seed)
     sums: dict[str, torch.Tensor] = {}
-    batches = latent_batches(n, split.z_dim, seed, batch_size, dev, f"ACE[{concept}]", progress, sharded=False)
+    bar = f"ACE of {concept} units (held-out z)"
+    batches = latent_batches(n, split.z_dim, seed, batch_size, dev, bar, progress, sharded=False)
     for idx, z in batches:
         top = min(top_n, num_units)
         part = batch_sums(split, segmenter, z, idx, orders, sizes, top, k_c, concept_index, location_seed)

@@ -108,7 +108,8 @@ def concept_means(
     concept_index = segmenter.concept_index(concept)
     dev = device_of(split.generator)
     weighted, total, pixels, count = None, 0.0, 0.0, 0
-    batches = latent_batches(n, split.z_dim, seed, batch_size, dev, f"k_c[{concept}]", progress, sharded=False)
+    desc = f"k_c: mean activation where {concept} is"
+    batches = latent_batches(n, split.z_dim, seed, batch_size, dev, desc, progress, sharded=False)
     for idx, z in batches:
         r = split.h(z).float()
         mask = segmenter.labels(split.f(r, z)) == concept_index  # (B, H, W)

@@ -28,6 +28,7 @@ from torch import nn
 from lightning_gd import zoo
 from lightning_gd.cache import Cache, atomic_write, check_writable, fingerprint, save_atomic, staged
 from lightning_gd.causal import ace
+from lightning_gd.causal import tensorboard as tb_views
 from lightning_gd.causal.interventions import at_locations, concept_means, coverage, intervene, location_mask
 from lightning_gd.causal.locations import training_locations
 from lightning_gd.dissection.recipe import dissect
@@ -125,6 +126,8 @@ class CausalSearch(LightningModule):
         self.val_sums = TensorSum((2,))
         self.test_sums = nn.ModuleDict(ace.sum_metrics(len(seg.concepts), len(self.ranking_names), len(self.sizes)))
         self._grid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._removed_val: float | None = None  # the last validation's share of c removed by the top-n
+        self._report = ""  # the result lines of fit or test, printed in teardown, after every progress bar
 
     @property
     def generator(self) -> nn.Module:
@@ -209,6 +212,7 @@ class CausalSearch(LightningModule):
 
     def on_fit_start(self) -> None:
         self._to_device()
+        tb_views.lay_out(self)
         if not bool(self.prepared):  # a resumed run has them from its checkpoint
             self.prepare()
 
@@ -217,6 +221,7 @@ class CausalSearch(LightningModule):
 
     def on_test_start(self) -> None:
         self._to_device()
+        tb_views.lay_out(self)
         if not bool(self.prepared):
             raise RuntimeError(
                 "this CausalSearch has no trained α: run `python -m lightning_gd fit` first and test its checkpoint "
@@ -291,16 +296,11 @@ class CausalSearch(LightningModule):
             self.log("train/top_n_turnover", float(turnover))
         self.previous_top.copy_(top)
         tb = self._tensorboard()
-        if tb is not None:
-            tb.add_histogram("alpha", self.alpha.detach().cpu(), self.current_epoch)
-            text = ", ".join(f"{u} ({float(self.alpha.detach()[u]):.2f})" for u in top.tolist())
-            tb.add_text(f"top_{self.top_n}_units", text, self.current_epoch)
+        if tb is not None:  # on the scalars' x-axis (steps), beside this epoch's scalars
+            tb_views.log_alpha(tb, self.alpha, top.tolist(), tb_views.epoch_end_step(self))
 
     def _tensorboard(self):
-        from torch.utils.tensorboard import SummaryWriter
-
-        exp = getattr(self.logger, "experiment", None) if self.logger is not None else None
-        return exp if isinstance(exp, SummaryWriter) and self.trainer.is_global_zero else None
+        return tb_views.writer(self.logger) if self.trainer.is_global_zero else None
 
     def configure_optimizers(self):
         return torch.optim.Adam([self.alpha], lr=self.hparams.lr)
@@ -317,6 +317,7 @@ class CausalSearch(LightningModule):
         self.val_sums.reset()
         removed = float(1 - ablated / original) if original > 0 else 0.0
         self.log(f"val/removed_top{self.top_n}", removed, prog_bar=True)
+        self._removed_val = self._removed_val if self.trainer.sanity_checking else removed
 
     def result(self) -> dict:
         """The search's answer: settings, the top-n units, and every unit's α and IoU, ranked by α."""
@@ -345,15 +346,14 @@ class CausalSearch(LightningModule):
         if self.trainer.is_global_zero:
             out = self.save_result()
             top = ", ".join(str(u) for u in self.ranking()[: self.top_n].tolist())
-            print(f"\n{self.hparams.concept} @ {self.hparams.layer}: top-{self.top_n} units by α: {top}")
-            print(f"wrote {out / 'causal.json'} and {out / 'alpha.safetensors'}")
+            self._report = (f"{self.hparams.concept} @ {self.hparams.layer}: top-{self.top_n} units by α: {top}\n"
+                            f"wrote {out / 'causal.json'} and {out / 'alpha.safetensors'}\n")  # fmt: skip
+            tb_views.log_fit_result(self, self._removed_val)
 
     def test_step(self, batch, batch_idx: int) -> None:
         indices, z = batch
-        orders = ace.with_random(
-            [self.ranking(), self.iou_ranking()], self.hparams.random_draws, self.hparams.location_seed
-        )
         seed = self.hparams.location_seed
+        orders = ace.with_random([self.ranking(), self.iou_ranking()], self.hparams.random_draws, seed)
         sums = ace.batch_sums(
             self.split, self.segmenter, z, indices, orders.to(z.device), self.sizes, self.top_n, self.k_c,
             self.concept_index, seed,
@@ -377,13 +377,15 @@ class CausalSearch(LightningModule):
         self.log(f"test/removed_top{self.top_n}_random", at_n["random_mean"])
         self.log("test/insertion_ace_alpha", summary["insertion_at_top_n"]["alpha"]["ace"])
         if self.trainer.is_global_zero:
-            from lightning_gd.reports.causal import write_ace
-
-            summary["layer"] = self.hparams.layer
-            summary["n_test"] = int(sums["count"])
+            summary |= {"layer": self.hparams.layer, "n_test": int(sums["count"])}
             summary["top_units"] = self.ranking()[: self.top_n].tolist()
-            write_ace(self, summary, self._grid_batch, self._tensorboard())
+            self._report = tb_views.write_test_result(self, summary, self._grid_batch, self._tensorboard())
         self._grid_batch = None
+
+    def teardown(self, stage: str) -> None:
+        """The result lines, once the progress bars are gone (the callbacks' teardown stops Rich's bar first)."""
+        print(self._report, end="", flush=True)
+        self._report = ""
 
 
 def _check_settings(

@@ -5,17 +5,24 @@ in layer4 of the embedded world (`default_fit.yaml`, a copy of configs/causal/tr
 Two departures from LightningCLI's defaults, both for safety: a `--ckpt_path` never replaces the model's
 arguments on the command line (LightningCLI would silently take the checkpoint's hyper-parameters, so a
 checkpoint of another search would run, and overwrite, that search; the model instead refuses a checkpoint
-that is not its own), and checkpoints are local files loaded weights-only (a URL is refused)."""
+that is not its own), and checkpoints are local files loaded weights-only (a URL is refused).
+
+`--concept C --layer L` choose the default search's concept and layer together with the folders that go with
+them (`out/causal/C-L/`, its checkpoints, `tb_logs/causal-C-L`), so one search never writes into another's.
+`fit` and `test` end by listing the checkpoint, the TensorBoard run and the next command."""
 
 from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
+
+from lightning_gd.cli.console import command, print_outputs, shown_path
 
 SUBCOMMANDS = {
     "fit": "Train a model; alone, the causal unit search for `tree` on the embedded world (see --help).",
@@ -57,9 +64,54 @@ def check_ckpt_path(ckpt_path: str) -> None:
         raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
 
 
+SHORTCUTS = ("concept", "layer")
+DEFAULT_SEARCH = {"concept": "tree", "layer": "layer4"}  # as in default_fit.yaml
+
+
+def expand_shortcuts(args: list[str]) -> list[str]:
+    """`--concept C` / `--layer L` (after the subcommand) → the default search's model arguments, its output and
+    checkpoint folders and its TensorBoard run name, all named `C-L`."""
+    chosen, rest, i = {}, [args[0]], 1
+    while i < len(args):
+        name, eq, value = args[i][2:].partition("=") if args[i].startswith("--") else ("", "", "")
+        if name in SHORTCUTS:
+            if not eq:
+                if i + 1 >= len(args):
+                    raise ValueError(f"--{name} needs a value")
+                i, value = i + 1, args[i + 1]
+            chosen[name] = value
+        else:
+            rest.append(args[i])
+        i += 1
+    if not chosen:
+        return args
+    if _names_a_model(rest[1:]):
+        raise ValueError(
+            "--concept and --layer choose the default search's concept and layer; with --config or --model set "
+            "--model.init_args.concept / .layer / .out, the logger's name and the checkpoint dirpath together"
+        )
+    c = {**DEFAULT_SEARCH, **chosen}
+    run = f"{c['concept']}-{c['layer']}"
+    return [
+        *rest[:1], "--model.concept", c["concept"], "--model.layer", c["layer"], "--model.out", f"out/causal/{run}",
+        "--trainer.logger.init_args.name", f"causal-{run}",
+        "--trainer.callbacks.init_args.dirpath", f"out/causal/{run}/checkpoints", *rest[1:],
+    ]  # fmt: skip
+
+
 def run_lightning(argv: list[str] | None) -> LightningCLI:
-    """LightningCLI on `argv` (None: the process's own command line, which it reads itself)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """LightningCLI on `argv` (None: the process's own command line), then the closing listing."""
+    args = expand_shortcuts(list(sys.argv[1:] if argv is None else argv))
+    if argv is None:
+        sys.argv = [sys.argv[0], *args]  # LightningCLI reads the process's own command line
+    started = time.time()
+    cli = _project_cli(args, None if argv is None else args)
+    if cli.trainer.is_global_zero:
+        report_run(cli, args, started)
+    return cli
+
+
+def _project_cli(args: list[str], argv: list[str] | None) -> LightningCLI:
     defaults = [] if _names_a_model(args[1:]) else [str(DEFAULT_CONFIG)]
     return ProjectCLI(
         LightningModule,
@@ -71,8 +123,54 @@ def run_lightning(argv: list[str] | None) -> LightningCLI:
         trainer_defaults={
             "logger": {
                 "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "tb_logs"},
+                # no `hp_metric = -1` placeholder: a model logs its real result with its hyper-parameters
+                "init_args": {"save_dir": "tb_logs", "default_hp_metric": False},
             }
         },
         args=argv,
     )
+
+
+def report_run(cli: LightningCLI, args: list[str], started: float) -> None:
+    """What `fit` / `test` wrote and what comes next (printed after Lightning's progress bars have closed)."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    trainer, model = cli.trainer, cli.model
+    tb = next((Path(lg.log_dir) for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    ckpt = trainer.checkpoint_callback
+    last = Path(ckpt.last_model_path or ckpt.best_model_path) if ckpt is not None else None
+    last = last if last is not None and last.is_file() and last.stat().st_mtime >= started - 1 else None
+    steps = []
+    if args[0] == "fit" and last is not None:
+        test = command("test", *_without_ckpt_path(args[1:]), "--ckpt_path", shown_path(last))
+        steps.append(test + "   (ACE on held-out z)")
+    out, hp = getattr(model, "out", None), getattr(model, "hparams", {})
+    search = out is not None and "concept" in hp  # a causal search
+    context = command("context", "--causal", out, "--concept", hp.get("concept"), "--layer", hp.get("layer"),
+                      "--out", f"out/context/{Path(str(out)).name}") + "   (where the units can insert it)"  # fmt: skip
+    if args[0] == "fit" and search:
+        steps.append(context)
+    if args[0] == "fit" and not search and last is not None and hasattr(model, "generator"):
+        # a GAN's training run: how its units emerged over the checkpoints (paper Fig. 18)
+        steps.append(command("dissect-checkpoints", last.parent) + "   (unit emergence over the checkpoints)")
+    if args[0] == "test" and search:
+        steps += [
+            context,
+            command("paint", "--results", Path(out).parent, "--layer", hp["layer"]) + "   (paint with the units)",
+            command("causal-summary", f"[{out}]") + "   (with other searches: the removal chart)",
+        ]  # fmt: skip
+    if trainer.interrupted and args[0] == "fit":  # Ctrl-C: continuing comes first
+        steps = [command("fit", *_without_ckpt_path(args[1:]), "--ckpt_path", "last") + "   (continue this run)"]
+    print_outputs([last] if last is not None else [], tb, steps)
+
+
+def _without_ckpt_path(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--ckpt_path":
+            skip = True
+        elif not a.startswith("--ckpt_path="):
+            out.append(a)
+    return out

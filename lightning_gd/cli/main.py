@@ -10,22 +10,27 @@ mistyped key is an error that names it.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import pickle
 import re
 import sys
+import types
+import typing
 from collections.abc import Callable
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 from lightning_gd import zoo
-from lightning_gd.cli.commands import COMMANDS, Command
+from lightning_gd.cli.commands import COMMANDS, PLUGIN_REPORTS, Command
+from lightning_gd.cli.console import quiet_third_party
 from lightning_gd.cli.lightning import SUBCOMMANDS, run_lightning
 
 
 def project_commands() -> dict[str, Command]:
     """The project's subcommands and those the zoo's plugins add (e.g. the world's `demo`)."""
-    return {**COMMANDS, **{name: Command(fn) for name, fn in zoo.commands().items()}}
+    plugins = {name: Command(fn, PLUGIN_REPORTS.get(name)) for name, fn in zoo.commands().items()}
+    return {**COMMANDS, **plugins}
 
 
 def _usage() -> str:
@@ -53,13 +58,74 @@ def _positionals_to_options(fn: Callable, argv: list[str]) -> list[str]:
     return out + argv[i:]
 
 
+def _list_options(fn: Callable) -> set[str]:
+    """The options of `fn` whose type admits a list (`list[str] | str | None`, `list[Path]`, …)."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):  # an annotation that does not resolve here: leave its values to jsonargparse
+        return set()
+    found = set()
+    for name, hint in hints.items():
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        if any(typing.get_origin(kind) is list for kind in (typing.get_args(hint) if union else (hint,))):
+            found.add(name)
+    return found
+
+
+def _scalar(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _bare_lists_to_lists(fn: Callable, argv: list[str]) -> list[str]:
+    """A list option also takes one bare value or comma-separated values: `--layers layer4` and `--layers
+    layer3,layer4` mean `--layers "[layer4]"` and `--layers "[layer3, layer4]"`. (jsonargparse would take a bare
+    value as a plain string, or for `list[Path]` as the name of a file that lists paths.)"""
+    lists, out, i = _list_options(fn), [], 0
+    while i < len(argv):
+        name, eq, value = argv[i][2:].partition("=") if argv[i].startswith("--") else ("", "", "")
+        if name in lists and not eq and i + 1 < len(argv):
+            i, value = i + 1, argv[i + 1]
+        elif name not in lists or not eq:
+            out.append(argv[i])
+            i += 1
+            continue
+        bare = not value.lstrip().startswith(("[", "-")) and value not in ("", "null")
+        out += [f"--{name}", json.dumps([_scalar(v.strip()) for v in value.split(",") if v.strip()]) if bare else value]
+        i += 1
+    return out
+
+
+class _HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help without the list of every known subclass after a class-typed option: for an
+    `nn.Module` option that is every torch.nn class imported anywhere (over 200 lines under --generator), none of
+    which is a generator; the option's own help says what it takes."""
+
+    def _get_help_string(self, action) -> str:
+        return re.sub(r", known subclasses: [^)]*\)$", ")", super()._get_help_string(action), flags=re.S)
+
+
+def _zoo_help(parser: ArgumentParser) -> None:
+    """Name the zoo's registered specs in the help of --generator and --segmenter."""
+    for action in parser._actions:  # jsonargparse has no public accessor for one option's help
+        kind = action.dest if action.dest in ("generator", "segmenter") else None
+        if kind is not None and action.help:
+            names = ", ".join(zoo.names(kind))
+            action.help = f"{action.help.rstrip('.')}. Zoo names (`name` or `name:PATH`, see the README): {names}."
+
+
 def run_project_subcommand(name: str, argv: list[str]):
     command = project_commands()[name]
-    argv = _positionals_to_options(command.run, argv)
+    argv = _bare_lists_to_lists(command.run, _positionals_to_options(command.run, argv))
     prog, doc = f"python -m lightning_gd {name}", (command.run.__doc__ or "").split("Args:")[0].strip()
-    parser = ArgumentParser(prog=prog, description=doc, exit_on_error=True)
+    parser = ArgumentParser(prog=prog, description=doc, exit_on_error=True, formatter_class=_HelpFormatter)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below.")
     parser.add_function_arguments(command.run, as_group=False)
+    _zoo_help(parser)
     cfg = parser.parse_args(argv)
     kwargs = {k: v for k, v in parser.instantiate_classes(cfg).items() if k not in ("config", "__path__")}
     return command(**kwargs)
@@ -81,6 +147,7 @@ DEBUG_ENV = "LIGHTNING_GD_DEBUG"
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_third_party()
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in argv

@@ -16,7 +16,7 @@ from lightning_gd.dissection.bands import BandTally, RangeTracker
 from lightning_gd.dissection.concepts import Vocabulary
 from lightning_gd.dissection.featuremaps import sparse_labels, sparse_upsample
 from lightning_gd.dissection.results import DissectSettings, LayerDissection
-from lightning_gd.dissection.stats import TopK, UnitConceptHistogram, UnitHistogram
+from lightning_gd.dissection.stats import TopK, UnitConceptHistogram, UnitHistogram, relative_peaks
 from lightning_gd.latents import is_rank_zero, latent_batches, latents, shard
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.hooks import TraceDict
@@ -105,7 +105,7 @@ def quantile_pass(
     for layer, h in hists.items():
         lo, hi = h.quantile(levels[0]), h.quantile(levels[1])
         bands[layer] = BandTally(lo, torch.maximum(lo, hi), C, s.bins).to(lo.device)
-        tops[layer] = TopK(len(lo), s.top_k).to(lo.device)
+        tops[layer] = TopK(len(lo), s.candidates).to(lo.device)
         ranges[layer] = RangeTracker(len(lo)).to(lo.device)
     rest = _indexed_batches(
         generator, segmenter, layers, [i for i in mine if i >= warm], s.seed, z_dim, s.batch_size, bar
@@ -114,7 +114,7 @@ def quantile_pass(
     for idx, maps, groups in itertools.chain(kept, ((i, m, vocab.label_groups(lab)) for i, m, lab in rest)):
         for layer, r in maps.items():
             bands[layer].update(r, groups, vocab.offsets)
-            tops[layer].update(r.amax((2, 3)), idx)
+            tops[layer].update(relative_peaks(r), idx)
             ranges[layer].update(r)
             fsize[layer] = tuple(r.shape[-2:])
     bar.close()
@@ -128,8 +128,8 @@ def quantile_pass(
             t2, iou2 = _whole_range_pass(generator, segmenter, vocab, layer, redo, low, high, s, z_dim, progress)
             thresholds[redo], iou[redo] = t2.to(thresholds), iou2.to(iou)
         scores, top_idx = tops[layer].compute()
-        out[layer] = LayerDissection(
-            layer, thresholds.cpu(), iou.cpu(), top_idx.cpu(), scores.cpu(), fsize.get(layer, (0, 0))
+        out[layer] = LayerDissection.with_candidates(
+            layer, thresholds.cpu(), iou.cpu(), top_idx.cpu(), scores.cpu(), fsize.get(layer, (0, 0)), s.top_k
         )
     return out
 
@@ -215,14 +215,14 @@ def tally(
             if layer not in tallies:
                 t = thresholds[layer].to(r.device)
                 tallies[layer] = BandTally(t, t, C, bins=0).to(r.device)
-                tops[layer] = TopK(r.shape[1], s.top_k).to(r.device)
+                tops[layer] = TopK(r.shape[1], s.candidates).to(r.device)
                 fsize[layer] = tuple(r.shape[-2:])
             tallies[layer].update(r, groups, vocab.offsets)
-            tops[layer].update(r.amax((2, 3)), idx)
+            tops[layer].update(relative_peaks(r), idx)
     out = {}
     for layer in layers:
         scores, top_idx = tops[layer].compute()
-        out[layer] = LayerDissection(
-            layer, thresholds[layer], tallies[layer].iou().cpu(), top_idx.cpu(), scores.cpu(), fsize[layer]
+        out[layer] = LayerDissection.with_candidates(
+            layer, thresholds[layer], tallies[layer].iou().cpu(), top_idx.cpu(), scores.cpu(), fsize[layer], s.top_k
         )
     return out

@@ -62,7 +62,8 @@ def dissect(
             **_threshold_key(s, size, vocab),
         }
 
-        tally_key = {**key, "mode": s.threshold, "tally_n": s.n, "tally_seed": s.seed, "top_k": s.top_k}
+        tally_key = {**key, "mode": s.threshold, "tally_n": s.n, "tally_seed": s.seed, "top_k": s.top_k,
+                     "candidates": s.candidates, "top_score": "relative_peak"}  # fmt: skip
         if s.threshold == "quantile":  # 1 and 2 in one pass
 
             def one_pass() -> dict[str, dict[str, torch.Tensor]]:
@@ -125,10 +126,11 @@ def _tensors(d: LayerDissection) -> dict[str, torch.Tensor]:
         "iou": d.iou,
         "top_indices": d.top_indices,
         "top_scores": d.top_scores,
+        "candidates": d.candidates,
         "featuremap_size": torch.tensor(d.featuremap_size),
     }
 
 
 def _layer(layer: str, thresholds: torch.Tensor, t: dict[str, torch.Tensor]) -> LayerDissection:
     size = tuple(int(v) for v in t["featuremap_size"])
-    return LayerDissection(layer, thresholds, t["iou"], t["top_indices"], t["top_scores"], size)
+    return LayerDissection(layer, thresholds, t["iou"], t["top_indices"], t["top_scores"], size, t["candidates"])

@@ -32,6 +32,7 @@ class DissectSettings:
     parts: bool | tuple[str, ...] = False
     iou_threshold: float = 0.05
     top_k: int = 10
+    candidates: int = 50  # top-image candidates kept per unit, from which the browser shows top_k that differ
 
     def __post_init__(self) -> None:
         if self.threshold not in THRESHOLD_MODES:
@@ -40,6 +41,7 @@ class DissectSettings:
             raise ValueError(f"q must be in (0, 1), got {self.q}")
         if self.top_k > self.n:  # no more top images than samples (empty slots would hold -inf and index -1)
             object.__setattr__(self, "top_k", self.n)
+        object.__setattr__(self, "candidates", min(self.n, max(self.candidates, self.top_k)))
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
         if self.n < 1 or self.batch_size < 1 or self.stride < 1 or self.top_k < 1:
@@ -55,18 +57,63 @@ def concept_ranking(iou: torch.Tensor, concept_index: int) -> list[int]:
     return torch.sort(iou[:, concept_index], descending=True, stable=True).indices.tolist()
 
 
+def distinct_top_images(candidates: torch.Tensor, k: int, order: list[int] | None = None) -> torch.Tensor:
+    """(U, k) sample indices to show as each unit's top images, chosen from its ranked `candidates` (U, P)
+    (-1 = none) so that units show different images where they can.
+
+    Round j gives every unit, in `order` (default: unit index), its best candidate that no unit shows yet; units
+    left short after k rounds (their candidates all shown elsewhere) are filled with their best remaining
+    candidates, repeats allowed. Earlier units in `order` thus keep their truest images."""
+    U, P = candidates.shape
+    order = list(range(U)) if order is None else order
+    ranked = [[i for i in row if i >= 0] for row in candidates.tolist()]
+    chosen: list[list[int]] = [[] for _ in range(U)]
+    used: set[int] = set()
+    nxt = [0] * U  # per unit, the first candidate not yet looked at in the distinct rounds
+    for _ in range(k):
+        for u in order:
+            row = ranked[u]
+            while nxt[u] < len(row) and row[nxt[u]] in used:
+                nxt[u] += 1
+            if nxt[u] < len(row):
+                chosen[u].append(row[nxt[u]])
+                used.add(row[nxt[u]])
+                nxt[u] += 1
+    for u in order:
+        mine = set(chosen[u])
+        chosen[u] += [i for i in ranked[u] if i not in mine][: k - len(chosen[u])]
+    out = torch.full((U, k), -1, dtype=torch.long)
+    for u, row in enumerate(chosen):
+        out[u, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
 @dataclass
 class LayerDissection:
     layer: str
     thresholds: torch.Tensor  # (U,) one threshold per unit
     iou: torch.Tensor  # (U, C) pooled IoU
-    top_indices: torch.Tensor  # (U, k) sample indices of the images that activate each unit most
-    top_scores: torch.Tensor  # (U, k) their max activation
+    top_indices: torch.Tensor  # (U, k) sample indices of each unit's top images (stats.relative_peaks), best first
+    top_scores: torch.Tensor  # (U, k) their scores
     featuremap_size: tuple[int, int] = (0, 0)
+    candidates: torch.Tensor | None = None  # (U, P ≥ k) more top images, best first (for distinct_top_images)
+
+    @classmethod
+    def with_candidates(cls, layer, thresholds, iou, top_indices, top_scores, featuremap_size, k: int):
+        """From the top-P lists (U, P) of a pass: the first k become `top_indices`, all P the `candidates`."""
+        return cls(layer, thresholds, iou, top_indices[:, :k], top_scores[:, :k], featuremap_size, top_indices)
 
     @property
     def num_units(self) -> int:
         return self.iou.shape[0]
+
+    def shown_images(self, k: int | None = None) -> torch.Tensor:
+        """(U, k) the top images a unit browser shows: distinct between units where possible, the units with the
+        highest best IoU choosing first."""
+        k = k or self.top_indices.shape[1]
+        pool = self.candidates if self.candidates is not None else self.top_indices
+        order = torch.sort(self.iou.max(1).values, descending=True, stable=True).indices.tolist()
+        return distinct_top_images(pool, k, order)
 
     def units(
         self, vocab: Vocabulary, iou_threshold: float = 0.05, unrealistic: frozenset[int] = frozenset()

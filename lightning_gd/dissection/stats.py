@@ -209,6 +209,19 @@ class TensorSum(Metric):
         return self.total
 
 
+def relative_peaks(r: torch.Tensor) -> torch.Tensor:
+    """(B, U) score of each unit's peak in each image: its maximum activation over the featuremap divided by the
+    image's mean |peak| over all units.
+
+    Ranking a unit's top images by the raw peak lets an image that is loud in every unit top most units' lists
+    (on the world GAN's layer4 one sample was among the top 6 images of 97 of 128 units). Dividing by the image's
+    level ranks instead the images where this unit stands out; it uses one image only, so any batch split or
+    rank count gives the same scores."""
+    peaks = r.amax((2, 3)).float()  # (B, U)
+    level = peaks.abs().mean(1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    return peaks / level
+
+
 class TopK(Metric):
     """The k samples with the largest score per unit; states gather across DDP ranks and are re-ranked."""
 

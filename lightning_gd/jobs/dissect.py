@@ -14,6 +14,7 @@ from lightning_gd import zoo
 from lightning_gd.cache import atomic_write, check_writable, staged
 from lightning_gd.dissection.recipe import dissect as run_dissection
 from lightning_gd.dissection.results import DissectSettings, ThresholdMode
+from lightning_gd.jobs import run_name
 from lightning_gd.models.generators import resolve_device, z_dim_of
 from lightning_gd.models.hooks import layer_names
 from lightning_gd.models.segmenters import Segmenter
@@ -39,6 +40,7 @@ def dissect(
     top_k: PositiveInt = 10,
     out: Path = Path("out/dissect"),
     tb_dir: Path | None = Path("tb_logs"),
+    cache_dir: Path | None = Path("out/cache"),
     device: str = "cpu",
     realism: Path | None = None,
     max_unit_fid: float | None = None,
@@ -68,8 +70,11 @@ def dissect(
         parts: also dissect part concepts (object halves: -t, -b, -l, -r).
         iou_threshold: a unit is interpretable when its best IoU exceeds this.
         top_k: top-activating images kept per unit.
-        out: output folder (dissect.json, iou-<layer>.npy, report.html, figures, stage cache).
-        tb_dir: TensorBoard folder (None: no TensorBoard).
+        out: output folder (dissect.json, iou-<layer>.npy, report.html, figures).
+        tb_dir: TensorBoard folder (None: no TensorBoard); the run is `dissect-<layers>` (with the output
+            folder's name when it is not `dissect`).
+        cache_dir: where finished stages are cached (None: no cache); the causal search (`fit`), `context` and
+            `paint` look in the same default folder, so they reuse this dissection instead of repeating it.
         device: torch device for both networks.
         realism: the `unit_fid.json` of `python -m lightning_gd artifacts` for the dissected layer: units
             whose per-unit FID exceeds `max_unit_fid` are left out of the labels (the realism filter, §S-6.3).
@@ -77,8 +82,7 @@ def dissect(
             depends on the data and the feature extractor: the paper used 55 with Inception on LSUN bedrooms).
     """
     from lightning_gd.realism.filter import load_unit_fid
-    from lightning_gd.reports.dissection import write_dissection
-    from lightning_gd.reports.images import unit_strips
+    from lightning_gd.reports.dissection import find_causal, shown_images, write_dissection
 
     check_writable(out)
     device = resolve_device(device)
@@ -94,16 +98,20 @@ def dissect(
     unit_fid = load_unit_fid(realism, layers, G) if realism is not None else None  # checked before the long passes
     zd = z_dim_of(G, z_dim)
     announce_time(G, seg, settings, zd)
-    result = run_dissection(G, layers, seg, settings, z_dim=zd, cache_dir=Path(out) / "cache")
+    result = run_dissection(G, layers, seg, settings, z_dim=zd, cache_dir=cache_dir)
     if unit_fid is not None:
         dropped = result.filter_unrealistic(unit_fid["layer"], unit_fid["unit_fid"], max_unit_fid)
         print(
             f"realism filter: {len(dropped)} units of {unit_fid['layer']} with per-unit FID > {max_unit_fid} left out"
         )
-    strips = {layer: unit_strips(G, result.layers[layer], zd, settings.seed) for layer in layers}
+    shown = shown_images(G, result, zd)
     info = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter), "torch": torch.__version__}
     with staged(out) as stage:
-        return write_dissection(result, stage, strips, info, tb_dir=tb_dir, tb_name=f"dissect-{Path(out).name}")
+        # causal searches beside this folder: the browser shows their ranks and links to them
+        causal = find_causal(Path(out).resolve().parent, info, links_from=Path(out).resolve())
+        return write_dissection(
+            result, stage, shown, info, causal=causal, tb_dir=tb_dir, tb_name=run_name("dissect", out, layers)
+        )
 
 
 LONG_RUN_SAMPLES = 20_000  # above this many samples, time a few and say how long the whole run will take

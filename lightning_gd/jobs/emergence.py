@@ -10,6 +10,7 @@ from torch import nn
 from lightning_gd import zoo
 from lightning_gd.cache import check_writable, staged
 from lightning_gd.dissection.emergence import measure_unit_emergence, top_units
+from lightning_gd.jobs import run_name
 from lightning_gd.models.generators import resolve_device
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.weights import (
@@ -79,7 +80,8 @@ def dissect_checkpoints(
         num_units: how many units to show when `units` is not given.
         top_k: top images kept per unit.
         out: output folder (emergence.json, emergence.png, emergence_heatmap.png, emergence_units.png).
-        tb_dir: TensorBoard folder (None: no TensorBoard); the run is `emergence-<out folder name>`.
+        tb_dir: TensorBoard folder (None: no TensorBoard); the run is `emergence-<layer>` (with the output
+            folder's name when it is not `emergence`).
         device: torch device for both networks.
     """
     from lightning_gd.reports.emergence import write_emergence
@@ -111,7 +113,7 @@ def dissect_checkpoints(
         (record, result, load_checkpoint_generator(path, prefix, generator)[0].to(device))
         for path, record, result in (by_step[s] for s in sorted(by_step))
     )
-    tb = None if tb_dir is None else Path(tb_dir) / f"emergence-{Path(out).name}"
+    tb = None if tb_dir is None else Path(tb_dir) / run_name("emergence", out, [layer])
     title = f"{layer}: unit emergence over training ({n} samples)"
     with staged(out) as stage:
         write_emergence(runs, history, stage, tb, title, seed, z_dim)

@@ -28,7 +28,7 @@ from lightning_gd.models.generators import device_of
 from lightning_gd.models.images import to_uint8
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import LayerSplit
-from lightning_gd.reports.images import colorize
+from lightning_gd.reports.grids import colorize
 
 ACTIONS = ("draw", "remove")
 MAX_IMAGES = 64  # images kept per server (least recently used dropped)

@@ -16,6 +16,7 @@ from lightning_gd.models.images import to_uint8
 from lightning_gd.realism.artifacts import generate_ablated
 from lightning_gd.reports.figures import unit_fid_figure
 from lightning_gd.reports.images import save_rows
+from lightning_gd.reports.pages import write_page
 
 
 def ablation_markdown(rows: list[dict]) -> str:
@@ -59,8 +60,8 @@ def write_artifacts(
     info: dict,
     z_dim: int | None = None,
 ) -> dict:
-    """unit_fid.json, unit_fid.png, ablation.md, top_units.png and before_after.png under `out`, from what
-    `lightning_gd.realism.artifacts.find_artifact_units` found."""
+    """unit_fid.json, unit_fid.png, ablation.md, top_units.png, before_after.png and the results page
+    index.html under `out`, from what `lightning_gd.realism.artifacts.find_artifact_units` found."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     unit_fid, ranking, rows, top = found["unit_fid"], found["ranking"], found["rows"], found["top_images"]
@@ -77,12 +78,21 @@ def write_artifacts(
     atomic_write(out / "unit_fid.json", json.dumps(doc, indent=1).encode())
     unit_fid_figure(unit_fid, n_ablate, f"{layer}: per-unit FID (top {top_k} of {n} images each)", out / "unit_fid.png")
     atomic_write(out / "ablation.md", (ablation_markdown(rows) + "\n").encode())
-    save_rows(top_unit_images(generator, top, ranking[:6], seed, z_dim=z_dim), out / "top_units.png")
+    shown = ranking[:6]
+    save_rows(
+        top_unit_images(generator, top, shown, seed, z_dim=z_dim),
+        out / "top_units.png",
+        row_labels=[f"unit {u}\nFID {float(unit_fid[u]):.1f}" for u in shown],
+    )
     random_units = rows[-1]["units"][0] if "fid_std" in rows[-1] else []
     before_after = [
         generate_ablated(generator, layer, [], 8, eval_seed, z_dim=z_dim),
         generate_ablated(generator, layer, ranking[:n_ablate], 8, eval_seed, z_dim=z_dim),
-        generate_ablated(generator, layer, random_units, 8, eval_seed, z_dim=z_dim),
     ]
-    save_rows(before_after, out / "before_after.png")
+    labels = ["original", f"top-{n_ablate}\nFID units\nablated"]
+    if random_units:  # without a random draw a third row would repeat the originals under a wrong label
+        before_after.append(generate_ablated(generator, layer, random_units, 8, eval_seed, z_dim=z_dim))
+        labels.append(f"{len(random_units)} random\nunits ablated")
+    save_rows(before_after, out / "before_after.png", row_labels=labels)
+    write_page(out)
     return doc

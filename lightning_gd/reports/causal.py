@@ -12,15 +12,19 @@ from lightning_gd.cache import atomic_write, staged
 from lightning_gd.causal.ace import window_mask
 from lightning_gd.causal.interventions import intervene, location_mask, unit_indicator
 from lightning_gd.models.images import to_uint8
-from lightning_gd.reports.figures import ace_curve_figure
-from lightning_gd.reports.images import colorize, outline, save_rows
+from lightning_gd.reports.figures import ace_curve_figure, save_png
+from lightning_gd.reports.grids import Grid, colorize, concept_legend
+from lightning_gd.reports.images import outline
+
+WINDOW_ON_LABELS = torch.tensor([0, 0, 0], dtype=torch.uint8)  # black: yellow is the sun's label colour
 
 
 @torch.no_grad()
-def image_grids(module, z: torch.Tensor, locations: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-    """Rows of uint8 images: ablation (original, its labels, the α top-n ablated, its labels, the IoU top-n
-    ablated, its labels) and insertion (original with the window marked, α top-n inserted, its labels)."""
-    split, seg, n = module.split, module.segmenter, module.top_n
+def image_grids(module, z: torch.Tensor, locations: torch.Tensor) -> dict[str, Grid]:
+    """Labelled grids of uint8 images. Ablation: the originals, the α top-n ablated, the IoU top-n ablated, each
+    above its segmentation. Insertion: the originals with the window of the insertion marked, their labels, the α
+    top-n inserted there, its labels. Each with the legend of the concepts its label rows show."""
+    split, seg, n, c = module.split, module.segmenter, module.top_n, module.hparams.concept
     r = split.h(z)
     everywhere = torch.ones(1, 1, *r.shape[-2:], device=r.device)
     x = split.f(r, z)
@@ -33,29 +37,39 @@ def image_grids(module, z: torch.Tensor, locations: torch.Tensor) -> dict[str, l
     alpha = unit_indicator(module.ranking()[:n], r.shape[1], r.device)
     xi = split.f(intervene(r, alpha, location_mask(locations, tuple(r.shape[-2:])), module.k_c), z)
     window = window_mask(locations, tuple(r.shape[-2:]), tuple(x.shape[-2:]))
-    ablation_rows = [
-        to_uint8(x),
-        colorize(seg.labels(x)),
-        to_uint8(xa),
-        colorize(seg.labels(xa)),
-        to_uint8(xb),
-        colorize(seg.labels(xb)),
-    ]
-    insertion_rows = [outline(to_uint8(x), window), outline(to_uint8(xi), window), colorize(seg.labels(xi))]
-    return {"ablation": [row.cpu() for row in ablation_rows], "insertion": [row.cpu() for row in insertion_rows]}
+    labels = {name: seg.labels(images).cpu() for name, images in (("x", x), ("xa", xa), ("xb", xb), ("xi", xi))}
+    window = window.cpu()
+    ablation = Grid(
+        [to_uint8(x).cpu(), colorize(labels["x"]), to_uint8(xa).cpu(), colorize(labels["xa"]), to_uint8(xb).cpu(),
+         colorize(labels["xb"])],
+        ["original", "its labels", f"{c} units\nby α (top {n})\nablated", "labels", f"{c} units\nby IoU (top {n})"
+         "\nablated", "labels"],
+        concept_legend([labels["x"], labels["xa"], labels["xb"]], seg.concepts),
+    )  # fmt: skip
+    insertion = Grid(
+        [outline(to_uint8(x).cpu(), window), outline(colorize(labels["x"]), window, WINDOW_ON_LABELS),
+         outline(to_uint8(xi).cpu(), window), outline(colorize(labels["xi"]), window, WINDOW_ON_LABELS)],
+        ["original,\nwindow marked", "labels before", f"{c} units\nby α (top {n})\ninserted", "labels after"],
+        concept_legend([labels["x"], labels["xi"]], seg.concepts),
+    )  # fmt: skip
+    return {"ablation": ablation, "insertion": insertion}
 
 
 def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> Path:
-    """ace.json, ace_curve.png and the image grids under the run's folder (replaced together); the same to
-    TensorBoard."""
+    """ace.json, ace_curve.png, the labelled image grids and the folder's results page (index.html) under the
+    run's folder (replaced together); the curve and the same grids to TensorBoard."""
+    from lightning_gd.reports.pages import write_page
+
     out = Path(module.out)
-    grids = image_grids(module, *grid_batch) if grid_batch is not None else {}
+    summary = {**summary, "generator": module.names["generator"]}  # what the results page matches pages by
+    grids = {name: grid.image() for name, grid in image_grids(module, *grid_batch).items()} if grid_batch else {}
     with staged(out) as stage:
         atomic_write(stage / "ace.json", json.dumps(summary, indent=1).encode())
         curve = ace_curve_figure(summary, stage / "ace_curve.png")
-        for name, rows in grids.items():
-            save_rows(rows, stage / f"grid_{name}.png")
-    written = [out / "ace.json", out / "ace_curve.png", *[out / f"grid_{name}.png" for name in grids]]
+        for name, image in grids.items():
+            save_png(image, stage / f"grid_{name}.png")
+    page = write_page(out)
+    written = [out / "ace.json", out / "ace_curve.png", *[out / f"grid_{name}.png" for name in grids], page]
     if tensorboard is not None:
         import io
 
@@ -65,8 +79,8 @@ def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> Path:
         step = module.global_step
         image = np.asarray(Image.open(io.BytesIO(curve)).convert("RGB"))
         tensorboard.add_image("ace_curve", image, step, dataformats="HWC")
-        for name, rows in grids.items():
-            tensorboard.add_images(f"grid_{name}", torch.cat(rows), step)
+        for name, image in grids.items():
+            tensorboard.add_image(f"grid_{name}", image, step, dataformats="HWC")
     at_n = summary["removed_at_top_n"]
     print(
         f"{summary['concept']} @ {summary.get('layer')}: ablating the top-{summary['top_n']} units removes "

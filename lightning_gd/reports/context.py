@@ -18,6 +18,7 @@ from lightning_gd.models.generators import device_of, z_dim_of
 from lightning_gd.models.images import to_uint8
 from lightning_gd.reports.figures import figure, save
 from lightning_gd.reports.images import outline, save_rows
+from lightning_gd.reports.pages import write_page
 
 
 def gains(found: dict) -> torch.Tensor:
@@ -88,7 +89,11 @@ def context_figure(doc: dict, path: Path | None = None, min_count: int = 20) -> 
     values = [rows[k]["effect"] for k in names]
     lo = [max(0.0, rows[k]["effect"] - rows[k]["ci"][0]) for k in names]
     hi = [max(0.0, rows[k]["ci"][1] - rows[k]["effect"]) for k in names]
-    ax.bar(range(len(names)), values, color="#3b75af", yerr=[lo, hi], capsize=3, ecolor="#333333")
+    ax.bar(range(len(names)), values, color="#3b75af")
+    spread = [i for i in range(len(names)) if lo[i] + hi[i] > 0]  # no caps on zero-width intervals
+    if spread:
+        ax.errorbar(spread, [values[i] for i in spread], [[lo[i] for i in spread], [hi[i] for i in spread]],
+                    fmt="none", capsize=3, ecolor="#333333", lw=1)  # fmt: skip
     ax.axhline(0, color="#999999", lw=0.8)
     ticks = [f"{k}\nn={rows[k]['count']}" for k in names]
     ax.set_xticks(range(len(names)), ticks, fontsize=8)
@@ -111,7 +116,6 @@ def context_figure(doc: dict, path: Path | None = None, min_count: int = 20) -> 
     note = f"; {left_out} background(s) with < {min_count} locations not shown" if left_out else ""
     fig.suptitle(f"inserting {s['top_n']} {s['concept']} units of {s['layer']} at {where}, by the background "
                  f"there ({s['n']} images{note})", fontsize=10)  # fmt: skip
-    fig.tight_layout()
     return save(fig, path)
 
 
@@ -162,7 +166,9 @@ def where_image(G: nn.Module, found: dict, settings: dict, respond: float, count
     for i, b in enumerate(order.tolist()):
         region = cells[hits[b]].any(0) if bool(hits[b].any()) else torch.zeros_like(cells[0])
         marked.append(outline(images[i : i + 1], region[None])[0])
-    save_rows([images, torch.stack(marked)], path, scale=3)
+    concept = settings["concept"]
+    labels = ["generated", f"where inserting\n{concept} adds ≥ {respond:.0%}\nof the window\n(outlined)"]
+    save_rows([images, torch.stack(marked)], path, scale=3, row_labels=labels)
     return order.tolist()
 
 
@@ -180,6 +186,7 @@ def write_context(out: Path, found: dict, seg, units: list[int], k_c: torch.Tens
     if trace:
         trace_figure(trace, out / "trace.png")
         heatmap_figure(trace, out / "trace_heatmap.png")
+    write_page(out)
     if tb_dir is not None:
         _tensorboard(doc, out, Path(tb_dir) / f"context-{settings['concept']}-{settings['layer']}")
     return doc

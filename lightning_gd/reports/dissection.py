@@ -7,7 +7,10 @@ import base64
 import html
 import io
 import json
+import os
+import zlib
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,8 @@ from PIL import Image
 
 from lightning_gd.cache import atomic_write
 from lightning_gd.dissection.results import Dissection
-from lightning_gd.reports.figures import concept_bar_chart, layer_summary_figure
+from lightning_gd.reports.figures import CATEGORY_COLOURS, concept_bar_chart, layer_summary_figure
+from lightning_gd.reports.images import UnitImages, unit_images
 
 JSON_VERSION = 1
 
@@ -39,78 +43,136 @@ def to_json(diss: Dissection, info: dict | None = None) -> dict:
     }
 
 
-def _jpeg_b64(images: torch.Tensor, k: int = 6) -> str:
-    """uint8 (k, 3, H, W) → base64 JPEG of the first k images side by side. JPEG at native size keeps a
-    page of hundreds of units at a few MB (noisy PNGs of all layers ran to over 100 MB); CSS scales it up."""
-    row = torch.cat(list(images[:k]), dim=2).permute(1, 2, 0).numpy()  # (H, k·W, 3)
+THUMBNAIL = 128  # largest side of a browser thumbnail: 256×256 samples would make a report of ~1,000 images 15 MB
+
+
+def _jpeg_b64(image: torch.Tensor) -> str:
+    """uint8 (3, H, W) → base64 JPEG, at most THUMBNAIL pixels a side. JPEG keeps a page of hundreds of units at a
+    few MB (PNGs of noisy samples ran to over 100 MB); each sample is stored once however many units show it."""
+    img = Image.fromarray(image.permute(1, 2, 0).numpy())
+    if max(img.size) > THUMBNAIL:
+        img.thumbnail((THUMBNAIL, THUMBNAIL), Image.BILINEAR)
     buf = io.BytesIO()
-    Image.fromarray(row).save(buf, format="JPEG", quality=90)
+    img.save(buf, format="JPEG", quality=90)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title><style>
-body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}} table{{border-collapse:collapse}}
-th{{cursor:pointer;background:#eee;position:sticky;top:0}} th,td{{padding:3px 8px;border-bottom:1px solid #ddd;
-text-align:left}} td img{{image-rendering:pixelated;display:block}} .object{{color:#3b75af}} .part{{color:#ef8636}}
-.material{{color:#519e3e}} .dim{{color:#aaa}} nav a{{margin-right:1em}}</style></head><body>
-<h1>{title}</h1><p>{meta}</p><nav>{nav}</nav>{sections}
-<script>
-document.querySelectorAll("table.units").forEach(function(t){{
-  t.querySelectorAll("th").forEach(function(th,i){{th.addEventListener("click",function(){{
-    var rows=Array.from(t.tBodies[0].rows), asc=th.dataset.asc!=="1"; th.dataset.asc=asc?"1":"0";
-    rows.sort(function(a,b){{var x=a.cells[i].dataset.v, y=b.cells[i].dataset.v;
-      var nx=parseFloat(x), ny=parseFloat(y); var c=(isNaN(nx)||isNaN(ny))?x.localeCompare(y):nx-ny;
-      return asc?c:-c;}});
-    rows.forEach(function(r){{t.tBodies[0].appendChild(r);}});}});}});
-}});
-</script></body></html>"""
+def _quantized_maps(maps: torch.Tensor, slots: torch.Tensor) -> tuple[bytes, list[float], list[float]]:
+    """(R, k, h, w) featuremaps → zlib-compressed uint8 with a per-unit [lo, hi] scale (over its shown images)."""
+    if maps.numel() == 0:  # a report without images
+        return zlib.compress(b""), [0.0] * len(maps), [0.0] * len(maps)
+    present = (slots >= 0)[:, :, None, None].expand_as(maps)
+    big = torch.finfo(maps.dtype).max
+    lo = torch.where(present, maps, big).flatten(1).amin(1)  # (R,)
+    hi = torch.where(present, maps, -big).flatten(1).amax(1)
+    lo, hi = torch.where(lo > hi, 0.0, lo), torch.where(lo > hi, 0.0, hi)  # a unit with no images
+    span = (hi - lo).clamp(min=1e-12)
+    q = ((maps - lo[:, None, None, None]) / span[:, None, None, None] * 255).round().clamp(0, 255).to(torch.uint8)
+    return zlib.compress(q.numpy().tobytes(), 6), lo.tolist(), hi.tolist()
 
 
-def write_html(
-    path: Path, diss: Dissection, strips: dict[str, dict[int, torch.Tensor]], charts: dict[str, bytes], info: dict
-) -> None:
-    esc = html.escape
-    sections, nav = [], []
-    for layer in diss.layers:
-        summ = diss.summary(layer)
-        rows = []
-        for u in diss.units(layer):
-            img = strips.get(layer, {}).get(u["unit"])
-            cell = (
-                f'<img class="strip" src="data:image/jpeg;base64,{_jpeg_b64(img)}" '
-                f'width="{2 * img.shape[-1] * min(6, img.shape[0])}">'
-                if img is not None
-                else ""
+def causal_ranks(docs: list[dict], layer: str, num_units: int) -> dict[int, list[dict]]:
+    """Per unit, its place in each causal search of `layer` (`causal.json` documents) that ranks it among the
+    search's top-n: {unit: [{concept, rank (1 = best), alpha, top_n}]}."""
+    out: dict[int, list[dict]] = {}
+    for doc in docs:
+        if doc.get("layer") != layer or len(doc.get("units", [])) != num_units:
+            continue
+        for rank, entry in enumerate(doc["units"][: doc["top_n"]], start=1):
+            out.setdefault(int(entry["unit"]), []).append(
+                {"concept": doc["concept"], "rank": rank, "alpha": float(entry["alpha"]), "top_n": doc["top_n"]}
             )
-            cls = esc(u["category"]) if u["interpretable"] else "dim"
-            rows.append(
-                f'<tr><td data-v="{u["unit"]}">{u["unit"]}</td>'
-                f'<td data-v="{esc(u["label"])}" class="{cls}">{esc(u["label"])}</td>'
-                f'<td data-v="{esc(u["category"])}">{esc(u["category"])}</td>'
-                f'<td data-v="{u["iou"]:.6f}">{u["iou"]:.3f}</td>'
-                f'<td data-v="{u["threshold"]:.6g}">{u["threshold"]:.3g}</td><td data-v="">{cell}</td></tr>'
-            )
-        chart = base64.b64encode(charts[layer]).decode()
-        anchor = f"layer-{esc(layer)}"
-        nav.append(f'<a href="#{anchor}">{esc(layer)}</a>')
-        sections.append(
-            f'<h2 id="{anchor}">{esc(layer)}</h2><p>{summ["interpretable"]} of {summ["units"]} units interpretable '
-            f"(IoU &gt; {diss.settings.iou_threshold}), {summ['distinct_concepts']} distinct concepts, mean IoU "
-            f"{summ['mean_iou']:.3f}. Click a column header to sort.</p>"
-            f'<img src="data:image/png;base64,{chart}"><table class="units"><thead><tr><th>unit</th><th>label</th>'
-            f"<th>category</th><th>IoU</th><th>threshold</th><th>top images (region above threshold outlined)</th>"
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        )
+    return out
+
+
+def find_causal(root: Path, info: dict | None = None, depth: int = 3, links_from: Path | None = None) -> list[dict]:
+    """The `causal.json` documents in `root` (a results folder) and its subfolders up to `depth` levels, of the
+    generator described in `info` (a search of the default generator records none), each with its folder in
+    `path` and, with `links_from` (the report's folder), `href`: the relative link to its results page (or its
+    JSON). The depth bound keeps a results folder at the top of a home directory from scanning all of it."""
+    docs = []
+    found = sorted(p for d in range(depth + 1) for p in Path(root).glob("/".join(["*"] * d + ["causal.json"])))
+    for path in found:
+        doc = json.loads(path.read_text())
+        theirs, ours = (doc.get("settings") or {}).get("generator"), (info or {}).get("generator")
+        if theirs is not None and ours is not None and str(theirs) != str(ours):
+            continue
+        page = path.parent / "index.html" if (path.parent / "index.html").is_file() else path
+        href = os.path.relpath(page, links_from).replace(os.sep, "/") if links_from is not None else None
+        docs.append({**doc, "path": str(path.parent), "href": href})
+    return docs
+
+
+OTHER_COLOURS = ("#8e5ea2", "#c0504d", "#4bacc6", "#9c7a3c", "#d462a6")
+
+
+def category_colours(categories) -> dict[str, str]:
+    """A colour per category present: the figures' for object/part/material, then a fixed cycle for the rest."""
+    names = list(dict.fromkeys(categories))
+    others = [c for c in names if c not in CATEGORY_COLOURS]
+    extra = {c: OTHER_COLOURS[i % len(OTHER_COLOURS)] for i, c in enumerate(others)}
+    return {c: CATEGORY_COLOURS.get(c) or extra[c] for c in names}
+
+
+def page_data(diss: Dissection, shown: UnitImages, charts: dict[str, bytes], info: dict, causal: list[dict]) -> dict:
+    """Everything the unit browser shows, as one JSON document (see browser.html)."""
     s = diss.settings
-    meta = esc(
+    layers = []
+    for layer, res in diss.layers.items():
+        slots = shown.slots[layer]
+        maps, lo, hi = _quantized_maps(shown.maps[layer], slots)
+        ranks = causal_ranks(causal, layer, res.num_units)
+        iou = (res.iou.double().clamp(0, 1) * 10000).round().to(torch.int16).numpy().astype("<u2").tobytes()
+        layers.append({
+            "name": layer,
+            "size": list(res.featuremap_size),
+            "k": slots.shape[1],
+            "summary": diss.summary(layer),
+            "units": [{**u, "causal": ranks.get(u["unit"], [])} for u in diss.units(layer)],
+            "slots": slots.tolist(),
+            "maps": base64.b64encode(maps).decode(),
+            "map_lo": lo,
+            "map_hi": hi,
+            "iou": base64.b64encode(iou).decode(),
+            "chart": base64.b64encode(charts[layer]).decode(),
+        })  # fmt: skip
+    counts = [lay["summary"]["interpretable"] for lay in layers]
+    mode = f"top {1 - s.q:.3g} quantile per unit" if s.threshold == "quantile" else "IQR (paper Eq. 2)"
+    meta = (
         f"generator {info.get('generator', '?')}, segmenter {info.get('segmenter', '?')}, {s.n} samples (seed "
         f"{s.seed}), threshold mode {s.threshold}"
         + (f" q={s.q}" if s.threshold == "quantile" else f" on {s.iqr_n} validation samples (seed {s.iqr_seed})")
     )
-    page = _PAGE.format(
-        title=esc(f"Dissection: {', '.join(diss.layers)}"), meta=meta, nav="".join(nav), sections="".join(sections)
-    )
+    return {
+        "meta": meta,
+        "mode": mode,
+        "causal_runs": [{"concept": d["concept"], "layer": d["layer"], "href": d.get("href")} for d in causal],
+        "iou_threshold": s.iou_threshold,
+        "concepts": list(diss.vocabulary.names),
+        "concept_categories": list(diss.vocabulary.categories),
+        "colours": category_colours(diss.vocabulary.categories),
+        "samples": shown.samples.tolist(),
+        "images": [_jpeg_b64(im) for im in shown.images],
+        "layers": layers,
+        "start": layers[counts.index(max(counts))]["name"],  # open on the layer with the most interpretable units
+    }
+
+
+def write_html(path: Path, data: dict, title: str) -> None:
+    template = (resources.files("lightning_gd.reports") / "browser.html").read_text()
+    # every "<" as a JSON escape: neither "</script>" nor "<!--" can change how the HTML parser reads the block
+    blob = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+    page = template.replace("__TITLE__", html.escape(title)).replace("__DATA__", blob)
     atomic_write(path, page.encode())
+
+
+def shown_images(generator, diss: Dissection, z_dim: int, k: int | None = None) -> UnitImages:
+    """The browser's top images of every unit of every layer (`LayerDissection.shown_images`: distinct between
+    units where possible), each sample generated once."""
+    shown = {}
+    for layer, res in diss.layers.items():
+        shown[layer] = (res, list(range(res.num_units)), res.shown_images(k))
+    return unit_images(generator, shown, z_dim, diss.settings.seed)
 
 
 def markdown_table(diss: Dissection, layer: str, top: int = 20) -> str:
@@ -123,15 +185,20 @@ def markdown_table(diss: Dissection, layer: str, top: int = 20) -> str:
 def write_dissection(
     diss: Dissection,
     out: str | Path,
-    strips: dict[str, dict[int, torch.Tensor]] | None = None,
+    shown: UnitImages | None = None,
     info: dict | None = None,
     tb_dir: str | Path | None = None,
     tb_name: str = "dissect",
+    causal: list[dict] | None = None,
 ) -> dict:
-    """Write everything a dissection produces into `out`; returns the JSON document."""
+    """Write everything a dissection produces into `out`; returns the JSON document.
+
+    `shown`: the browser's top images (`shown_images`); `causal`: `causal.json` documents (`find_causal`) whose
+    ranks the browser shows beside the labels."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     info = info or {}
+    shown = shown or _no_images(diss)
     cats = dict(zip(diss.vocabulary.names, diss.vocabulary.categories))
     doc = to_json(diss, info)
     for layer, res in diss.layers.items():
@@ -139,52 +206,78 @@ def write_dissection(
         np.save(buf, res.iou.numpy())
         atomic_write(out / f"iou-{layer}.npy", buf.getvalue())
     atomic_write(out / "dissect.json", json.dumps(doc, indent=1).encode())
+    mode = diss.settings.threshold
     charts = {
         layer: concept_bar_chart(
             diss.summary(layer)["per_concept"],
             cats,
-            f"{layer}: interpretable units per concept",
+            f"{layer}: interpretable units per concept (threshold {mode})",
             out / f"concepts-{layer}.png",
         )
         for layer in diss.layers
     }
     summaries = [diss.summary(layer) for layer in diss.layers]
     if len(summaries) > 1:
-        layer_summary_figure(
-            summaries, cats, f"{len(summaries)} layers, threshold {diss.settings.threshold}", out / "layers.png"
-        )
-    write_html(out / "report.html", diss, strips or {}, charts, info)
+        layer_summary_figure(summaries, cats, f"{len(summaries)} layers, threshold {mode}", out / "layers.png")
+    title = f"Dissection: {', '.join(diss.layers)}"
+    write_html(out / "report.html", page_data(diss, shown, charts, info, causal or []), title)
     if tb_dir is not None:
-        log_tensorboard(diss, tb_dir, tb_name, strips or {}, charts)
+        log_tensorboard(diss, tb_dir, tb_name, shown, charts)
     return doc
+
+
+def _no_images(diss: Dissection) -> UnitImages:
+    """A `UnitImages` without images (a report written without the generator)."""
+    empty = {layer: torch.full((res.num_units, 0), -1, dtype=torch.long) for layer, res in diss.layers.items()}
+    return UnitImages(
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, 3, 1, 1, dtype=torch.uint8),
+        empty,
+        {layer: torch.zeros(res.num_units, 0, *res.featuremap_size) for layer, res in diss.layers.items()},
+        {layer: res.thresholds.float() for layer, res in diss.layers.items()},
+    )
+
+
+SUMMARY_TAGS = ("interpretable_share", "interpretable_units", "distinct_concepts", "mean_iou")
 
 
 def log_tensorboard(
     diss: Dissection,
     tb_dir: str | Path,
     name: str,
-    strips: dict[str, dict[int, torch.Tensor]],
+    shown: UnitImages,
     charts: dict[str, bytes],
-    step: int = 0,
 ) -> None:
+    """Per layer: the best-IoU histogram, the concept chart, the top units' images captioned with unit, label and
+    IoU, and a table of the top units; across layers, the summary scalars with step = the layer's position
+    (1 = first dissected layer), so several layers draw a curve, under a custom-scalars layout that opens on it."""
     from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import custom_scalars
+
+    from lightning_gd.reports.images import unit_rows_image
 
     with SummaryWriter(str(Path(tb_dir) / name)) as w:
-        for layer, res in diss.layers.items():
-            best = res.iou.max(1).values
-            w.add_histogram(f"{layer}/best_iou", best, step)
+        layout = {"dissection across layers (step = layer position)": {
+            tag: ["Multiline", [f"layers/{tag}"]] for tag in SUMMARY_TAGS
+        }}  # fmt: skip
+        w._get_file_writer().add_summary(custom_scalars(layout))
+        for step, (layer, res) in enumerate(diss.layers.items(), start=1):
+            best_iou, best = res.iou.max(1)
             summ = diss.summary(layer)
-            w.add_scalar(f"{layer}/interpretable_units", summ["interpretable"], step)
-            w.add_scalar(f"{layer}/distinct_concepts", summ["distinct_concepts"], step)
-            w.add_scalar(f"{layer}/mean_iou", summ["mean_iou"], step)
+            values = {**summ, "interpretable_units": summ["interpretable"],
+                      "interpretable_share": summ["interpretable"] / max(1, summ["units"])}  # fmt: skip
+            for tag in SUMMARY_TAGS:
+                w.add_scalar(f"layers/{tag}", values[tag], step)
+            w.add_histogram(f"{layer}/best_iou", best_iou, step)
             w.add_text(f"{layer}/top_units", markdown_table(diss, layer), step)
             chart = np.array(Image.open(io.BytesIO(charts[layer])).convert("RGB"))
             w.add_image(f"{layer}/concepts", chart, step, dataformats="HWC")
-            top_units = best.argsort(descending=True)[:8].tolist()
-            rows = [strips[layer][u] for u in top_units if u in strips.get(layer, {})]
-            if rows:
-                k = min(r.shape[0] for r in rows)
-                import torchvision
-
-                grid = torchvision.utils.make_grid(torch.cat([r[:k] for r in rows]), nrow=k, padding=1)
-                w.add_image(f"{layer}/top_units_images", grid, step)
+            top_units = best_iou.argsort(descending=True)[:8].tolist()
+            strips = {u: shown.strip(layer, u) for u in top_units if shown.count(layer, u)}
+            if strips:
+                record = {
+                    "best_iou": best_iou.tolist(),
+                    "best_concept": [diss.vocabulary.names[int(c)] for c in best],
+                    "iou_threshold": diss.settings.iou_threshold,
+                }
+                w.add_image(f"{layer}/top_units_images", unit_rows_image(strips, record), step, dataformats="HWC")

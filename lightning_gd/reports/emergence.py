@@ -15,8 +15,10 @@ from torch import nn
 from lightning_gd.cache import atomic_write
 from lightning_gd.dissection.results import Dissection
 from lightning_gd.models.generators import quiet_measurement, z_dim_of
-from lightning_gd.reports.figures import emergence_figure, heatmap_image, save_png, units_over_time_figure
+from lightning_gd.reports.emergence_figures import emergence_figure, heatmap_image, units_over_time_figure
+from lightning_gd.reports.figures import save_png
 from lightning_gd.reports.images import unit_rows_image, unit_strips
+from lightning_gd.reports.pages import write_page
 
 TAG = "emergence"
 _LAID_OUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # writer → custom-scalar layouts it holds
@@ -115,4 +117,5 @@ def write_emergence(
     keep = np.unique(np.linspace(0, len(columns) - 1, min(len(columns), 8)).round().astype(int))
     fixed = history[-1]["fixed_units"]
     written.append(save_png(units_over_time_figure([columns[i] for i in keep], fixed), out / "emergence_units.png"))
+    written.append(write_page(out))
     return [out / "emergence.json", *written]

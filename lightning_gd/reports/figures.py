@@ -1,6 +1,10 @@
 """Every matplotlib figure of the project, drawn on `Figure` + `FigureCanvasAgg` (never pyplot, so importing
-this module picks no backend): dissection (paper Figs. 5, 6/19, 7), unit emergence (Fig. 18), causal search
-(Figs. 4, 9) and artifact units (Fig. 12)."""
+this module picks no backend): dissection (paper Figs. 5, 6/19, 7), unit emergence (Fig. 18, in `emergence_figures`),
+causal search (Figs. 4, 9) and artifact units (Fig. 12). Each `*_plot` builds the Figure (tests read its axes); the
+`*_figure`/`*_chart`/`*_image` beside it renders it as PNG bytes (written to `path` if given) or an RGB array.
+
+Every axis holds every value it plots (shares below zero included), counts get whole-number ticks and a zero
+origin, and every band and line has a legend entry."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
 
 CATEGORY_COLOURS = {"object": "#3b75af", "part": "#ef8636", "material": "#519e3e"}
@@ -19,8 +24,8 @@ CATEGORY_COLOURS = {"object": "#3b75af", "part": "#ef8636", "material": "#519e3e
 
 def figure(width: float, height: float, dpi: int = 100) -> Figure:
     """A matplotlib Figure drawn by the Agg canvas, without pyplot: no GUI backend is picked and notebooks
-    keep their inline plots."""
-    fig = Figure(figsize=(width, height), dpi=dpi)
+    keep their inline plots. Constrained layout keeps titles, suptitles and rotated ticks from overlapping."""
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -49,9 +54,38 @@ def save(fig: Figure, path: str | Path | None) -> bytes:
     return data
 
 
-def concept_bar_chart(
-    per_concept: dict[str, int], categories: dict[str, str], title: str, path: str | Path | None = None
-) -> bytes:
+def fit_ylim(ax, values, include_zero: bool = True, margin: float = 0.06) -> None:
+    """y-limits that hold every finite value (and 0, where bars or shares start from it), with a margin."""
+    v = np.asarray([x for x in _flat(values) if np.isfinite(x)] + [0.0] * include_zero)
+    if v.size == 0:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    pad = margin * ((hi - lo) or max(abs(hi), 1.0))
+    ax.set_ylim(lo - pad if lo < 0 or not include_zero else 0.0, hi + pad)
+
+
+def _flat(values) -> list[float]:
+    """Numbers from nested sequences of unequal lengths (curves of several lines); None counts as NaN."""
+    if values is None:
+        return [float("nan")]
+    if isinstance(values, (list, tuple, np.ndarray, torch.Tensor)):
+        return [x for v in values for x in _flat(v)]
+    return [float(values)]
+
+
+def count_axis(ax, axis: str = "y") -> None:
+    """An axis of counts: whole-number ticks only."""
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_locator(MaxNLocator(integer=True))
+
+
+def tidy(ax) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+# ----------------------------------------------------------------------------------------------- dissection
+
+
+def concept_bar_plot(per_concept: dict[str, int], categories: dict[str, str], title: str) -> Figure:
     """Bars of interpretable units per concept, grouped and coloured by category (paper Fig. 5)."""
     order = sorted(
         per_concept,
@@ -66,10 +100,15 @@ def concept_bar_chart(
     fig = figure(max(4, 0.45 * len(order) + 1.5), 3)
     ax = fig.subplots()
     colours = [CATEGORY_COLOURS.get(categories.get(c, "object"), "#888") for c in order]
-    ax.bar(range(len(order)), [per_concept[c] for c in order], color=colours)
+    bars = ax.bar(range(len(order)), [per_concept[c] for c in order], color=colours)
+    ax.bar_label(bars, fontsize=7)
     ax.set_xticks(range(len(order)), order, rotation=60, ha="right")
     ax.set_ylabel("interpretable units")
+    count_axis(ax)
+    fit_ylim(ax, [per_concept[c] for c in order] + [1])
     ax.set_title(title, fontsize=10)
+    if not order:
+        ax.text(0.5, 0.5, "no interpretable units", transform=ax.transAxes, ha="center", color="0.4")
     handles = [
         Patch(color=col, label=cat)
         for cat, col in CATEGORY_COLOURS.items()
@@ -77,191 +116,182 @@ def concept_bar_chart(
     ]
     if handles:
         ax.legend(handles=handles, fontsize=8, frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
-    return save(fig, path)
+    tidy(ax)
+    return fig
+
+
+def concept_bar_chart(
+    per_concept: dict[str, int], categories: dict[str, str], title: str, path: str | Path | None = None
+) -> bytes:
+    return save(concept_bar_plot(per_concept, categories, title), path)
+
+
+def layer_summary_plot(summaries: list[dict], categories: dict[str, str], title: str) -> Figure:
+    """Per layer: the share of its units that are interpretable, stacked by category, with "k of U" above each
+    bar (layers differ in width, so counts alone would compare unlike things); and the number of distinct
+    concepts (Figs. 6/19)."""
+    layers = [s["layer"] for s in summaries]
+    totals = [s["units"] for s in summaries]
+    fig = figure(max(6, 1.2 * len(layers) + 3), 3.2)
+    a1, a2 = fig.subplots(1, 2)
+    bottom = np.zeros(len(layers))
+    for cat, col in CATEGORY_COLOURS.items():
+        vals = [sum(n for c, n in s["per_concept"].items() if categories.get(c, "object") == cat) for s in summaries]
+        if any(vals):
+            share = np.asarray(vals) / np.asarray(totals)
+            a1.bar(layers, share, bottom=bottom, color=col, label=cat)
+            bottom += share
+    for i, s in enumerate(summaries):
+        a1.annotate(f"{s['interpretable']} of {s['units']}", (i, bottom[i]), ha="center", va="bottom", fontsize=7,
+                    xytext=(0, 2), textcoords="offset points")  # fmt: skip
+    a1.set_ylabel("share of the layer's units\nthat are interpretable")
+    a1.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    fit_ylim(a1, list(bottom) + [0.01], margin=0.15)
+    if a1.get_legend_handles_labels()[0]:
+        a1.legend(fontsize=8, frameon=False)
+    distinct = [s["distinct_concepts"] for s in summaries]
+    a2.bar(layers, distinct, color="#444")
+    a2.set_ylabel("distinct concepts")
+    count_axis(a2)
+    fit_ylim(a2, distinct + [1])
+    for a in (a1, a2):
+        tidy(a)
+        a.tick_params(axis="x", rotation=45)
+    fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def layer_summary_figure(
     summaries: list[dict], categories: dict[str, str], title: str, path: str | Path | None = None
 ) -> bytes:
-    """Per layer: interpretable units stacked by category, and the number of distinct concepts (Figs. 6/19)."""
-    layers = [s["layer"] for s in summaries]
-    fig = figure(max(6, 1.2 * len(layers) + 3), 3)
-    a1, a2 = fig.subplots(1, 2)
-    bottom = [0] * len(layers)
-    for cat, col in CATEGORY_COLOURS.items():
-        vals = [sum(n for c, n in s["per_concept"].items() if categories.get(c, "object") == cat) for s in summaries]
-        if any(vals):
-            a1.bar(layers, vals, bottom=bottom, color=col, label=cat)
-            bottom = [b + v for b, v in zip(bottom, vals)]
-    a1.set_ylabel("interpretable units")
-    a1.legend(fontsize=8, frameon=False)
-    a2.plot(layers, [s["distinct_concepts"] for s in summaries], "o-", color="#444")
-    a2.set_ylabel("distinct concepts")
-    for a in (a1, a2):
-        a.spines[["top", "right"]].set_visible(False)
-        a.tick_params(axis="x", rotation=45)
-    fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    return save(layer_summary_plot(summaries, categories, title), path)
 
 
-def comparison_figure(rows: list[dict], title: str, path: str | Path | None = None) -> bytes:
-    """Side by side models/checkpoints (paper Fig. 7): units matching objects, distinct concepts, mean IoU."""
-    names = [r["name"] for r in rows]
-    fig = figure(max(7, 1.5 * len(names) + 4), 3)
+def comparison_plot(rows: list[dict], title: str) -> Figure:
+    """Side by side models/checkpoints (paper Fig. 7): units matching objects, distinct concepts, mean IoU. Each
+    bar is named by its row, with the layer and threshold mode beneath (they change what is counted)."""
+    names = ["\n".join(dict.fromkeys(str(r[k]) for k in ("name", "layer", "threshold") if k in r)) for r in rows]
+    fig = figure(max(7, 1.6 * len(names) + 4), 3.4)
     axes = fig.subplots(1, 3)
     for ax, key, label in zip(
         axes,
         ("object_units", "distinct_concepts", "mean_iou"),
-        ("units matching objects", "distinct concepts", "mean IoU (interpretable)"),
+        ("units matching objects", "distinct concepts", "mean IoU\n(interpretable units)"),
     ):
         # bars at positions, not at categorical names: two rows with the same name must not share one bar
-        ax.bar(range(len(rows)), [r[key] for r in rows], color="#3b75af")
-        ax.set_xticks(range(len(rows)), names, rotation=45)
+        values = [r[key] for r in rows]
+        ax.bar(range(len(rows)), values, color="#3b75af")
+        ax.set_xticks(range(len(rows)), names, fontsize=8)
         ax.set_title(label, fontsize=9)
-        ax.spines[["top", "right"]].set_visible(False)
+        fit_ylim(ax, values)
+        if key != "mean_iou":
+            count_axis(ax)
+        tidy(ax)
     fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    return fig
+
+
+def comparison_figure(rows: list[dict], title: str, path: str | Path | None = None) -> bytes:
+    return save(comparison_plot(rows, title), path)
 
 
 # ----------------------------------------------------------------------------------------------- emergence
 
 
-def heatmap_image(history: list[dict]) -> np.ndarray:
-    """Best IoU of every unit (rows, sorted by the latest measurement) at every measurement (columns)."""
-    iou = np.array([r["best_iou"] for r in history]).T  # (U, T)
-    order = np.argsort(-iou[:, -1], kind="stable")
-    fig = figure(max(4.0, 0.35 * len(history) + 2.5), 4.0)
-    ax = fig.subplots()
-    im = ax.imshow(iou[order], aspect="auto", interpolation="nearest", cmap="viridis", vmin=0)
-    steps = [r["step"] for r in history]
-    ticks = np.linspace(0, len(steps) - 1, min(len(steps), 8)).round().astype(int)
-    ax.set_xticks(ticks, [str(steps[t]) for t in ticks], rotation=45, fontsize=7)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"unit (sorted by best IoU at step {steps[-1]})", fontsize=8)
-    ax.set_yticks([])
-    ax.set_title(f"{history[-1]['layer']}: best IoU per unit", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.05)
-    fig.tight_layout()
-    return to_array(fig)
-
-
-def emergence_figure(history: list[dict], title: str = "") -> np.ndarray:
-    """Interpretable units, distinct concepts, mean IoU and units per concept against training step."""
-    steps = [r["step"] for r in history]
-    fig = figure(13.0, 3.0)
-    axes = fig.subplots(1, 4)
-    for ax, key, label in zip(
-        axes,
-        ("interpretable", "distinct_concepts", "mean_iou"),
-        ("interpretable units", "distinct concepts", "mean IoU (interpretable units)"),
-    ):
-        ax.plot(steps, [r[key] for r in history], "o-", color="#3b75af", ms=3)
-        ax.set_title(label, fontsize=9)
-    concepts = [c for c in history[-1]["per_concept"] if any(r["per_concept"].get(c, 0) for r in history)]
-    for c in concepts:
-        axes[3].plot(steps, [r["per_concept"].get(c, 0) for r in history], "o-", ms=2, label=c)
-    axes[3].set_title("interpretable units per concept", fontsize=9)
-    if concepts:
-        axes[3].legend(fontsize=6, frameon=False, ncol=2)
-    for ax in axes:
-        ax.set_xlabel("training step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.spines[["top", "right"]].set_visible(False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return to_array(fig)
-
-
-def units_over_time_figure(columns: list[tuple[dict, dict[int, torch.Tensor]]], units: list[int]) -> np.ndarray:
-    """Paper Fig. 18: per fixed unit (rows), its top image at each measurement (columns) with concept and IoU."""
-    fig = figure(1.25 * len(columns) + 0.6, 1.5 * len(units) + 0.3)
-    axes = np.array(fig.subplots(len(units), len(columns), squeeze=False))
-    for j, (record, strips) in enumerate(columns):
-        for i, u in enumerate(units):
-            ax = axes[i, j]
-            if u in strips:
-                ax.imshow(strips[u][0].permute(1, 2, 0).numpy(), interpolation="nearest")
-            iou = record["best_iou"][u]
-            ax.set_title(
-                f"{record['best_concept'][u]} {iou:.2f}",
-                fontsize=6,
-                color="k" if iou > record["iou_threshold"] else "0.6",
-            )
-            ax.set_xticks([]), ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(f"unit {u}", fontsize=7)
-            if i == len(units) - 1:
-                ax.set_xlabel(f"step {record['step']}", fontsize=6)
-    fig.tight_layout(pad=0.3)
-    return to_array(fig)
-
-
-# ----------------------------------------------------------------------------------------------- causal
-
 RANKING_STYLE = {"alpha": ("α (causal search)", "#d62728"), "iou": ("IoU (dissection)", "#1f77b4")}
 
 
-def ace_curve_figure(summary: dict, path: str | Path | None = None) -> bytes:
-    """Share of c's pixels removed against the number of ablated units, per ranking (Fig. 4, right)."""
+def ace_curve_plot(summary: dict) -> Figure:
+    """Share of c's pixels removed against the number of ablated units, per ranking (Fig. 4, right). Negative
+    shares (ablation made more of c) stay on the axis; the band is the random draws' spread."""
     sizes, curves = summary["sizes"], summary["ablation_removed"]
-    fig = figure(4.6, 3.2)
+    fig = figure(5.0, 3.4)
     ax = fig.subplots()
+    plotted = [0.0, 1.0]
     for name, (label, colour) in RANKING_STYLE.items():
         if name in curves:
             ax.plot(sizes, curves[name], marker="o", ms=3, color=colour, label=label)
+            plotted += curves[name]
     if "random_mean" in curves:
         mean, std = np.asarray(curves["random_mean"]), np.asarray(curves["random_std"])
-        ax.plot(sizes, mean, color="#7f7f7f", ls="--", label="random units")
-        ax.fill_between(sizes, mean - std, mean + std, color="#7f7f7f", alpha=0.2, lw=0)
-    ax.axvline(summary["top_n"], color="#bbb", lw=0.8)
+        ax.plot(sizes, mean, color="#7f7f7f", ls="--", label="random units (mean)")
+        if np.any(std > 0):
+            ax.fill_between(sizes, mean - std, mean + std, color="#7f7f7f", alpha=0.2, lw=0, label="random ± 1 s.d.")
+        plotted += list(mean - std) + list(mean + std)
+    ax.axhline(0, color="#999", lw=0.6)
+    ax.axvline(summary["top_n"], color="#555", lw=0.8, ls=":", label=f"n = {summary['top_n']} (reported)")
     ax.set_xscale("log")
     ax.set_xlabel("units ablated (n)")
     ax.set_ylabel(f"share of {summary['concept']} pixels removed")
-    ax.set_ylim(-0.05, 1.02)
+    fit_ylim(ax, plotted, margin=0.04)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_title(f"ablating {summary['concept']} units ({summary.get('layer', '')})", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
-    return save(fig, path)
+    ax.legend(fontsize=7, frameon=False, loc="best")
+    tidy(ax)
+    return fig
 
 
-def removal_figure(summaries: list[dict], path: str | Path | None = None) -> bytes:
-    """Per concept, the share of its pixels removed by ablating its top-n units, α vs IoU vs random (Fig. 9)."""
-    fig = figure(max(4, 1.1 * len(summaries) + 1.5), 3.2)
+def ace_curve_figure(summary: dict, path: str | Path | None = None) -> bytes:
+    return save(ace_curve_plot(summary), path)
+
+
+def removal_plot(summaries: list[dict]) -> Figure:
+    """Per concept, the share of its pixels removed by ablating its top-n units, α vs IoU vs random (Fig. 9).
+    The random bars carry ±1 s.d. over draws where the draws differ; negative shares go below the zero line."""
+    fig = figure(max(4, 1.1 * len(summaries) + 1.5), 3.4)
     ax = fig.subplots()
-    width = 0.26
+    width, plotted = 0.26, [0.0, 1.0]
     for j, (name, label, colour) in enumerate(
         [("alpha", "α top-n", "#d62728"), ("iou", "IoU top-n", "#1f77b4"), ("random_mean", "n random", "#7f7f7f")]
     ):
-        values = [s["removed_at_top_n"].get(name, 0.0) for s in summaries]
-        errors = [s["removed_at_top_n"].get("random_std", 0.0) if name == "random_mean" else 0.0 for s in summaries]
-        xs = [i + (j - 1) * width for i in range(len(summaries))]
-        ax.bar(xs, values, width, yerr=errors, color=colour, label=label, capsize=2)
+        values = np.array([s["removed_at_top_n"].get(name, np.nan) for s in summaries], dtype=float)
+        xs = np.arange(len(summaries)) + (j - 1) * width
+        ax.bar(xs, values, width, color=colour, label=label)
+        plotted += list(values)
+        if name == "random_mean":
+            std = np.array([s["removed_at_top_n"].get("random_std", 0.0) for s in summaries], dtype=float)
+            spread = std > 0  # a zero-length bar with caps would read as a tight interval
+            if spread.any():
+                ax.errorbar(xs[spread], values[spread], std[spread], fmt="none", ecolor="#333", capsize=2, lw=1,
+                            label="random ± 1 s.d.")  # fmt: skip
+                plotted += list(values[spread] - std[spread]) + list(values[spread] + std[spread])
+    ax.axhline(0, color="#999", lw=0.6)
     ax.set_xticks(range(len(summaries)), [f"{s['concept']}\n({s.get('layer', '')})" for s in summaries])
     ax.set_ylabel("share of pixels removed")
-    ax.set_ylim(0, 1.02)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    fit_ylim(ax, plotted, margin=0.04)
     n = {s["top_n"] for s in summaries}
     ax.set_title(f"ablating the top-{'/'.join(map(str, sorted(n)))} units of each concept", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
-    return save(fig, path)
+    ax.legend(fontsize=7, frameon=False)
+    tidy(ax)
+    return fig
+
+
+def removal_figure(summaries: list[dict], path: str | Path | None = None) -> bytes:
+    return save(removal_plot(summaries), path)
 
 
 # ----------------------------------------------------------------------------------------------- artifacts
 
 
-def unit_fid_figure(unit_fid: torch.Tensor, n_top: int, title: str, path: str | Path | None = None) -> bytes:
-    """Per-unit FID, units sorted from worst to best, the top-n highlighted."""
-    values, order = torch.sort(unit_fid, descending=True)
+def unit_fid_plot(unit_fid: torch.Tensor, n_top: int, title: str) -> Figure:
+    """Per-unit FID, units sorted from worst to best, the top-n (the ablated ones) highlighted; bars from 0 so
+    their heights compare."""
+    values, _ = torch.sort(unit_fid, descending=True)
     fig = figure(max(4.5, 0.035 * len(values) + 2), 3)
     ax = fig.subplots()
-    colours = ["#d62728" if i < n_top else "#9aa9bd" for i in range(len(values))]
-    ax.bar(range(len(values)), values.tolist(), color=colours, width=1.0)
-    ax.set_xlabel("units, sorted by FID of their top-activating images")
+    top = min(n_top, len(values))
+    ax.bar(range(top), values[:top].tolist(), color="#d62728", width=1.0, label=f"top {top} (ablated)")
+    ax.bar(range(top, len(values)), values[top:].tolist(), color="#9aa9bd", width=1.0, label="other units")
+    ax.set_xlabel(f"{len(values)} units, sorted by FID of their top-activating images")
     ax.set_ylabel("per-unit FID")
-    lo = float(values.min())
-    ax.set_ylim(lo - 0.1 * (float(values.max()) - lo + 1e-9), None)
+    count_axis(ax, "x")
+    fit_ylim(ax, values.tolist(), margin=0.04)
     ax.set_title(title, fontsize=10)
-    ax.spines[["top", "right"]].set_visible(False)
-    return save(fig, path)
+    ax.legend(fontsize=8, frameon=False)
+    tidy(ax)
+    return fig
+
+
+def unit_fid_figure(unit_fid: torch.Tensor, n_top: int, title: str, path: str | Path | None = None) -> bytes:
+    return save(unit_fid_plot(unit_fid, n_top, title), path)

@@ -1,8 +1,9 @@
 """Pictures made of images (no matplotlib): label colouring, image grids saved as PNG, units' top images with
-their thresholded region outlined (paper Fig. 3), and captioned rows of them."""
+everything outside their thresholded region dimmed (paper Fig. 3), and captioned rows of them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,46 +16,25 @@ from lightning_gd.dissection.featuremaps import upsample
 from lightning_gd.dissection.results import LayerDissection
 from lightning_gd.latents import latents
 from lightning_gd.models.generators import device_of, eval_mode
-from lightning_gd.models.hooks import Trace
+from lightning_gd.models.hooks import TraceDict
 from lightning_gd.models.images import to_uint8
-
-# One distinct colour per concept index (wraps for large vocabularies).
-_PALETTE = np.array(
-    [
-        [120, 170, 255],
-        [245, 245, 245],
-        [255, 215, 0],
-        [60, 180, 60],
-        [90, 90, 90],
-        [200, 80, 60],
-        [40, 60, 160],
-        [120, 60, 20],
-        [20, 100, 30],
-        [255, 0, 255],
-        [0, 255, 255],
-        [255, 128, 0],
-    ],
-    dtype=np.uint8,
-)
+from lightning_gd.reports.grids import labelled_grid
 
 
-def colorize(labels: torch.Tensor) -> torch.Tensor:
-    """labels (B, H, W) → uint8 colour images (B, 3, H, W)."""
-    lab = labels.cpu().numpy() % len(_PALETTE)
-    return torch.from_numpy(_PALETTE[lab]).permute(0, 3, 1, 2)
+def save_rows(
+    rows: list[torch.Tensor],
+    path: str | Path,
+    scale: int = 2,
+    pad: int = 2,
+    row_labels: list[str] | None = None,
+    legend: list[tuple[str, tuple[int, int, int]]] | None = None,
+) -> Path:
+    """Save rows of uint8 images (each (N, 3, H, W), same N) as one PNG grid, with each row's label at its left
+    and the segmentation colours' legend underneath when given (`lightning_gd.reports.grids.labelled_grid`)."""
 
-
-def save_rows(rows: list[torch.Tensor], path: str | Path, scale: int = 2, pad: int = 2) -> Path:
-    """Save rows of uint8 images (each (N, 3, H, W), same N) as one PNG grid."""
-    import torchvision
-
-    grid = torchvision.utils.make_grid(torch.cat(rows), nrow=len(rows[0]), padding=pad, pad_value=255)
-    img = Image.fromarray(grid.permute(1, 2, 0).numpy())
-    if scale != 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    Image.fromarray(labelled_grid(rows, row_labels, legend, scale=scale, pad=pad)).save(path)
     return path
 
 
@@ -71,6 +51,13 @@ def outline(images: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor = OU
     return out
 
 
+def dim_outside(images: torch.Tensor, masks: torch.Tensor, keep: float = 0.3) -> torch.Tensor:
+    """uint8 `images` (B, 3, H, W) darkened to `keep` of their brightness outside `masks` (B, H, W) bool: a unit's
+    region stands out on any background (a thin outline vanished on clouds and the sun)."""
+    dark = (images.float() * keep).round().to(torch.uint8)
+    return torch.where(masks[:, None].to(images.device), images, dark)
+
+
 @torch.no_grad()
 def unit_strips(
     generator: nn.Module,
@@ -81,32 +68,74 @@ def unit_strips(
     units: list[int] | None = None,
     batch_size: int = 64,
 ) -> dict[int, torch.Tensor]:
-    """For each unit, its top-k images (k, 3, H, W) uint8 with the region above its threshold outlined."""
+    """For each unit, its top-k images (k, 3, H, W) uint8, dimmed outside the region above its threshold."""
     units = list(range(result.num_units)) if units is None else units
     k = min(k or result.top_indices.shape[1], result.top_indices.shape[1])
-    wanted = [(u, int(i)) for u in units for i in result.top_indices[u, :k] if int(i) >= 0]
-    # Top images repeat across units: generate each sample once and keep its (small) featuremap.
-    unique = sorted({i for _, i in wanted})
+    found = unit_images(generator, {result.layer: (result, units, result.top_indices[units, :k])}, z_dim, seed,
+                        batch_size)  # fmt: skip
+    return {u: found.strip(result.layer, row) for row, u in enumerate(units) if found.count(result.layer, row)}
+
+
+@dataclass
+class UnitImages:
+    """Top images of many units, each distinct sample stored once: `images` (M, 3, H, W) uint8 of `samples` (M,),
+    and per layer `slots` (U, k) rows of `images` (-1 = none), `maps` (U, k, h, w) each unit's own featuremap on
+    each of its images, and the units' `thresholds` (U,)."""
+
+    samples: torch.Tensor
+    images: torch.Tensor
+    slots: dict[str, torch.Tensor]
+    maps: dict[str, torch.Tensor]
+    thresholds: dict[str, torch.Tensor]
+
+    def count(self, layer: str, row: int) -> int:
+        return int((self.slots[layer][row] >= 0).sum())
+
+    def strip(self, layer: str, row: int) -> torch.Tensor:
+        """(k', 3, H, W) uint8: row `row`'s images, dimmed outside the region above its unit's threshold."""
+        n = self.count(layer, row)
+        images = self.images[self.slots[layer][row, :n]]
+        act = upsample(self.maps[layer][row, :n][:, None], tuple(images.shape[-2:]))[:, 0]  # (k', H, W)
+        return dim_outside(images, act > self.thresholds[layer][row])
+
+
+@torch.no_grad()
+def unit_images(
+    generator: nn.Module,
+    shown: dict[str, tuple[LayerDissection, list[int], torch.Tensor]],
+    z_dim: int,
+    seed: int,
+    batch_size: int = 64,
+) -> UnitImages:
+    """Generate the images `shown` per layer — (result, R units, (R, k) sample indices, -1 = none) — once each,
+    and keep every shown unit's featuremap on each of its images. Row r of a layer is the r-th of its units."""
+    samples = sorted({int(i) for _, _, idx in shown.values() for i in idx.flatten().tolist() if i >= 0})
+    pos = {i: n for n, i in enumerate(samples)}
+    slots = {layer: idx.clone().apply_(lambda i: pos.get(i, -1)) for layer, (_, _, idx) in shown.items()}
     dev = device_of(generator)
-    images, maps = [], []
+    images: list[torch.Tensor] = []
+    maps: dict[str, torch.Tensor] = {}
+    layers = list(shown)
     with eval_mode(generator):  # a generator in train mode would update its BatchNorm statistics here
-        for start in range(0, len(unique), batch_size):
-            with Trace(generator, result.layer) as tr:
-                x = generator(latents(unique[start : start + batch_size], z_dim, seed).to(dev))
+        for start in range(0, len(samples), batch_size):
+            with TraceDict(generator, layers) as tr:
+                x = generator(latents(samples[start : start + batch_size], z_dim, seed).to(dev))
             images.append(to_uint8(x).cpu())
-            maps.append(tr.output.float().cpu())  # (b, U, h, w)
-    if not wanted:
-        return {}
-    row = {i: n for n, i in enumerate(unique)}
-    images, maps = torch.cat(images), torch.cat(maps)
-    rows = torch.tensor([row[i] for _, i in wanted])
-    sel = torch.tensor([u for u, _ in wanted])
-    act = upsample(maps[rows, sel][:, None], tuple(images.shape[-2:]))[:, 0]  # (pairs, H, W): each pair's unit
-    drawn = outline(images[rows], act > result.thresholds[sel][:, None, None])
-    strips: dict[int, list[torch.Tensor]] = {u: [] for u in units}
-    for (u, _), img in zip(wanted, drawn):
-        strips[u].append(img)
-    return {u: torch.stack(v) for u, v in strips.items() if v}
+            for layer, (_, units, idx) in shown.items():
+                fm = tr[layer].output.float().cpu()  # (b, U, h, w)
+                if layer not in maps:
+                    maps[layer] = torch.zeros(*idx.shape, *fm.shape[-2:])  # (R, k, h, w)
+                sel = (slots[layer] >= start) & (slots[layer] < start + len(fm))  # (R, k) slots in this batch
+                rows, cols = sel.nonzero(as_tuple=True)
+                maps[layer][rows, cols] = fm[slots[layer][rows, cols] - start, torch.tensor(units)[rows]]
+    size = tuple(images[0].shape[-2:]) if images else (0, 0)
+    return UnitImages(
+        torch.tensor(samples, dtype=torch.long),
+        torch.cat(images) if images else torch.zeros(0, 3, *size, dtype=torch.uint8),
+        slots,
+        {layer: maps.get(layer, torch.zeros(*idx.shape, 0, 0)) for layer, (_, _, idx) in shown.items()},
+        {layer: result.thresholds[units].float() for layer, (result, units, _) in shown.items()},
+    )
 
 
 def unit_rows_image(strips: dict[int, torch.Tensor], record: dict, caption_width: int = 96) -> np.ndarray:

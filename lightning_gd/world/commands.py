@@ -9,7 +9,8 @@ import torch
 from jsonargparse.typing import PositiveInt
 
 from lightning_gd.models.images import to_uint8
-from lightning_gd.reports.images import colorize, save_rows
+from lightning_gd.reports.grids import colorize
+from lightning_gd.reports.images import save_rows
 from lightning_gd.world import load_generator, load_segmenter
 from lightning_gd.world.cards import write_cards
 from lightning_gd.world.data import render_batch

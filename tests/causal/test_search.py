@@ -175,7 +175,7 @@ def test_search_tells_the_decoy_apart(tmp_path, trainer):
     torch.manual_seed(0)
     m = search(tmp_path / "run", lam=0.1, lr=0.1)
     dm = LatentDataModule(n_train=64, n_val=16, n_test=16, batch_size=16)
-    t = trainer(max_epochs=3, logger=TensorBoardLogger(tmp_path / "tb"))
+    t = trainer(max_epochs=3, logger=TensorBoardLogger(tmp_path / "tb", default_hp_metric=False))
     t.fit(m, dm)
     iou = m.iou
     print(f"\nIoU {iou.tolist()}\nα {m.alpha.tolist()}")
@@ -193,6 +193,7 @@ def test_search_tells_the_decoy_apart(tmp_path, trainer):
     assert (tmp_path / "run" / "alpha.safetensors").is_file()
 
     assert float(t.callback_metrics["val/removed_top2"]) == pytest.approx(1.0)
+    check_tensorboard_run(t.logger.log_dir, float(t.callback_metrics["val/removed_top2"]), [3, 7, 11])
 
     t.test(m, dm)
     assert (tmp_path / "run" / "ace.json").is_file()
@@ -201,6 +202,8 @@ def test_search_tells_the_decoy_apart(tmp_path, trainer):
     assert summary["removed_at_top_n"]["alpha"] >= 0.99  # ablating the α top-2 removes every dome pixel
     assert summary["ablation_removed"]["alpha"][summary["sizes"].index(2)] >= 0.99
     assert summary["insertion_at_top_n"]["alpha"]["ace"] > 0
+    acc = events(t.logger.log_dir)
+    assert acc.Scalars("hp/removed_top2_alpha")[-1].value == pytest.approx(summary["removed_at_top_n"]["alpha"])
     # the Trainer-free evaluation on the same held-out z (test seed 102), in other batches: the same curves
     rankings = {"alpha": m.ranking(), "iou": m.iou_ranking()}
     ev = ace.evaluate(
@@ -209,6 +212,38 @@ def test_search_tells_the_decoy_apart(tmp_path, trainer):
     assert ev["sizes"] == summary["sizes"] and ev["presence"] == pytest.approx(summary["presence"])
     for name in rankings:
         assert ev["ablation_removed"][name] == pytest.approx(summary["ablation_removed"][name])
+
+
+def events(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def check_tensorboard_run(log_dir, removed: float, epoch_ends: list[int]) -> None:
+    """The run opens on a layout of the search, logs α and the top-n set at the scalars' steps (Lightning logs an
+    epoch's scalars at the step of its last batch; not at the epoch number), and has the validation's removed
+    share as its hparam metric instead of a −1 placeholder."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    acc = events(log_dir)
+    tags = acc.Tags()
+    val_steps = [e.step for e in acc.Scalars("val/removed_top2")]
+    assert val_steps == epoch_ends == [e.step for e in acc.Scalars("epoch")][::2]
+    assert [e.step for e in acc.Histograms("alpha")] == val_steps
+    assert [e.step for e in acc.Tensors("top_2_units/text_summary")] == val_steps
+    assert "hp_metric" not in tags["scalars"]
+    (hp,) = acc.Scalars("hp/removed_top2")
+    assert hp.value == pytest.approx(removed) and hp.step == epoch_ends[-1]
+    raw = acc.Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0]
+    (section,) = layout_pb2.Layout.FromString(raw).category
+    charted = {tag for chart in section.chart for tag in chart.multiline.tag}
+    assert section.title == "causal search: dome @ layer1"
+    logged = {"train/delta", "train/insertion", "train/ablation", "train/loss", "train/alpha_norm"}
+    logged |= {"train/alpha_above_half", "train/top_n_turnover", "val/removed_top2", "test/removed_top2_.*"}
+    assert charted == logged  # every scalar the search logs (the tiny Trainer here logs no step scalars)
 
 
 def test_top_n_outside_the_curve_sizes(tmp_path, trainer):

@@ -57,7 +57,8 @@ SEGMENTER = json.dumps({"class_path": "tests.helpers.ColourSegmenter"})
 
 def run_dissect(out, *extra: str) -> None:
     argv = ["dissect", "--generator", GENERATOR, "--segmenter", SEGMENTER, "--n", str(N), "--batch_size", str(N)]
-    cli.main([*argv, "--q", str(Q), "--top_k", str(K), "--out", str(out), "--tb_dir", str(out / "tb"), *extra])
+    cli.main([*argv, "--q", str(Q), "--top_k", str(K), "--out", str(out), "--tb_dir", str(out / "tb"),
+              "--cache_dir", str(out / "cache"), *extra])  # fmt: skip
 
 
 def stamps(folder) -> dict:
@@ -75,17 +76,26 @@ def test_dissect_subcommand(tmp_path, monkeypatch, capsys):
         assert doc["layers"][layer]["units"][0]["label"] == "dome"
         assert doc["layers"][layer]["summary"]["per_concept"]["dome"] == 1
     assert (out / "report.html").is_file() and (out / "layers.png").is_file()
-    assert len(list((out / "tb" / "dissect-run").glob("events.out.tfevents.*"))) == 1
+    tb = out / "tb" / "dissect-run-layer1-layer2"  # the kind, the output folder and the layers, said once each
+    assert len(list(tb.glob("events.out.tfevents.*"))) == 1
     printed = capsys.readouterr().out
     interpretable = doc["layers"]["layer1"]["summary"]["interpretable"]
-    assert f"layer1: {interpretable}/3 interpretable units" in printed and "report.html" in printed
+    assert f"layer1: {interpretable}/3 interpretable units" in printed
+    # the closing listing: every file written, the TensorBoard run, the next command
+    listed = printed[printed.index("wrote:\n") :].splitlines()
+    files = sorted(str(p.relative_to(tmp_path)) for p in out.iterdir() if p.is_file())  # as typed in tmp_path
+    assert listed[1 : 1 + len(files)] == [f"  {f}" for f in files] and "  run/report.html" in listed
+    tb = tb.relative_to(tmp_path)
+    assert f"TensorBoard run: {tb}  (tensorboard --logdir {tb})" in listed
+    assert "next: python -m lightning_gd fit --concept dome --layer layer1 --model.generator " in printed
     cache = stamps(out / "cache")
     assert len(cache) == len(LAYERS)  # thresholds and tallies of the one pass, per layer
 
     run_dissect(out, "--layers", "[layer1, layer2]")  # the same run again: both stages come from the cache
     assert stamps(out / "cache") == cache
     assert json.loads((out / "dissect.json").read_text()) == doc
-    assert len(list((out / "tb" / "dissect-run").glob("events.out.tfevents.*"))) == 2
+    assert len(list((tmp_path / tb).glob("events.out.tfevents.*"))) == 2
+    assert "wrote:" in capsys.readouterr().out  # the same files again
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
     with pytest.raises(ValueError, match="--layers") as err:
@@ -200,6 +210,10 @@ def test_artifacts_subcommand_on_the_world(tmp_path, monkeypatch, capsys):
         assert is_png(out / name), name
     printed = capsys.readouterr().out
     assert "layer4: highest per-unit FID:" in printed and "unit_fid.json" in printed
+    # the realism filter with the cut that leaves out the 20 highest-FID units (and no other)
+    cut = float(re.search(r"--max_unit_fid (\S+)", printed).group(1))
+    assert sum(f > cut for f in fids) == 20
+    assert f"next: python -m lightning_gd dissect --layers layer4 --realism {out / 'unit_fid.json'}" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run"]
 
     # bad input
@@ -294,6 +308,8 @@ def test_causal_summary_subcommand(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "| tree | layer4 | 25.0% | 20 | 90.0% | 30.0% | 10.0% ± 2.0% | 0.500 | 200 |" in printed
     assert "| door | layer4 |" in printed and "causal_removal.png" in printed
+    context = f"next: python -m lightning_gd context --causal {runs[0]} --concept tree --layer layer4"
+    assert context in printed and f"next: python -m lightning_gd paint --results {tmp_path}" in printed
     assert [s["concept"] for s in json.loads((out / "causal_summary.json").read_text())] == ["tree", "door"]
     assert (out / "causal_summary.md").read_text().startswith("| concept | layer |")
     assert is_png(out / "causal_removal.png")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lightning_gd import cli
+from lightning_gd.cli.console import command
 from lightning_gd.cli.lightning import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,9 +59,10 @@ def test_a_named_config_replaces_the_default(in_repo, capsys):
     assert "GANModule" in out and "CausalSearch" not in out and "LatentDataModule" not in out
 
 
-def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, one_thread):
+def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, caplog, recwarn, one_thread):
     """The README's first command, shrunk: `fit` with no config, then `test` on its last checkpoint, run from another
-    folder (everything lands under it) through `cli.main`, what `python -m lightning_gd` calls."""
+    folder (everything lands under it) through `cli.main`, what `python -m lightning_gd` calls. Each ends by listing
+    its checkpoint, its TensorBoard run and the next command, with no third-party advert or deprecation noise."""
     small = ["--model.kc_samples", "16", "--model.dissect_samples", "16", "--model.random_draws", "1"]
     small += ["--data.n_train", "8", "--data.n_val", "4", "--data.n_test", "4", "--data.batch_size", "4"]
     small += ["--model.eval_sizes", "[1, 20]", "--model.progress", "false", "--trainer.enable_progress_bar", "false"]
@@ -71,11 +73,31 @@ def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, on
     run_dir = tmp_path / "out" / "causal" / "tree-layer4"
     result = json.loads((run_dir / "causal.json").read_text())
     assert result["concept"] == "tree" and len(result["top_units"]) == 20 and len(result["units"]) == 128
-    assert "top-20 units by α" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "top-20 units by α" in printed
     ckpt = run_dir / "checkpoints" / "last.ckpt"
+    listing = printed[printed.index("wrote:\n") :].splitlines()
+    run = "tb_logs/causal-tree-layer4/version_0"
+    assert listing[:3] == [
+        "wrote:",
+        f"  {ckpt.relative_to(tmp_path)}",
+        f"TensorBoard run: {run}  (tensorboard --logdir {run})",
+    ]
+    again = command("test", "--trainer.max_epochs", "1", *small, "--ckpt_path", ckpt.relative_to(tmp_path))
+    assert listing[3] == f"next: {again}   (ACE on held-out z)"  # the same search and data, its checkpoint
+    assert listing[4].startswith("next: python -m lightning_gd context --causal out/causal/tree-layer4 --concept tree")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert set(state) == {"alpha", "k_c", "iou", "presence", "prepared", "previous_top"}  # no frozen networks
+    small[small.index("--trainer.enable_progress_bar") + 1] = "true"  # the result line must follow the bar
     cli.main(["test", "--ckpt_path", str(ckpt), *small])
+    printed = capsys.readouterr().out
+    result = next(i for i, line in enumerate(printed.splitlines()) if "ablating the top-20 units removes" in line)
+    assert printed.splitlines()[result].startswith("tree @ layer4: ablating")  # a line of its own
+    assert printed.index("Testing") < printed.index("tree @ layer4: ablating")  # after the bar
+    assert "TensorBoard run: tb_logs/causal-tree-layer4/version_1" in printed
+    assert "next: python -m lightning_gd paint --results out/causal --layer layer4" in printed
+    assert not [r for r in caplog.records if "Tip:" in r.getMessage()]  # Lightning's adverts
+    assert not [w for w in recwarn if "LeafSpec" in str(w.message)]  # torch's deprecation inside Lightning
     summary = json.loads((run_dir / "ace.json").read_text())
     assert summary["sizes"] == [1, 20, 128] and set(summary["ablation_removed"]) >= {"alpha", "iou", "random_mean"}
     assert summary["ablation_removed"]["alpha"][-1] == pytest.approx(1.0, abs=0.02)  # every unit off: no tree left

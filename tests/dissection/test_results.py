@@ -55,3 +55,47 @@ def test_settings_are_checked():
         DissectSettings(layers=("layer1",), top_k=0)
     with pytest.raises(ValueError, match="iqr_seed must differ from seed"):
         DissectSettings(layers=("layer1",), threshold="iqr", seed=1, iqr_seed=1)
+
+
+# ----------------------------------------------------------------------------------------------- shown top images
+
+
+def test_distinct_top_images_by_hand():
+    from lightning_gd.dissection.results import distinct_top_images
+
+    cands = torch.tensor([[5, 6, 7], [5, 8, 9]])
+    assert distinct_top_images(cands, 2).tolist() == [[5, 6], [8, 9]]  # unit 1 leaves sample 5 to unit 0
+    assert distinct_top_images(cands, 2, order=[1, 0]).tolist() == [[6, 7], [5, 8]]  # unit 1 chooses first
+    # both units want the same two samples: one each in the distinct rounds, then each is filled with the other
+    assert distinct_top_images(torch.tensor([[1, 2], [1, 2]]), 2).tolist() == [[1, 2], [2, 1]]
+    # fewer candidates than k: -1 pads
+    assert distinct_top_images(torch.tensor([[3, -1, -1]]), 2).tolist() == [[3, -1]]
+
+
+def test_distinct_top_images_against_brute_force():
+    from lightning_gd.dissection.results import distinct_top_images
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        U, P, k, n = 12, 8, 4, int(torch.randint(6, 60, (1,), generator=gen))
+        cands = torch.stack([torch.randperm(n, generator=gen)[:P] for _ in range(U)])
+        cands[0, 5:] = -1  # a unit with few candidates
+        order = torch.randperm(U, generator=gen).tolist()
+        got = distinct_top_images(cands, k, order)
+        # brute force: the rounds written out the slow way
+        chosen, used = {u: [] for u in range(U)}, []
+        for _ in range(k):
+            for u in order:
+                free = [int(i) for i in cands[u] if i >= 0 and int(i) not in used]
+                if free:
+                    chosen[u].append(free[0])
+                    used.append(free[0])
+        for u in order:
+            rest = [int(i) for i in cands[u] if i >= 0 and int(i) not in chosen[u]]
+            chosen[u] += rest[: k - len(chosen[u])]
+        for u in range(U):
+            row = [int(i) for i in got[u] if i >= 0]
+            assert row == chosen[u], (trial, u)
+            assert len(row) == min(k, int((cands[u] >= 0).sum())) and len(set(row)) == len(row)
+        plain = {int(i) for i in cands[:, :k].flatten() if i >= 0}
+        assert len({int(i) for i in got.flatten() if i >= 0}) >= len(plain)  # never fewer distinct images

@@ -31,7 +31,7 @@ def test_dissect_checkpoints_of_a_foreign_run(foreign_resumed, tmp_path):
     assert json.loads((out / "emergence.json").read_text())[0]["step"] == 4
     for name in ("emergence.png", "emergence_heatmap.png", "emergence_units.png"):
         assert (out / name).stat().st_size > 1000
-    acc = EventAccumulator(str(tmp_path / "emergence-emergence"))
+    acc = EventAccumulator(str(tmp_path / "emergence-mix"))  # the kind and the layer, not the folder twice
     acc.Reload()
     assert [e.step for e in acc.Scalars("emergence/mix/interpretable_units")] == [4, 8, 12]
 

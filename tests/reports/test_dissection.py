@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -42,8 +43,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_write_dissection(planted, tmp_path):
-    _, d, strips = planted
-    doc = write_dissection(d, tmp_path, strips, info={"generator": "PlantedGenerator"})
+    _, d, shown = planted
+    doc = write_dissection(d, tmp_path, shown, info={"generator": "PlantedGenerator"})
     on_disk = json.loads((tmp_path / "dissect.json").read_text())
     assert on_disk == json.loads(json.dumps(doc))
     assert on_disk["version"] == JSON_VERSION == 1
@@ -70,21 +71,33 @@ def test_write_dissection(planted, tmp_path):
 
     page = (tmp_path / "report.html").read_text()
     assert "http://" not in page and "https://" not in page  # offline: nothing to fetch
-    srcs = re.findall(r'src="([^"]*)"', page)
-    assert srcs and all(src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in srcs)
-    assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', page))
-    assert len(srcs) == 2 + 2 * 3  # one concept chart per layer, one strip per unit
-    for src in srcs:
-        data = base64.b64decode(src.split(",", 1)[1], validate=True)
-        assert is_png(data) if src.startswith("data:image/png") else data[:3] == b"\xff\xd8\xff"  # JPEG magic
-    sections = page.split("<h2 ")[1:]
-    assert len(sections) == len(LAYERS)
-    for layer, section in zip(LAYERS, sections):
-        assert f'id="layer-{layer}"' in section
-        assert section.count("<tr><td") == d.layers[layer].num_units  # one row per unit
-    # markup in concept names is escaped: no raw tag, and the page's only script is its own sorter
-    assert BOLD not in page and "&lt;b&gt;x&lt;/b&gt;" in page
-    assert page.count("<script") == 1 and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    refs = re.findall(r'(?:src|href)="([^"#$][^"]*)"', page)  # ${…}: the page's own templates
+    assert not refs  # no file or URL referenced: one offline file (links to causal searches come as data)
+    data = page_json(page)
+    assert [lay["name"] for lay in data["layers"]] == list(LAYERS) and data["iou_threshold"] == d.settings.iou_threshold
+    assert data["samples"] == shown.samples.tolist() and len(data["images"]) == len(shown.samples)
+    for b64 in data["images"]:
+        assert base64.b64decode(b64, validate=True)[:3] == b"\xff\xd8\xff"  # JPEG magic
+    for lay in data["layers"]:
+        res = d.layers[lay["name"]]
+        assert [{k: v for k, v in u.items() if k != "causal"} for u in lay["units"]] == d.units(lay["name"])
+        assert lay["slots"] == shown.slots[lay["name"]].tolist() and lay["summary"] == d.summary(lay["name"])
+        iou = np.frombuffer(base64.b64decode(lay["iou"]), dtype="<u2").reshape(res.iou.shape) / 10000
+        assert np.abs(iou - res.iou.numpy()).max() <= 0.5e-4  # IoU to 4 decimals for the bar charts
+        maps = np.frombuffer(zlib.decompress(base64.b64decode(lay["maps"])), np.uint8).reshape(
+            *shown.slots[lay["name"]].shape, *res.featuremap_size
+        )
+        lo, hi = np.array(lay["map_lo"])[:, None, None, None], np.array(lay["map_hi"])[:, None, None, None]
+        back = lo + maps / 255 * (hi - lo)
+        assert np.abs(back - shown.maps[lay["name"]].numpy()).max() <= (hi - lo).max() / 255  # 8-bit maps
+        assert is_png(base64.b64decode(lay["chart"]))
+    # markup in concept names reaches the page only as JSON text: no raw tag outside the data block
+    assert page.count("<script") == 2 and SCRIPT not in page and BOLD not in page
+    assert data["concepts"] == [SCRIPT, BOLD, "grass"]
+
+
+def page_json(page: str) -> dict:
+    return json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1))
 
 
 def test_one_layer_has_no_layer_figure(planted, tmp_path):
@@ -93,8 +106,8 @@ def test_one_layer_has_no_layer_figure(planted, tmp_path):
     doc = write_dissection(one, tmp_path)
     assert list(doc["layers"]) == ["layer1"] and doc["settings"]["layers"] == ["layer1"]
     assert (tmp_path / "concepts-layer1.png").is_file() and not (tmp_path / "layers.png").exists()
-    page = (tmp_path / "report.html").read_text()
-    assert page.count("<tr><td") == 3 and "data:image/png;base64," in page  # the chart; no strips given
+    data = page_json((tmp_path / "report.html").read_text())
+    assert len(data["layers"]) == 1 and data["images"] == [] and data["layers"][0]["slots"] == [[], [], []]
 
 
 # ----------------------------------------------------------------------------------------------- TensorBoard
@@ -103,20 +116,25 @@ def test_one_layer_has_no_layer_figure(planted, tmp_path):
 def test_log_tensorboard(planted, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, d, strips = planted
+    _, d, shown = planted
     cats = dict(zip(d.vocabulary.names, d.vocabulary.categories))
     charts = {layer: concept_bar_chart(d.summary(layer)["per_concept"], cats, layer) for layer in LAYERS}
-    log_tensorboard(d, tmp_path, "run", strips, charts)
+    log_tensorboard(d, tmp_path, "run", shown, charts)
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
     guidance = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
     acc = EventAccumulator(str(tmp_path / "run"), size_guidance=guidance).Reload()
     tags = acc.Tags()
+    # the summary scalars draw one curve across the layers: step = the layer's position
+    for tag, key in (("interpretable_units", "interpretable"), ("distinct_concepts", "distinct_concepts")):
+        assert [(e.step, e.value) for e in acc.Scalars(f"layers/{tag}")] == [
+            (i, d.summary(layer)[key]) for i, layer in enumerate(LAYERS, start=1)
+        ]
+    share = [e.value for e in acc.Scalars("layers/interpretable_share")]
+    assert share == [np.float32(d.summary(la)["interpretable"] / 3) for la in LAYERS]
+    assert "custom_scalars__config__" in tags["tensors"]  # the layout the run opens on
     for layer in LAYERS:
         summ = d.summary(layer)
-        for tag, key in (("interpretable_units", "interpretable"), ("distinct_concepts", "distinct_concepts")):
-            (ev,) = acc.Scalars(f"{layer}/{tag}")
-            assert ev.step == 0 and ev.value == summ[key]
-        (ev,) = acc.Scalars(f"{layer}/mean_iou")
+        (ev,) = [e for e in acc.Scalars("layers/mean_iou") if e.step == LAYERS.index(layer) + 1]
         assert ev.value == np.float32(summ["mean_iou"]) and summ["mean_iou"] > 0  # exact up to float32
         (hist,) = acc.Histograms(f"{layer}/best_iou")
         best = d.layers[layer].iou.max(1).values
@@ -128,5 +146,5 @@ def test_log_tensorboard(planted, tmp_path):
         assert table.startswith("| unit | label | category | IoU |") and f"| 0 | {BOLD} | object |" in table
         assert {f"{layer}/concepts", f"{layer}/top_units_images"} <= set(tags["images"])
         (grid,) = acc.Images(f"{layer}/top_units_images")
-        assert (grid.width, grid.height) == (K * 65 + 1, 3 * 65 + 1)  # K images of the 3 units, 1-pixel gaps
+        assert (grid.width, grid.height) == (96 + K * 66, 3 * 66)  # a caption, then K framed images per unit
         assert is_png(grid.encoded_image_string)

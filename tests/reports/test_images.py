@@ -1,5 +1,6 @@
-"""Pictures made of images: the outline of a unit's region drawn exactly on its border, the units' top images
-(paper Fig. 3) against the generator's own images, label colouring and image grids."""
+"""Pictures made of images: the outline of a region drawn exactly on its border, a unit's region shown by dimming
+the rest, the units' top images (paper Fig. 3) and featuremaps against the generator's own, label colouring and
+image grids."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from PIL import Image
 
 from lightning_gd.latents import latents
 from lightning_gd.models.images import to_uint8
-from lightning_gd.reports.images import OUTLINE, colorize, outline, save_rows, unit_rows_image, unit_strips
+from lightning_gd.reports.grids import colorize
+from lightning_gd.reports.images import (
+    OUTLINE,
+    dim_outside,
+    outline,
+    save_rows,
+    unit_rows_image,
+    unit_strips,
+)
 from tests.helpers import REPORT_K, REPORT_LAYERS, Z_DIM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,34 +45,63 @@ def test_outline_draws_exactly_the_border_of_a_square():
     assert torch.equal(outline(img, torch.zeros_like(mask)), img)  # no region, nothing drawn
 
 
-def test_unit_strips_are_the_top_images(planted):
-    g, d, strips = planted
+def test_dim_outside_darkens_exactly_the_outside():
+    img = torch.arange(3 * 8 * 8, dtype=torch.uint8).view(1, 3, 8, 8)
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[0, 2:6, 1:7] = True
+    out = dim_outside(img, mask, keep=0.3)
+    assert out.dtype == torch.uint8 and torch.equal(out[0][:, mask[0]], img[0][:, mask[0]])
+    assert torch.equal(out[0][:, ~mask[0]], (img[0][:, ~mask[0]].float() * 0.3).round().to(torch.uint8))
+
+
+def _reference(g, d, layer, units, idx):
+    """The generator's own images of samples `idx` and unit `units`' featuremaps on them, computed directly."""
+    with torch.no_grad():
+        z = latents(idx, Z_DIM, d.settings.seed)
+        r = g.layer1(z) if layer == "layer1" else g.layer2(g.layer1(z))
+        return to_uint8(g(z)), r
+
+
+def test_unit_images_are_the_shown_samples_and_their_maps(planted):
+    g, d, shown = planted
+    assert shown.samples.tolist() == sorted(set(shown.samples.tolist()))  # each sample stored once
     for layer in LAYERS:
         res = d.layers[layer]
-        assert sorted(strips[layer]) == [0, 1, 2]
-        for u, strip in strips[layer].items():
-            assert strip.shape == (K, 3, 64, 64) and strip.dtype == torch.uint8
-            idx = res.top_indices[u].tolist()
-            with torch.no_grad():
-                z = latents(idx, Z_DIM, d.settings.seed)
-                r = g.layer1(z) if layer == "layer1" else g.layer2(g.layer1(z))
-                raw = to_uint8(g(z))
+        expected = res.shown_images()
+        assert shown.slots[layer].shape == (3, K)
+        for u in range(3):
+            idx = expected[u].tolist()
+            assert shown.samples[shown.slots[layer][u]].tolist() == idx  # the slots point at the shown samples
+            raw, r = _reference(g, d, layer, u, idx)
+            assert torch.equal(shown.images[shown.slots[layer][u]], raw)
+            torch.testing.assert_close(shown.maps[layer][u], r[:, u], atol=1e-6, rtol=0)
             mask = F.interpolate(r, size=(64, 64), mode="bilinear", align_corners=False)[:, u] > res.thresholds[u]
-            assert torch.equal(strip, outline(raw, mask)), (layer, u)
-            drawn = (strip != raw).any(1)  # only outline pixels differ from the generator's own images
-            assert (strip.permute(0, 2, 3, 1)[drawn] == OUTLINE).all()
+            strip = shown.strip(layer, u)
+            assert torch.equal(strip, dim_outside(raw, mask)), (layer, u)
             if u == 0:
-                assert drawn.flatten(1).any(1).all()  # the dome is outlined in every top image
+                assert mask.flatten(1).any(1).all()  # the dome is lit in every top image
             if u == 2:
-                assert torch.equal(strip, raw)  # the dead unit has no region above its threshold
-    few = unit_strips(g, d.layers["layer1"], Z_DIM, 0, k=2, units=[0])
-    assert list(few) == [0] and torch.equal(few[0], strips["layer1"][0][:2])
+                assert not mask.any()  # the dead unit has no region above its threshold: all dimmed
+
+
+def test_unit_strips_are_each_units_own_top_images(planted):
+    g, d, _ = planted
+    strips = unit_strips(g, d.layers["layer2"], Z_DIM, 0, k=2, units=[2, 0])
+    assert list(strips) == [2, 0]
+    for u, strip in strips.items():
+        idx = d.layers["layer2"].top_indices[u, :2].tolist()
+        raw, r = _reference(g, d, "layer2", u, idx)
+        mask = (
+            F.interpolate(r, size=(64, 64), mode="bilinear", align_corners=False)[:, u]
+            > d.layers["layer2"].thresholds[u]
+        )
+        assert strip.shape == (2, 3, 64, 64) and torch.equal(strip, dim_outside(raw, mask))
 
 
 def test_unit_rows_image_has_a_row_per_unit(planted):
-    _, d, strips = planted
+    _, d, shown = planted
     record = {"best_iou": [0.9, 0.01, 0.0], "best_concept": ["dome", "sky", "sky"], "iou_threshold": 0.05}
-    picture = unit_rows_image({u: strips["layer1"][u] for u in (0, 2)}, record, caption_width=96)
+    picture = unit_rows_image({u: shown.strip("layer1", u) for u in (0, 2)}, record, caption_width=96)
     assert picture.dtype == "uint8" and picture.shape == (2 * 66, 96 + K * 66, 3)  # 1-pixel frames around images
     assert unit_rows_image({}, record).shape == (8, 96, 3)
 

@@ -62,7 +62,8 @@ def test_dissect_fit_and_test_on_published_layouts(which, progan_file, ade20k_fo
     segmenter = f"ade20k:{ade20k_folder}?size=32" if which == "ade20k" else f"hf:{hf_folder}"
     out = tmp_path / "dissect"
     main(["dissect", "--generator", generator, "--segmenter", segmenter, "--layers", "layer4", "--n", "8",
-          "--batch_size", "4", "--top_k", "2", "--tb_dir", "null", "--out", str(out)])  # fmt: skip
+          "--batch_size", "4", "--top_k", "2", "--tb_dir", "null", "--out", str(out),
+          "--cache_dir", str(tmp_path / "cache")])  # fmt: skip
     doc = json.loads((out / "dissect.json").read_text())
     assert len(doc["layers"]["layer4"]["units"]) == 32 and doc["layers"]["layer4"]["featuremap_size"] == [8, 8]
     assert len(doc["vocabulary"]["names"]) == len(zoo.segmenter(segmenter).concepts)

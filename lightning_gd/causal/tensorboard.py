@@ -1,0 +1,95 @@
+"""How a causal search's TensorBoard run opens: a custom-scalars layout of what the search optimises and measures,
+α's histogram and the top-n set at the same steps as the scalars (`global_step`), and the search's real result
+as its hyper-parameter metric (no `hp_metric = -1` placeholder)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import torch
+
+
+def epoch_end_step(module) -> int:
+    """The step of an epoch's end on the run's x-axis: Lightning logs the epoch's scalars and its validation's at
+    the step of the epoch's last optimiser step, `global_step − 1` (the scalars of a batch go at its own step)."""
+    return max(module.global_step - 1, 0)
+
+
+def writer(logger):
+    """The run's SummaryWriter when its logger writes TensorBoard, else None."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    exp = getattr(logger, "experiment", None) if logger is not None else None
+    return exp if isinstance(exp, SummaryWriter) else None
+
+
+def lay_out(module) -> None:
+    """Write a search's custom-scalars layout to its run (at the start of fit and of test, each its own run)."""
+    tb = module._tensorboard()
+    if tb is not None:
+        tb.add_custom_scalars(custom_scalars_layout(module.hparams.concept, module.hparams.layer, module.top_n))
+
+
+def custom_scalars_layout(concept: str, layer: str, top_n: int) -> dict:
+    """One "custom scalars" section per search: δ with its two terms, the loss, α's size, the top-n set's turnover
+    and the share of the concept removed by the top-n units (validation, test)."""
+    return {
+        f"causal search: {concept} @ {layer}": {
+            "δ = insertion − ablation (soft presence of the concept)": [
+                "Multiline",
+                ["train/delta", "train/insertion", "train/ablation"],
+            ],
+            "loss = −δ + λ‖α‖₂": ["Multiline", ["train/loss"]],
+            "‖α‖₂ and units with α > 0.5": ["Multiline", ["train/alpha_norm", "train/alpha_above_half"]],
+            f"top-{top_n} units replaced per epoch": ["Multiline", ["train/top_n_turnover"]],
+            f"share of {concept} removed by the top-{top_n} units": [
+                "Multiline",
+                [f"val/removed_top{top_n}", f"test/removed_top{top_n}_.*"],
+            ],
+        }
+    }
+
+
+def log_alpha(writer, alpha: torch.Tensor, top: list[int], step: int) -> None:
+    """α's histogram and the top-n units with their α, at `step` (`epoch_end_step`: where the scalars of the same
+    epoch are)."""
+    alpha = alpha.detach().cpu()
+    writer.add_histogram("alpha", alpha, step)
+    text = ", ".join(f"{u} ({float(alpha[u]):.2f})" for u in top)
+    writer.add_text(f"top_{len(top)}_units", text, step)
+
+
+def log_result(loggers, params: dict, metrics: dict[str, float], step: int) -> None:
+    """The search's settings with its result as their metrics (TensorBoard's HParams tab), for every
+    TensorBoardLogger of the run; other loggers get the metrics as scalars."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics, step=step)
+        else:
+            logger.log_metrics(metrics, step=step)
+
+
+def log_fit_result(module, removed: float | None) -> None:
+    """After fit: the share of the concept that the top-n units removed at the last validation, as the metric of
+    the search's settings (none without a validation)."""
+    if removed is not None:
+        log_result(module.trainer.loggers, dict(module.hparams), {f"hp/removed_top{module.top_n}": removed},
+                   epoch_end_step(module))  # fmt: skip
+
+
+def write_test_result(module, summary: dict, grid_batch, tb) -> str:
+    """The test's outputs (`lightning_gd.reports.causal.write_ace`) and its result as the hparam metrics; returns
+    the lines write_ace prints, for the caller to print once the progress bar has closed."""
+    from lightning_gd.reports.causal import write_ace
+
+    with contextlib.redirect_stdout(io.StringIO()) as lines:
+        write_ace(module, summary, grid_batch, tb)
+    metrics = {
+        f"hp/removed_top{module.top_n}_alpha": summary["removed_at_top_n"]["alpha"],
+        "hp/insertion_ace_alpha": summary["insertion_at_top_n"]["alpha"]["ace"],
+    }
+    log_result(module.trainer.loggers, dict(module.hparams), metrics, module.global_step)
+    return lines.getvalue()
