@@ -1,9 +1,10 @@
 """Dissection cost against the forward passes it needs, its memory as the sample grows, and its error.
 
     python bench/dissect.py [--layer layer4] [--n 1000] [--big-n 10000] [--threads 2] [--device cpu|cuda]
-        [--generator world:PATH]
+        [--generator world:PATH] [--repeats 3] [--big-repeats 1]
 
-Prints time(dissect N) / time(generator + segmenter forward on the same N) (target ≤ 1.25), the peak memory
+Prints time(dissect N) / time(generator + segmenter forward on the same N) (target ≤ 1.25; the median ratio of
+`repeats` forward and dissection runs made side by side), the peak memory
 of a dissection of N and of big-N samples, each in a fresh process (target: ≤ 1.2×; resident memory on the CPU,
 peak allocated GPU memory on CUDA), and the largest IoU and threshold error against the exact computation:
 torch.quantile-style thresholds over every upsampled pixel of the N samples and dense masks (target ≤ 0.002).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -73,24 +75,37 @@ def run_one(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    if args.mode in ("time", "both"):
-        with torch.no_grad():  # warm-up (kernels, allocator)
-            seg.labels(G(latents(range(args.batch_size), G.z_dim, 0).to(device)))
-        sync()
+    with torch.no_grad():  # warm-up (kernels, allocator)
+        seg.labels(G(latents(range(args.batch_size), G.z_dim, 0).to(device)))
+    sync()
+    # forward and dissection alternate, `repeats` times: on a shared machine the speed drifts by tens of per
+    # cent within minutes, and each ratio compares two runs made side by side
+    forward, dissection, cpu_f, cpu_d = [], [], [], []
+    for _ in range(args.repeats):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         with torch.no_grad():
             for start in range(0, args.n, args.batch_size):
                 idx = range(start, min(start + args.batch_size, args.n))
                 seg.labels(G(latents(idx, G.z_dim, 0).to(device)))
         sync()
-        out["forward_s"] = time.perf_counter() - t0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync()
-    t0 = time.perf_counter()
-    result = dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False)
-    sync()
-    out["dissect_s"] = time.perf_counter() - t0
+        forward.append(time.perf_counter() - t0)
+        cpu_f.append(time.process_time() - c0)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        result = dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False)
+        sync()
+        dissection.append(time.perf_counter() - t0)
+        cpu_d.append(time.process_time() - c0)
+    out["forward_s"], out["dissect_s"] = statistics.median(forward), statistics.median(dissection)
+    out["ratio"] = statistics.median(d / f for d, f in zip(dissection, forward))
+    # CPU time (all threads) is what the work costs: unlike wall-clock time it does not count the time a shared
+    # machine gives to other tenants
+    out["cpu_ratio"] = statistics.median(d / f for d, f in zip(cpu_d, cpu_f))
+    out["repeats"] = args.repeats
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -113,28 +128,32 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--generator", default="world", help="a zoo spec (default: the world's shipped generator)")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating forward/dissect runs at --n (median)")
+    ap.add_argument("--big-repeats", type=int, default=1, help="the same at --big-n")
     ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mode:  # child process
         print(json.dumps(run_one(args)))
         return
 
-    def child(n: int, mode: str) -> dict:
+    def child(n: int, mode: str, repeats: int) -> dict:
         cmd = [sys.executable, __file__, "--layer", args.layer, "--n", str(n), "--batch-size", str(args.batch_size),
-               "--device", args.device, "--generator", args.generator, "--mode", mode]  # fmt: skip
+               "--device", args.device, "--generator", args.generator, "--mode", mode,
+               "--repeats", str(repeats)]  # fmt: skip
         cmd += ["--threads", str(args.threads)] if args.threads else []
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    small = child(args.n, "both")
-    big = child(args.big_n, "time")
+    small = child(args.n, "both", args.repeats)
+    big = child(args.big_n, "time", args.big_repeats)
     mem = "peak_cuda_mb" if args.device.startswith("cuda") else "peak_rss_mb"
     print(f"layer {args.layer}, batch {args.batch_size}, device {small['device']}, {small['threads']} threads")
     for res in (small, big):
         n = res["n"]
         print(f"N={n}: forward {res['forward_s']:.2f} s ({n / res['forward_s']:.0f} images/s), dissect "
               f"{res['dissect_s']:.2f} s ({n / res['dissect_s']:.0f} images/s); ratio dissect / forward: "
-              f"{res['dissect_s'] / res['forward_s']:.2f}  (target <= 1.25)")  # fmt: skip
+              f"{res['ratio']:.2f} wall clock, {res['cpu_ratio']:.2f} CPU time  (median of {res['repeats']} "
+              f"side-by-side runs; target <= 1.25)")  # fmt: skip
     print(f"peak memory ({mem}) N={args.n}: {small[mem]:.0f} MB; N={args.big_n}: {big[mem]:.0f} MB; "
           f"ratio {big[mem] / small[mem]:.2f}  (target <= 1.2)")  # fmt: skip
     print(f"against the exact computation at N={args.n} ({small['units']} units): IoU max error "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from lightning_gd.dissection.counts import band_counts
+from lightning_gd.dissection.counts import band_counts, count_keys
 from lightning_gd.dissection.stats import iou_from_tallies
 
 
@@ -125,9 +125,9 @@ class BandTally(Metric):
         self.equal += equal
         self.low = torch.minimum(self.low, low)
         self.high = torch.maximum(self.high, high)
-        for labels, off in zip(groups, offsets):
-            lab = labels[labels >= 0] + off
-            self.concept_area += torch.bincount(lab.flatten(), minlength=self.num_concepts)[: self.num_concepts]
+        for labels, off in zip(groups, offsets):  # unlabelled pixels (-1) counted in a spare slot, dropped
+            lab = torch.where(labels >= 0, labels + off, self.num_concepts).flatten()
+            self.concept_area += count_keys(lab, self.num_concepts + 1)[: self.num_concepts]
         self.pixels += groups[0].numel()
 
     def compute(self) -> dict:

@@ -1,21 +1,21 @@
 """Counting thresholded, bilinearly upsampled featuremaps against labels, per unit, concept and value band.
 
-`band_counts` upsamples the featuremaps of a batch, keeps the pixels above each unit's `lo` (a few per cent at a
-top-quantile band) and counts them by concept and by bin of the band (lo, hi]; everything else is summed by the
-caller (`bands.BandTally`).
+`band_counts` keeps the upsampled pixels above each unit's `lo` (a few per cent at a top-quantile band) and counts
+them by concept and by bin of the band (lo, hi]; everything else is summed by the caller (`bands.BandTally`).
 
-Measured alternative, not kept: bilinear upsampling mixes four featuremap values per pixel, so a pixel's value
-lies between the smallest and largest of its cell's corners, and only cells straddling the band need pixel-level
-work. On the world's layer4 (16² → 64², 128 units) 12 % of the cells straddle a (0.96, 0.9975)-quantile band
-and that form took 0.22 s per batch of 50 against 0.12 s for this dense one; on an 8² ProGAN layer4 of 256
-units (15 % straddling) 0.80 s against 0.38 s.
+Only those pixels are computed. `featuremaps.upsample` interpolates along the width, then along the height, each
+value a weighted mean of two: so an upsampled pixel is at most the larger of the two width-pass values it mixes.
+The width pass is computed in full (a quarter of the pixels at 4× upsampling); the height pass only for the pairs
+of width-pass rows whose larger value reaches `lo`, with upsample's own arithmetic, so the values are bit for bit
+those of the dense form. Measured on the world's layer4 (16² → 64², 128 units, batch 50, a top-4 % band): see
+bench/dissect.py and the README's benchmark table.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lightning_gd.dissection.featuremaps import upsample
+from lightning_gd.dissection.featuremaps import height_rows, width_pass
 
 
 def band_counts(
@@ -34,35 +34,73 @@ def band_counts(
     - counts (U, C + 1, bins + 2) (long): bin k in 1…bins holds pixels with value in (lo + (k−1)·Δ, lo + k·Δ],
       Δ = (hi − lo) / bins, the last bin the pixels above hi; bin 0 (at or below lo) is not counted; row C
       counts all pixels. With lo = hi and bins = 0 it is the plain tally of the masks r↑ > lo;
-    - equal (U,): pixels exactly equal to lo, where lo is a value of the featuremap (a plateau such as ReLU
-      zeros), for the quantile;
+    - equal (U,): pixels exactly equal to lo (a plateau such as ReLU zeros, where lo is a featuremap value),
+      for the quantile;
     - low, high (U, bins + 2): the smallest and largest value in each bin (±inf where empty), so the quantile
       can be interpolated between the values a bin really holds and an atom (one value) is recognised."""
     B, U = r.shape[:2]
     C1, nb = num_concepts + 1, bins + 2
-    up = upsample(r, tuple(groups[0].shape[-2:]))  # (B, U, H, W)
+    H, W = groups[0].shape[-2:]
     lo_, hi_ = lo.to(r), hi.to(r)
-    equal = torch.zeros(U, dtype=torch.long, device=r.device)
-    plateau = (r == lo_[None, :, None, None]).flatten(2).any(2).any(0)  # only where lo is a featuremap value
-    if plateau.any():
-        equal[plateau] = (up[:, plateau] == lo_[plateau][None, :, None, None]).sum((0, 2, 3))
-    b, u, y, x = (up > lo_[None, :, None, None]).nonzero().unbind(1)
-    v = up[b, u, y, x].double()
+    u, pixel, v32, equal = _above(r, (H, W), lo_)
+    v = v32.double()
     lo_u, hi_u = lo_.double()[u], hi_.double()[u]
     if bins > 0:
         k = torch.ceil((v - lo_u) / ((hi_u - lo_u) / bins).clamp(min=1e-300)).clamp_(1, bins).long()
         k = torch.where(v > hi_u, bins + 1, k)
     else:
         k = torch.ones_like(u)
-    low = torch.full((U * nb,), float("inf"), dtype=torch.float64, device=r.device)
-    high = torch.full((U * nb,), -float("inf"), dtype=torch.float64, device=r.device)
-    low.scatter_reduce_(0, u * nb + k, v, "amin")
-    high.scatter_reduce_(0, u * nb + k, v, "amax")
-    base = u * (C1 * nb)
-    flat = [base + num_concepts * nb + k]
-    for labels, off in zip(groups, offsets):
-        lab = labels[b, y, x]
-        keep = lab >= 0
-        flat.append(base[keep] + (lab[keep] + off) * nb + k[keep])
-    counts = torch.bincount(torch.cat(flat), minlength=U * C1 * nb).view(U, C1, nb)
-    return counts, equal, low.view(U, nb), high.view(U, nb)
+    uk = u * nb + k
+    # the values are float32: their extremes are found in float32 (half the memory traffic), exactly
+    low = torch.full((U * nb,), float("inf"), dtype=v32.dtype, device=r.device).scatter_reduce_(0, uk, v32, "amin")
+    high = torch.full((U * nb,), -float("inf"), dtype=v32.dtype, device=r.device).scatter_reduce_(0, uk, v32, "amax")
+    base = u * (C1 * nb) + k
+    # one key per pixel and group: group 0's unlabelled pixels count in row C (all pixels, completed below by its
+    # labelled ones), the other groups' in a spare slot past the end, dropped
+    spare = U * C1 * nb
+    keys = []
+    for g, (labels, off) in enumerate(zip(groups, offsets)):
+        lab = labels.reshape(-1)[pixel]
+        keys.append(base + torch.where(lab >= 0, lab + off, num_concepts) * nb if g == 0 else
+                    torch.where(lab >= 0, base + (lab + off) * nb, spare))  # fmt: skip
+    counts = count_keys(torch.cat(keys) if len(keys) > 1 else keys[0], spare + 1)[:spare].view(U, C1, nb)
+    first = slice(offsets[0], offsets[1] if len(offsets) > 1 else num_concepts)  # group 0's concepts
+    counts[:, num_concepts] += counts[:, first].sum(1)
+    return counts, equal, low.double().view(U, nb), high.double().view(U, nb)
+
+
+def count_keys(keys: torch.Tensor, size: int) -> torch.Tensor:
+    """How often each of 0 … size−1 occurs in `keys`: `torch.bincount` on the CPU; elsewhere an accumulating
+    scatter into a fixed-size tensor, because bincount reads the largest key back to the host first."""
+    if keys.device.type == "cpu":
+        return torch.bincount(keys, minlength=size)
+    return torch.zeros(size, dtype=torch.long, device=keys.device).index_put_(
+        (keys,), torch.ones_like(keys), accumulate=True
+    )
+
+
+def _above(r: torch.Tensor, size: tuple[int, int], lo: torch.Tensor, block: int = 8):
+    """The upsampled pixels above `lo` (U,): their unit, their pixel in the labels (b·H·W + y·W + x) and their
+    value (float32, as `featuremaps.upsample` computes it); and per unit the pixels equal to lo (U,). A few rows
+    at a time (`height_rows`): each block of rows of every map is thresholded while it is in the cache, and the
+    full upsampled batch is never written out; within a block, only the map rows that reach lo are searched
+    pixel by pixel. No value comes back to the host (a device only reports how many pixels it found)."""
+    B, U = r.shape[:2]
+    H, W = size
+    lo_maps = lo.repeat(B)  # (B·U,) each map's unit's lo
+    units, pixels, values = [], [], []
+    equal = torch.zeros(U, dtype=torch.long, device=r.device)
+    for y0, rows in height_rows(width_pass(r, W), H, block):
+        segments = rows.reshape(-1, W)  # (k·B·U, W): row y0 + j of map m at j·B·U + m
+        hit = (segments.amax(1).view(len(rows), -1) >= lo_maps).view(-1).nonzero().squeeze(1)
+        seg = segments[hit]  # (n, W): the map rows that reach lo
+        bu_hit = hit % (B * U)
+        lo_hit = lo_maps[bu_hit][:, None]
+        equal.index_add_(0, bu_hit % U, (seg == lo_hit).sum(1))
+        flat = (seg > lo_hit).view(-1).nonzero().squeeze(1)
+        i, x = flat // W, flat % W
+        bu, y = bu_hit[i], y0 + hit[i] // (B * U)
+        units.append(bu % U)
+        pixels.append((bu // U) * (H * W) + y * W + x)
+        values.append(seg.view(-1)[flat])
+    return torch.cat(units), torch.cat(pixels), torch.cat(values), equal

@@ -22,7 +22,7 @@ from torch import nn
 
 from lightning_gd.cache import Cache, fingerprint
 from lightning_gd.dissection.concepts import Vocabulary, vocabulary
-from lightning_gd.dissection.passes import iqr_thresholds, quantile_pass, tally
+from lightning_gd.dissection.passes import BAND_BELOW, iqr_thresholds, quantile_pass, tally
 from lightning_gd.dissection.results import Dissection, DissectSettings, LayerDissection
 from lightning_gd.latents import is_rank_zero, latents
 from lightning_gd.models.generators import device_of, eval_mode, z_dim_of
@@ -117,7 +117,7 @@ def _segmentation_size(generator: nn.Module, segmenter: Segmenter, z_dim: int, s
 def _threshold_key(s: DissectSettings, size: tuple[int, int], vocab: Vocabulary) -> dict:
     if s.threshold == "quantile":
         return {"n": s.n, "seed": s.seed, "q": s.q, "stride": s.stride, "size": size, "warmup": s.warmup,
-                "bins": s.bins}  # fmt: skip
+                "bins": s.bins, "band_below": BAND_BELOW}  # fmt: skip
     return {"n": s.iqr_n, "seed": s.iqr_seed, "stride": s.stride, "vocab": vocab.names, "q": s.q}  # q: fallback
 
 
