@@ -197,8 +197,18 @@ def _tensorboard(doc: dict, out: Path, run: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(run)) as w:
-        for name, row in doc["by_background"].items():
-            w.add_scalar(f"context/effect/{name}", row["effect"], 0)
+        # one value per background: drawn along the step axis (step = the background's row in the table logged
+        # beside it), so the run opens on two curves rather than a scatter of single dots
+        rows = list(doc["by_background"].items())
+        w.add_custom_scalars({"context (step = background, see context/backgrounds)": {
+            "effect": ["Multiline", ["context/effect"]], "appears": ["Multiline", ["context/appear_rate"]],
+        }})  # fmt: skip
+        table = ["| step | background | locations | effect | appears |", "|---|---|---|---|---|"]
+        for step, (name, row) in enumerate(rows, start=1):
+            w.add_scalar("context/effect", row["effect"], step)
+            w.add_scalar("context/appear_rate", row["appear_rate"], step)
+            table.append(f"| {step} | {name} | {row['count']} | {row['effect']:.4f} | {row['appear_rate']:.1%} |")
+        w.add_text("context/backgrounds", "\n".join(table), 0)
         w.add_text("context/settings", json.dumps(doc["settings"]), 0)
         for png in ("context.png", "where.png", "trace.png", "trace_heatmap.png"):
             if (out / png).is_file():

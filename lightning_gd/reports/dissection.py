@@ -252,7 +252,6 @@ def log_tensorboard(
     IoU, and a table of the top units; across layers, the summary scalars with step = the layer's position
     (1 = first dissected layer), so several layers draw a curve, under a custom-scalars layout that opens on it."""
     from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import custom_scalars
 
     from lightning_gd.reports.images import unit_rows_image
 
@@ -260,7 +259,7 @@ def log_tensorboard(
         layout = {"dissection across layers (step = layer position)": {
             tag: ["Multiline", [f"layers/{tag}"]] for tag in SUMMARY_TAGS
         }}  # fmt: skip
-        w._get_file_writer().add_summary(custom_scalars(layout))
+        w.add_custom_scalars(layout)
         for step, (layer, res) in enumerate(diss.layers.items(), start=1):
             best_iou, best = res.iou.max(1)
             summ = diss.summary(layer)

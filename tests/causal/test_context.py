@@ -115,6 +115,13 @@ def test_context_command_writes_its_outputs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "building" in printed and "wrote" in printed
     assert list((tmp_path / "tb").glob("context-door-layer1/events.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb" / "context-door-layer1"), size_guidance={"scalars": 0}).Reload()
+    rows = list(doc["by_background"].values())  # one point per background, along the step axis, in table order
+    assert [e.step for e in acc.Scalars("context/effect")] == list(range(1, len(rows) + 1))
+    assert [e.value for e in acc.Scalars("context/appear_rate")] == pytest.approx([r["appear_rate"] for r in rows])
+    assert "custom_scalars__config__" in acc.Tags()["tensors"]
     bad = [*args[:-6], "--concept", "tree"]
     with pytest.raises(SystemExit) as err:
         main(bad)
