@@ -58,17 +58,20 @@ def _positionals_to_options(fn: Callable, argv: list[str]) -> list[str]:
     return out + argv[i:]
 
 
-def _list_options(fn: Callable) -> set[str]:
-    """The options of `fn` whose type admits a list (`list[str] | str | None`, `list[Path]`, …)."""
+def _list_options(fn: Callable) -> dict[str, bool]:
+    """The options of `fn` whose type admits a list (`list[str] | str | None`, `list[Path]`, …), each with
+    whether its items are numbers (`list[int]`): only those turn "3,17" into numbers; `--layers 0,2` names
+    the children "0" and "2" of an `nn.Sequential`."""
     try:
         hints = typing.get_type_hints(fn)
     except (NameError, TypeError):  # an annotation that does not resolve here: leave its values to jsonargparse
-        return set()
-    found = set()
+        return {}
+    found = {}
     for name, hint in hints.items():
         union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        if any(typing.get_origin(kind) is list for kind in (typing.get_args(hint) if union else (hint,))):
-            found.add(name)
+        kinds = [k for k in (typing.get_args(hint) if union else (hint,)) if typing.get_origin(k) is list]
+        if kinds:
+            found[name] = any(item in (int, float) for k in kinds for item in typing.get_args(k))
     return found
 
 
@@ -95,7 +98,8 @@ def _bare_lists_to_lists(fn: Callable, argv: list[str]) -> list[str]:
             i += 1
             continue
         bare = not value.lstrip().startswith(("[", "-")) and value not in ("", "null")
-        out += [f"--{name}", json.dumps([_scalar(v.strip()) for v in value.split(",") if v.strip()]) if bare else value]
+        items = [_scalar(v.strip()) if lists[name] else v.strip() for v in value.split(",") if v.strip()]
+        out += [f"--{name}", json.dumps(items) if bare else value]
         i += 1
     return out
 

@@ -3,12 +3,11 @@
 `band_counts` keeps the upsampled pixels above each unit's `lo` (a few per cent at a top-quantile band) and counts
 them by concept and by bin of the band (lo, hi]; everything else is summed by the caller (`bands.BandTally`).
 
-Only those pixels are computed. `featuremaps.upsample` interpolates along the width, then along the height, each
-value a weighted mean of two: so an upsampled pixel is at most the larger of the two width-pass values it mixes.
-The width pass is computed in full (a quarter of the pixels at 4× upsampling); the height pass only for the pairs
-of width-pass rows whose larger value reaches `lo`, with upsample's own arithmetic, so the values are bit for bit
-those of the dense form. Measured on the world's layer4 (16² → 64², 128 units, batch 50, a top-4 % band): see
-bench/dissect.py and the README's benchmark table.
+The upsampled batch is never written out: `featuremaps.width_pass`, then `featuremaps.height_rows` a block of
+output rows at a time (the same values `upsample` computes, bit for bit); each block is thresholded while it is
+in the cache, and only the map rows whose maximum reaches `lo` are searched pixel by pixel. No value is read back
+to the host per batch; on a GPU each block's two `nonzero` calls still wait for the device to say how many pixels
+it found (2·⌈H/8⌉ per layer and batch). Measured: bench/dissect.py and the README's benchmark table.
 """
 
 from __future__ import annotations

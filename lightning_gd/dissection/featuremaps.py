@@ -82,6 +82,8 @@ def width_pass(r: torch.Tensor, width: int) -> torch.Tensor:
     width upsampled by one matrix product (the small input is permuted, not the 4×-larger result)."""
     B, U, h, w = r.shape
     rows = r.permute(2, 0, 1, 3).reshape(h * B * U, w)  # (h·B·U, w)
+    if w == width:  # nothing to interpolate (a product with the identity would turn inf into nan)
+        return rows.view(h, B * U * width)
     return (rows @ interpolation_matrix(w, width, r.device, r.dtype).T).view(h, B * U * width)
 
 

@@ -219,7 +219,9 @@ def relative_peaks(r: torch.Tensor) -> torch.Tensor:
     rank count gives the same scores."""
     peaks = r.amax((2, 3)).float()  # (B, U)
     level = peaks.abs().mean(1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
-    return peaks / level
+    # a louder image lowers the score whatever its sign: a negative peak (a layer before its activation) is
+    # multiplied by the level rather than divided, which would lift it towards 0
+    return torch.where(peaks >= 0, peaks / level, peaks * level)
 
 
 class TopK(Metric):

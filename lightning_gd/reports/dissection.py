@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+import math
 import os
 import zlib
 from dataclasses import asdict
@@ -21,6 +22,7 @@ from lightning_gd.cache import atomic_write
 from lightning_gd.dissection.results import Dissection
 from lightning_gd.reports.figures import CATEGORY_COLOURS, concept_bar_chart, layer_summary_figure
 from lightning_gd.reports.images import UnitImages, unit_images
+from lightning_gd.reports.page_parts import relative_url
 
 JSON_VERSION = 1
 
@@ -98,7 +100,9 @@ def find_causal(root: Path, info: dict | None = None, depth: int = 3, links_from
         if theirs is not None and ours is not None and str(theirs) != str(ours):
             continue
         page = path.parent / "index.html" if (path.parent / "index.html").is_file() else path
-        href = os.path.relpath(page, links_from).replace(os.sep, "/") if links_from is not None else None
+        href = None
+        if links_from is not None:  # a relative URL: quoted ("#", "%" in folder names), never a scheme
+            href = relative_url(os.path.relpath(page, links_from))
         docs.append({**doc, "path": str(path.parent), "href": href})
     return docs
 
@@ -158,10 +162,21 @@ def page_data(diss: Dissection, shown: UnitImages, charts: dict[str, bytes], inf
     }
 
 
+def _finite(value):
+    """The page's data with NaN and ±inf as null (JSON has no such numbers: one would stop the page loading)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_html(path: Path, data: dict, title: str) -> None:
     template = (resources.files("lightning_gd.reports") / "browser.html").read_text()
     # every "<" as a JSON escape: neither "</script>" nor "<!--" can change how the HTML parser reads the block
-    blob = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+    blob = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     page = template.replace("__TITLE__", html.escape(title)).replace("__DATA__", blob)
     atomic_write(path, page.encode())
 

@@ -69,7 +69,9 @@ def concept_legend(labels: torch.Tensor | Sequence[torch.Tensor], names: Sequenc
     """(name, colour) of every concept present in `labels` (label maps (B, H, W), or several), in vocabulary
     order, with the colour `colorize` draws it in. Concepts absent from the pictures stay out of the legend."""
     maps = [labels] if isinstance(labels, torch.Tensor) else list(labels)
-    present = torch.unique(torch.cat([m.flatten().cpu() for m in maps])).tolist()
+    present = [i for i in torch.unique(torch.cat([m.flatten().cpu() for m in maps])).tolist() if i >= 0]
+    if not present:  # no labelled pixel (-1 is "none", never a concept)
+        return []
     colours = colorize(torch.tensor(present).view(1, 1, -1))[0, :, 0].T  # (K, 3)
     return [(names[i] if i < len(names) else str(i), tuple(int(v) for v in c)) for i, c in zip(present, colours)]
 

@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 PAGE = "index.html"
 SKIP = {"cache", "checkpoints", "tb_logs", "lightning_logs"}  # folders that never hold a result
@@ -55,6 +56,13 @@ class Result:
         return html_page if html_page.is_file() else self.folder / next(iter(self.docs))
 
 
+def relative_url(path: str | Path) -> str:
+    """A relative path as a URL: quoted ("#" or "%" in a folder name), and never read as a scheme
+    ("javascript:…") since it starts with "." or gets "./"."""
+    url = quote(Path(path).as_posix())
+    return url if url.startswith(".") else "./" + url
+
+
 def read_result(folder: Path) -> Result | None:
     """The result a folder holds, from its JSON files; None when it holds none (or only unreadable ones)."""
     docs = {}
@@ -66,6 +74,13 @@ def read_result(folder: Path) -> Result | None:
                 continue  # a half-written or foreign file: the folder is not linked, the page still builds
     if not docs:
         return None
+    try:
+        return _result(folder, docs)
+    except (KeyError, IndexError, TypeError):  # JSON of another schema (or an empty history): not a result
+        return None
+
+
+def _result(folder: Path, docs: dict) -> Result:
     kind = KINDS[next(iter(docs))]
     if kind == "dissection":
         s = docs["dissect.json"]["settings"]
@@ -150,7 +165,7 @@ def table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset(
 def figures(folder: Path, items: list[tuple[str, str]]) -> str:
     """The PNGs of the folder that exist, each linked to itself at full size, with its caption."""
     return "".join(
-        f'<figure><a href="{esc(name)}"><img src="{esc(name)}" alt="{esc(caption)}"></a>'
+        f'<figure><a href="{esc(quote(name))}"><img src="{esc(quote(name))}" alt="{esc(caption)}"></a>'
         f"<figcaption>{esc(caption)}</figcaption></figure>"
         for name, caption in items
         if (folder / name).is_file()
@@ -160,7 +175,7 @@ def figures(folder: Path, items: list[tuple[str, str]]) -> str:
 def links(final: Path, me: Result, extra: tuple[Result, ...] = ()) -> str:
     items = []
     for other, same in related(me, final, extra):
-        href = Path(os.path.relpath(other.page, final)).as_posix()
+        href = relative_url(os.path.relpath(other.page, final))
         where = Path(os.path.relpath(other.folder, results_root(final))).as_posix()
         note = "" if same else ' <span class="dim">(generator not recorded: same layer only)</span>'
         items.append(f'<li><a href="{esc(href)}">{esc(other.title)}</a> — {esc(", ".join(other.layers))}, '

@@ -38,7 +38,7 @@ def causal_body(me: Result, final: Path) -> tuple[str, str, str]:
             f"top-n = {top_n}"]  # fmt: skip
     if search:
         meta += [f"{search['epochs']} epochs, {search['global_step']} steps", f"λ = {settings.get('lam')}",
-                 f"{concept}'s share of the pixels {pct(search['presence'])}"]  # fmt: skip
+                 f"{esc(concept)}'s share of the pixels {pct(search['presence'])}"]  # fmt: skip
     body = []
     if ace is not None:
         at_n, ins = ace["removed_at_top_n"], ace["insertion_at_top_n"]

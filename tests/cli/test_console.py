@@ -36,7 +36,13 @@ def printed_config(capsys, *argv: str) -> dict:
 
 @pytest.mark.parametrize(
     "given, layers",
-    [("layer4", ["layer4"]), ("layer3,layer4", ["layer3", "layer4"]), ("[layer4]", ["layer4"]), ("null", None)],
+    [
+        ("layer4", ["layer4"]),
+        ("layer3,layer4", ["layer3", "layer4"]),
+        ("[layer4]", ["layer4"]),
+        ("null", None),
+        ("0,2", ["0", "2"]),
+    ],  # children of an nn.Sequential are named "0", "2": names stay strings
 )
 def test_list_options_take_one_name_or_comma_separated_names(capsys, given, layers):
     assert printed_config(capsys, "dissect", "--layers", given)["layers"] == layers

@@ -75,3 +75,12 @@ def test_band_counts_equal_the_brute_force(h, w, H, W, bins):
         torch.testing.assert_close(
             high[:, 1 : bins + 1][seen[:, 1 : bins + 1]], ref_high[:, 1 : bins + 1][seen[:, 1 : bins + 1]]
         )
+
+
+def test_same_size_maps_keep_infinite_values():
+    """Maps already at the labels' size are not interpolated (a product with the identity turned inf into nan)."""
+    r = torch.zeros(1, 1, 4, 4)
+    r[0, 0, 1, 2], r[0, 0, 3, 3], r[0, 0, 0, 0], r[0, 0, 2, 1] = float("inf"), 2.0, 3.0, 4.0
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    counts, *_ = band_counts(r, [labels], [0], 1, torch.tensor([1.0]), torch.tensor([1.0]), 0)
+    assert counts[0, 1, 1] == 4  # the 4 pixels above 1, inf included

@@ -92,7 +92,8 @@ def test_planted_unit_is_found(threshold):
     # top images: each unit's peak over the image's mean |peak| across units, recomputed here by brute force;
     # the dead unit peaks at 0 in every image — ties, so the smallest sample indices
     peaks = r.amax((2, 3))  # (N, U)
-    score = peaks / peaks.abs().mean(1, keepdim=True)
+    level = peaks.abs().mean(1, keepdim=True)
+    score = torch.where(peaks >= 0, peaks / level, peaks * level)
     for u in range(peaks.shape[1]):
         ref = sorted(range(N), key=lambda i: (-float(score[i, u]), i))[:10]
         assert lay.top_indices[u].tolist() == ref, u

@@ -93,6 +93,8 @@ def test_default_order_sorting_and_filters(page, report):
     page.click("th[data-key='iou']")
     assert rows(page) == [u["unit"] for u in sorted(units, key=lambda u: (u["iou"], u["unit"]))]
     assert page.text_content("th[data-key='iou'] .arrow") == "▲"
+    page.click("th[data-key='iou']")  # a third click: back to the default order, no arrow
+    assert rows(page) == expected_default(units) and page.locator("th .arrow").count() == 0
     # the causal column: best rank first
     page.click("th[data-key='causal']")
     assert rows(page)[:2] == [2, 0]

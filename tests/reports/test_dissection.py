@@ -148,3 +148,18 @@ def test_log_tensorboard(planted, tmp_path):
         (grid,) = acc.Images(f"{layer}/top_units_images")
         assert (grid.width, grid.height) == (96 + K * 66, 3 * 66)  # a caption, then K framed images per unit
         assert is_png(grid.encoded_image_string)
+
+
+def test_non_finite_values_reach_the_page_as_null(tmp_path):
+    """JSON has no NaN or Infinity: one such value (a threshold, an α) would stop the page loading."""
+    from lightning_gd.reports.dissection import write_html
+
+    def reject(token):
+        raise ValueError(f"non-JSON number {token}")
+
+    write_html(tmp_path / "r.html", {"layers": [{"threshold": float("nan"), "alpha": [1.0, float("inf")]}]}, "t")
+    data = json.loads(
+        re.search(r'id="data">(.*?)</script>', (tmp_path / "r.html").read_text(), re.S).group(1),
+        parse_constant=reject,
+    )
+    assert data == {"layers": [{"threshold": None, "alpha": [1.0, None]}]}

@@ -180,3 +180,13 @@ def test_causal_page_in_chromium_loads_everything_and_asks_nothing_of_the_networ
     assert title == "Causal units of tree in layer4" and loaded == [True, True]
     assert landed == artifacts_page.as_uri()
     assert requests and all(r.startswith("file://") for r in requests), requests
+
+
+def test_foreign_json_is_not_a_result_and_urls_are_quoted(tmp_path):
+    from lightning_gd.reports.page_parts import read_result, relative_url
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "context.json").write_text('{"foo": 1}')  # another program's context.json
+    assert read_result(tmp_path / "b") is None
+    assert relative_url("../run#2/index.html") == "../run%232/index.html"
+    assert relative_url("javascript:alert(1)/index.html").startswith("./")
