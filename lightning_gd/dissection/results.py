@@ -63,7 +63,8 @@ def distinct_top_images(candidates: torch.Tensor, k: int, order: list[int] | Non
 
     Round j gives every unit, in `order` (default: unit index), its best candidate that no unit shows yet; units
     left short after k rounds (their candidates all shown elsewhere) are filled with their best remaining
-    candidates, repeats allowed. Earlier units in `order` thus keep their truest images."""
+    candidates, repeats allowed; each row is then ordered as the unit ranks it. Earlier units in `order` thus keep
+    their truest images."""
     U, P = candidates.shape
     order = list(range(U)) if order is None else order
     ranked = [[i for i in row if i >= 0] for row in candidates.tolist()]
@@ -82,6 +83,7 @@ def distinct_top_images(candidates: torch.Tensor, k: int, order: list[int] | Non
     for u in order:
         mine = set(chosen[u])
         chosen[u] += [i for i in ranked[u] if i not in mine][: k - len(chosen[u])]
+        chosen[u].sort(key=ranked[u].index)  # shown best first, as the unit ranks them
     out = torch.full((U, k), -1, dtype=torch.long)
     for u, row in enumerate(chosen):
         out[u, : len(row)] = torch.tensor(row, dtype=torch.long)

@@ -134,6 +134,7 @@ def page_data(diss: Dissection, shown: UnitImages, charts: dict[str, bytes], inf
             "summary": diss.summary(layer),
             "units": [{**u, "causal": ranks.get(u["unit"], [])} for u in diss.units(layer)],
             "slots": slots.tolist(),
+            "ranks": _ranks(res, shown.samples, slots),
             "maps": base64.b64encode(maps).decode(),
             "map_lo": lo,
             "map_hi": hi,
@@ -179,6 +180,17 @@ def write_html(path: Path, data: dict, title: str) -> None:
     blob = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     page = template.replace("__TITLE__", html.escape(title)).replace("__DATA__", blob)
     atomic_write(path, page.encode())
+
+
+def _ranks(res, samples: torch.Tensor, slots: torch.Tensor) -> list[list[int]]:
+    """Per unit and shown image, its rank (1 = best) among the unit's own top images (0: not among them): the
+    distinct selection can show a unit its #12 where another unit shows its #1, and the page says so."""
+    pool = (res.candidates if res.candidates is not None else res.top_indices).tolist()
+    ranks = []
+    for u, row in enumerate(slots.tolist()):
+        place = {int(i): r for r, i in enumerate(pool[u], start=1) if i >= 0}
+        ranks.append([place.get(int(samples[s]), 0) for s in row if s >= 0])
+    return ranks
 
 
 def shown_images(generator, diss: Dissection, z_dim: int, k: int | None = None) -> UnitImages:

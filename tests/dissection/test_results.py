@@ -67,7 +67,7 @@ def test_distinct_top_images_by_hand():
     assert distinct_top_images(cands, 2).tolist() == [[5, 6], [8, 9]]  # unit 1 leaves sample 5 to unit 0
     assert distinct_top_images(cands, 2, order=[1, 0]).tolist() == [[6, 7], [5, 8]]  # unit 1 chooses first
     # both units want the same two samples: one each in the distinct rounds, then each is filled with the other
-    assert distinct_top_images(torch.tensor([[1, 2], [1, 2]]), 2).tolist() == [[1, 2], [2, 1]]
+    assert distinct_top_images(torch.tensor([[1, 2], [1, 2]]), 2).tolist() == [[1, 2], [1, 2]]  # best first
     # fewer candidates than k: -1 pads
     assert distinct_top_images(torch.tensor([[3, -1, -1]]), 2).tolist() == [[3, -1]]
 
@@ -93,6 +93,7 @@ def test_distinct_top_images_against_brute_force():
         for u in order:
             rest = [int(i) for i in cands[u] if i >= 0 and int(i) not in chosen[u]]
             chosen[u] += rest[: k - len(chosen[u])]
+            chosen[u].sort(key=[int(i) for i in cands[u]].index)
         for u in range(U):
             row = [int(i) for i in got[u] if i >= 0]
             assert row == chosen[u], (trial, u)

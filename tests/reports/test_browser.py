@@ -123,6 +123,10 @@ def test_detail_panel(page, report):
     assert names[0] == d.vocabulary.names[int(iou.argmax())]  # highest first
     k = shown.count("layer1", 0)
     assert panel.locator("#d-region canvas").count() == k and panel.locator("#d-heat canvas").count() == k
+    # each shown image's rank among the unit's own candidates, as the page states it
+    cands = d.layers["layer1"].candidates[0].tolist()
+    ranks = [cands.index(int(shown.samples[s])) + 1 for s in shown.slots["layer1"][0].tolist() if s >= 0]
+    assert "Ranks among this unit's own top images: " + ", ".join(f"#{r}" for r in ranks) in panel.text_content()
     assert "rank 2" in panel.text_content()  # its place in the causal search
     page.keyboard.press("Escape")
     assert page.locator("#detail.open").count() == 0
