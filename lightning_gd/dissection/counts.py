@@ -44,11 +44,13 @@ def band_counts(
     u, pixel, v32, equal = _above(r, (H, W), lo_)
     v = v32.double()
     lo_u, hi_u = lo_.double()[u], hi_.double()[u]
+    # the pixels come at or above lo: those exactly at lo land in bin 0, which is emptied below (cheaper than
+    # dropping them from every array)
     if bins > 0:
-        k = torch.ceil((v - lo_u) / ((hi_u - lo_u) / bins).clamp(min=1e-300)).clamp_(1, bins).long()
+        k = torch.ceil((v - lo_u) / ((hi_u - lo_u) / bins).clamp(min=1e-300)).clamp_(0, bins).long()
         k = torch.where(v > hi_u, bins + 1, k)
     else:
-        k = torch.ones_like(u)
+        k = (v > lo_u).long()
     uk = u * nb + k
     # the values are float32: their extremes are found in float32 (half the memory traffic), exactly
     low = torch.full((U * nb,), float("inf"), dtype=v32.dtype, device=r.device).scatter_reduce_(0, uk, v32, "amin")
@@ -65,7 +67,10 @@ def band_counts(
     counts = count_keys(torch.cat(keys) if len(keys) > 1 else keys[0], spare + 1)[:spare].view(U, C1, nb)
     first = slice(offsets[0], offsets[1] if len(offsets) > 1 else num_concepts)  # group 0's concepts
     counts[:, num_concepts] += counts[:, first].sum(1)
-    return counts, equal, low.double().view(U, nb), high.double().view(U, nb)
+    counts[:, :, 0] = 0  # bin 0: at or below lo, not counted
+    low, high = low.double().view(U, nb), high.double().view(U, nb)
+    low[:, 0], high[:, 0] = float("inf"), -float("inf")
+    return counts, equal, low, high
 
 
 def count_keys(keys: torch.Tensor, size: int) -> torch.Tensor:
@@ -79,13 +84,14 @@ def count_keys(keys: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _above(r: torch.Tensor, size: tuple[int, int], lo: torch.Tensor, block: int = 8):
-    """The upsampled pixels above `lo` (U,): their unit, their pixel in the labels (b·H·W + y·W + x) and their
-    value (float32, as `featuremaps.upsample` computes it); and per unit the pixels equal to lo (U,). A few rows
-    at a time (`height_rows`): each block of rows of every map is thresholded while it is in the cache, and the
-    full upsampled batch is never written out; within a block, only the map rows that reach lo are searched
-    pixel by pixel. No value comes back to the host (a device only reports how many pixels it found)."""
+    """The upsampled pixels at or above `lo` (U,): their unit, their pixel in the labels (b·H·W + y·W + x) and
+    their value (float32, as `featuremaps.upsample` computes it); and per unit the pixels equal to lo (U,). A few
+    rows at a time (`height_rows`): each block of rows of every map is thresholded while it is in the cache, and
+    the full upsampled batch is never written out; within a block, only the map rows that reach lo are searched
+    pixel by pixel."""
     B, U = r.shape[:2]
     H, W = size
+    M = B * U
     lo_maps = lo.repeat(B)  # (B·U,) each map's unit's lo
     units, pixels, values = [], [], []
     equal = torch.zeros(U, dtype=torch.long, device=r.device)
@@ -93,13 +99,14 @@ def _above(r: torch.Tensor, size: tuple[int, int], lo: torch.Tensor, block: int 
         segments = rows.reshape(-1, W)  # (k·B·U, W): row y0 + j of map m at j·B·U + m
         hit = (segments.amax(1).view(len(rows), -1) >= lo_maps).view(-1).nonzero().squeeze(1)
         seg = segments[hit]  # (n, W): the map rows that reach lo
-        bu_hit = hit % (B * U)
-        lo_hit = lo_maps[bu_hit][:, None]
-        equal.index_add_(0, bu_hit % U, (seg == lo_hit).sum(1))
-        flat = (seg > lo_hit).view(-1).nonzero().squeeze(1)
+        bu_hit = hit % M
+        flat = (seg >= lo_maps[bu_hit][:, None]).view(-1).nonzero().squeeze(1)
         i, x = flat // W, flat % W
-        bu, y = bu_hit[i], y0 + hit[i] // (B * U)
-        units.append(bu % U)
+        bu, y = bu_hit[i], y0 + hit[i] // M
+        v = seg.view(-1)[flat]
+        u = bu % U
+        equal.index_add_(0, u, (v == lo[u]).long())
+        units.append(u)
         pixels.append((bu // U) * (H * W) + y * W + x)
-        values.append(seg.view(-1)[flat])
+        values.append(v)
     return torch.cat(units), torch.cat(pixels), torch.cat(values), equal
