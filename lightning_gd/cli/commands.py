@@ -197,22 +197,3 @@ COMMANDS: dict[str, Command] = {
     "artifacts": Command(artifacts, _artifacts),
     "dissect-checkpoints": Command(dissect_checkpoints, _dissect_checkpoints),
 }
-
-
-# The next step after the embedded world's own commands (`lightning_gd.world.commands`, added through the zoo);
-# those print what they wrote themselves.
-def _after_demo(path: Path, options: dict, started: float) -> None:
-    print_outputs((), None, [command("dissect") + "   (what the world GAN's layer4 units encode)"])
-
-
-def _after_export(path: Path, options: dict, started: float) -> None:
-    flag = {"gan": "--generator", "segmenter": "--segmenter"}.get(str(options.get("model")))
-    if flag is not None:
-        print_outputs((), None, [command("dissect", flag, f"world:{path}") + "   (dissect with the exported weights)"])
-
-
-def _after_card(path: Path, options: dict, started: float) -> None:
-    print_outputs((), None, [f"open {path}"])
-
-
-PLUGIN_REPORTS: dict[str, Report] = {"demo": _after_demo, "export-world": _after_export, "world-card": _after_card}

@@ -22,14 +22,14 @@ from collections.abc import Callable
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 from lightning_gd import zoo
-from lightning_gd.cli.commands import COMMANDS, PLUGIN_REPORTS, Command
+from lightning_gd.cli.commands import COMMANDS, Command
 from lightning_gd.cli.console import quiet_third_party
 from lightning_gd.cli.lightning import SUBCOMMANDS, run_lightning
 
 
 def project_commands() -> dict[str, Command]:
     """The project's subcommands and those the zoo's plugins add (e.g. the world's `demo`)."""
-    plugins = {name: Command(fn, PLUGIN_REPORTS.get(name)) for name, fn in zoo.commands().items()}
+    plugins = {name: Command(fn) for name, fn in zoo.commands().items()}
     return {**COMMANDS, **plugins}
 
 

@@ -59,22 +59,15 @@ def tap_lists(n_in: int, n_out: int) -> tuple[list[int], list[int], list[float]]
     return i0, i1, w1
 
 
-def taps(n_in: int, n_out: int, device=None, dtype=torch.float32):
-    """`tap_lists` as tensors on `device`: (i0, i1, w0, w1)."""
-    i0, i1, w1 = tap_lists(n_in, n_out)
-    w = torch.tensor(w1, dtype=torch.float64)
-    return (torch.tensor(i0, device=device), torch.tensor(i1, device=device), (1 - w).to(device, dtype),
-            w.to(device, dtype))  # fmt: skip
-
-
 def interpolation_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(n_out, n_in) weights of 1-D linear interpolation (`taps`): two a row."""
-    i0, i1, w0, w1 = taps(n_in, n_out, device, dtype)
-    a = torch.zeros(n_out, n_in, device=device, dtype=dtype)
-    rows = torch.arange(n_out, device=device)
-    a.index_put_((rows, i0), w0, accumulate=True)
-    a.index_put_((rows, i1), w1, accumulate=True)
-    return a
+    """(n_out, n_in) weights of 1-D linear interpolation (`tap_lists`): two a row."""
+    i0, i1, w1 = tap_lists(n_in, n_out)
+    a = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    w = torch.tensor(w1, dtype=torch.float64)
+    a.index_put_((rows, torch.tensor(i0)), 1 - w, accumulate=True)
+    a.index_put_((rows, torch.tensor(i1)), w, accumulate=True)
+    return a.to(device, dtype)
 
 
 def width_pass(r: torch.Tensor, width: int) -> torch.Tensor:

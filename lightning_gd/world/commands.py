@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from jsonargparse.typing import PositiveInt
 
+from lightning_gd.cli.console import command, print_outputs
 from lightning_gd.models.images import to_uint8
 from lightning_gd.reports.grids import colorize
 from lightning_gd.reports.images import save_rows
@@ -42,6 +43,7 @@ def demo(out: Path = Path("demo"), n: PositiveInt = 8, seed: int = 0) -> Path:
     legend = ", ".join(seg.concepts)
     print(f"wrote {path}\nrows: renders | exact labels | segmenter on renders | GAN samples | segmenter on samples")
     print(f"concepts: {legend}")
+    print_outputs((), None, [command("dissect") + "   (what the world GAN's layer4 units encode)"])
     return path
 
 
@@ -62,6 +64,9 @@ def export_world(
     """
     path = export(model, checkpoint, out, gan_weights)
     print(f"wrote {path}")
+    flag = {"gan": "--generator", "segmenter": "--segmenter"}.get(model)
+    if flag is not None:
+        print_outputs((), None, [command("dissect", flag, f"world:{path}") + "   (dissect with the exported weights)"])
     return path
 
 
@@ -74,7 +79,9 @@ def world_card(n: PositiveInt = 2000, gan_checkpoints: list[Path] | None = None,
         out: output folder (default: out/world-card; `--out lightning_gd/world/weights` in a source checkout
             updates the shipped cards).
     """
-    return write_cards(n=n, gan_checkpoints=gan_checkpoints or [], out=out)
+    path = write_cards(n=n, gan_checkpoints=gan_checkpoints or [], out=out)
+    print_outputs((), None, [f"open {path}"])
+    return path
 
 
 COMMANDS = {"demo": demo, "export-world": export_world, "world-card": world_card}
