@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from lightning_gd.models.segmenters import ModuleSegmenter
-from lightning_gd.world.models import FeatureNet, Generator, UNet
+from lightning_gd.world.models import FeatureNet, UNet
 from lightning_gd.world.render import CATEGORIES, CONCEPTS, render_scene
 from lightning_gd.world.weights import default_path, load_module, to_device
 from lightning_gd.zoo.progan import ProGAN
@@ -32,14 +32,10 @@ __all__ = [
 ]
 
 
-def _build_generator(**kwargs) -> torch.nn.Module:
-    """The generator a weights file describes: a ProGAN (`sizes`) or the earlier DCGAN (`z_dim`, `width`)."""
-    return ProGAN(**kwargs) if "sizes" in kwargs else Generator(**kwargs)
-
-
-def load_generator(path: str | Path | None = None, device: torch.device | str | None = None) -> torch.nn.Module:
-    """The world's GAN generator (EMA weights, eval mode): z (B, z_dim) → images (B, 3, 64, 64) in [-1, 1]."""
-    return to_device(load_module(_build_generator, path or default_path("generator"), "generator"), device)
+def load_generator(path: str | Path | None = None, device: torch.device | str | None = None) -> ProGAN:
+    """The world's GAN generator, a `ProGAN` (EMA weights, eval mode): z (B, z_dim) → images (B, 3, 64, 64) in
+    [-1, 1]; `layer4` is 8×8."""
+    return to_device(load_module(ProGAN, path or default_path("generator"), "generator"), device)
 
 
 def load_segmenter(path: str | Path | None = None, device: torch.device | str | None = None) -> ModuleSegmenter:
@@ -65,13 +61,16 @@ def _generator(
     weights: str | Path | None = None,
     hyper_parameters: dict | None = None,
     device: torch.device | str | None = None,
-) -> Generator:
+) -> ProGAN:
     """`world` (the shipped weights), `world:PATH` or weights=PATH (an exported safetensors file); with the
     `hyper_parameters` of a world GAN training checkpoint, an untrained generator of that run's size."""
     if hyper_parameters is not None:
-        if "sizes" in hyper_parameters:
-            return to_device(ProGAN([int(v) for v in hyper_parameters["sizes"]], tanh=True), device)
-        return to_device(Generator(hyper_parameters.get("z_dim", 128), hyper_parameters.get("g_width", 256)), device)
+        if "sizes" not in hyper_parameters:
+            raise ValueError(
+                "this checkpoint's hyper-parameters have no 'sizes': it is not a world ProGAN training checkpoint "
+                "(the earlier DCGAN world generator is no longer supported)"
+            )
+        return to_device(ProGAN([int(v) for v in hyper_parameters["sizes"]], tanh=True), device)
     path = argument or weights
     if path is not None and Path(path).suffix != ".safetensors":  # a plain torch state dict of the shipped size
         from lightning_gd.models.weights import load_weights

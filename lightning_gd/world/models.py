@@ -1,91 +1,12 @@
-"""Network architectures of the embedded world: generator, discriminator, segmenter, FID feature net.
-
-The generator is a DCGAN-style stack whose blocks are named `layer1 … layer6` (4×4 → 64×64) plus
-`output`, the naming the dissection tools expect from ProGAN checkpoints too.
-"""
+"""Network architectures of the embedded world's segmenter and FID feature net. The world's generator is a
+`lightning_gd.zoo.progan.ProGAN` (the class that loads the published ProGAN checkpoints) and its discriminator
+is in `lightning_gd.world.gan`, with the training module."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-
-def _up(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=False)
-    )
-
-
-class Generator(nn.Module):
-    """z (B, z_dim) → image (B, 3, 64, 64) in [-1, 1]. Featuremaps: layer1 4², layer2 8², layer3 16²,
-    layer4 16², layer5 32², layer6 64²."""
-
-    def __init__(self, z_dim: int = 128, width: int = 256) -> None:
-        super().__init__()
-        self.z_dim = z_dim
-        w = width
-        self.layer1 = nn.Sequential(  # (B, z, 1, 1) → (B, w, 4, 4)
-            nn.ConvTranspose2d(z_dim, w, 4, 1, 0, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=False)
-        )
-        self.layer2 = _up(w, w)  # 8×8
-        self.layer3 = _up(w, w // 2)  # 16×16
-        self.layer4 = nn.Sequential(
-            nn.Conv2d(w // 2, w // 2, 3, 1, 1, bias=False), nn.BatchNorm2d(w // 2), nn.ReLU(inplace=False)
-        )
-        self.layer5 = _up(w // 2, w // 4)  # 32×32
-        self.layer6 = _up(w // 4, w // 8)  # 64×64
-        self.output = nn.Sequential(nn.Conv2d(w // 8, 3, 3, 1, 1), nn.Tanh())
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"Generator expects z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
-        x = z[:, :, None, None]  # (B, z, 1, 1)
-        for block in self.blocks().values():
-            x = block(x)
-        return x
-
-    def blocks(self) -> dict[str, nn.Module]:
-        names = ("layer1", "layer2", "layer3", "layer4", "layer5", "layer6", "output")
-        return {name: getattr(self, name) for name in names}
-
-    def forward_from(self, layer: str, r: torch.Tensor) -> torch.Tensor:
-        """The rest of the generator after block `layer`, applied to its (possibly edited) output r."""
-        names = list(self.blocks())
-        if layer not in names:
-            raise KeyError(f"forward_from: '{layer}' is not a block; blocks: {', '.join(names)}")
-        for name in names[names.index(layer) + 1 :]:
-            r = self.blocks()[name](r)
-        return r
-
-    def sample_z(self, n: int, seed: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        return torch.randn(n, self.z_dim, generator=gen).to(device or next(self.parameters()).device)
-
-
-class Discriminator(nn.Module):
-    """image (B, 3, 64, 64) → logit (B,)."""
-
-    def __init__(self, width: int = 48) -> None:
-        super().__init__()
-        w = width
-
-        def down(cin: int, cout: int, norm: bool = True) -> list[nn.Module]:
-            layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not norm)]
-            if norm:
-                layers.append(nn.BatchNorm2d(cout))
-            return [*layers, nn.LeakyReLU(0.2)]
-
-        self.net = nn.Sequential(
-            *down(3, w, norm=False),  # 32×32
-            *down(w, 2 * w),  # 16×16
-            *down(2 * w, 4 * w),  # 8×8
-            *down(4 * w, 8 * w),  # 4×4
-            nn.Conv2d(8 * w, 1, 4, 1, 0),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten()
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:

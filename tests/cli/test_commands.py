@@ -180,7 +180,7 @@ def test_artifacts_subcommand_on_the_world(tmp_path, monkeypatch, capsys):
     doc = json.loads((out / "unit_fid.json").read_text())
     assert doc["layer"] == "layer4" and doc["n"] == 60 and doc["top_k"] == 20 and doc["real_n"] == 40
     assert doc["n_eval"] == 20 and doc["generator"] == "world"
-    assert sorted(doc["ranking"]) == list(range(128)) and len(doc["unit_fid"]) == 128
+    assert sorted(doc["ranking"]) == list(range(256)) and len(doc["unit_fid"]) == 256  # layer4: 256 units
     fids = doc["unit_fid"]
     assert all(fids[a] >= fids[b] for a, b in zip(doc["ranking"], doc["ranking"][1:]))  # worst first
     ex = zoo.feature_extractor("world")
@@ -220,7 +220,7 @@ def test_artifacts_subcommand_on_the_world(tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="top_k ≤ n"):
         cli.main(["artifacts", "--top_k", "100", "--n", "50", "--out", str(tmp_path / "x")])
     small = ["--n", "20", "--top_k", "5", "--real_n", "40", "--batch_size", "20", "--cache_dir", str(cache)]
-    with pytest.raises(IndexError, match=re.escape("units out of range: [999]; the layer has units 0 … 127")):
+    with pytest.raises(IndexError, match=re.escape("units out of range: [999]; the layer has units 0 … 255")):
         cli.main(["artifacts", *small, "--units", "[3, 999]", "--out", str(tmp_path / "y")])
     with pytest.raises(ValueError, match="Inception extractor needs local weights"):
         cli.main(["artifacts", *small, "--feature_extractor", "inception", "--out", str(tmp_path / "z")])

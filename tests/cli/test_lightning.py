@@ -72,7 +72,7 @@ def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, ca
     cli.main(["fit", "--trainer.max_epochs", "1", *small])
     run_dir = tmp_path / "out" / "causal" / "tree-layer4"
     result = json.loads((run_dir / "causal.json").read_text())
-    assert result["concept"] == "tree" and len(result["top_units"]) == 20 and len(result["units"]) == 128
+    assert result["concept"] == "tree" and len(result["top_units"]) == 20 and len(result["units"]) == 256
     printed = capsys.readouterr().out
     assert "top-20 units by α" in printed
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -99,7 +99,7 @@ def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, ca
     assert not [r for r in caplog.records if "Tip:" in r.getMessage()]  # Lightning's adverts
     assert not [w for w in recwarn if "LeafSpec" in str(w.message)]  # torch's deprecation inside Lightning
     summary = json.loads((run_dir / "ace.json").read_text())
-    assert summary["sizes"] == [1, 20, 128] and set(summary["ablation_removed"]) >= {"alpha", "iou", "random_mean"}
+    assert summary["sizes"] == [1, 20, 256] and set(summary["ablation_removed"]) >= {"alpha", "iou", "random_mean"}
     assert summary["ablation_removed"]["alpha"][-1] == pytest.approx(1.0, abs=0.02)  # every unit off: no tree left
     for name in ("ace_curve.png", "grid_ablation.png", "grid_insertion.png"):
         assert (run_dir / name).stat().st_size > 1000

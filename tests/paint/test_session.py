@@ -38,7 +38,7 @@ def client(session):
 
 def test_palette_names_concepts_of_the_layer(client, session):
     p = client.get("/api/concepts").json()
-    assert p["layer"] == "layer4" and p["featuremap"] == [16, 16] and p["units"] == 128
+    assert p["layer"] == "layer4" and p["featuremap"] == [8, 8] and p["units"] == 256
     assert p["strengths"] == [5, 10, 20] and {c["ranking"] for c in p["concepts"]} == {"iou"}
     assert BRUSH in [c["name"] for c in p["concepts"]] and len(p["concepts"]) >= 5
     page = client.get("/")
@@ -50,7 +50,7 @@ def test_draw_remove_undo_equal_the_intervention_functions(client, session):
     key, brush = first["id"], session.brushes[BRUSH]
     z = latents([11], session.split.z_dim, 0)
     r0 = session.split.h(z)
-    mask = square(session, 8, 2)
+    mask = square(session, 4, 1)
     m = torch.tensor(mask, dtype=torch.float32)[None, None]
     drawn = client.post("/api/edit", json={"id": key, "action": "draw", "concept": BRUSH, "mask": mask,
                                            "n": 10}).json()  # fmt: skip
@@ -59,8 +59,8 @@ def test_draw_remove_undo_equal_the_intervention_functions(client, session):
     assert np.array_equal(decode(drawn["image"]), to_uint8(session.split.f(r1))[0].permute(1, 2, 0).numpy())
     assert drawn["edits"] == 1 and not np.array_equal(decode(drawn["image"]), decode(first["image"]))
     removed = client.post("/api/edit", json={"id": key, "action": "remove", "concept": BRUSH,
-                                             "mask": square(session, 4, 4), "n": 20}).json()  # fmt: skip
-    r2 = ablate(r1, brush.units[:20], torch.tensor(square(session, 4, 4), dtype=torch.float32)[None, None])
+                                             "mask": square(session, 1, 4), "n": 20}).json()  # fmt: skip
+    r2 = ablate(r1, brush.units[:20], torch.tensor(square(session, 1, 4), dtype=torch.float32)[None, None])
     torch.testing.assert_close(session.featuremap(key), r2, atol=1e-6, rtol=0)
     assert removed["edits"] == 2
     undone = client.post("/api/undo", json={"id": key}).json()
@@ -81,11 +81,11 @@ def test_draw_remove_undo_equal_the_intervention_functions(client, session):
         ("/api/edit", {"id": "KEY", "action": "draw", "concept": "../etc/passwd", "mask": "M", "n": 5}, 400,
          "unknown concept"),
         ("/api/edit", {"id": "KEY", "action": "draw", "concept": BRUSH, "mask": [[1]], "n": 5}, 400,
-         "mask must be 16 rows of 16 values 0 or 1"),
+         "mask must be 8 rows of 8 values 0 or 1"),
         ("/api/edit", {"id": "KEY", "action": "draw", "concept": BRUSH, "mask": "Z", "n": 5}, 400,
          "the mask is empty"),
         ("/api/edit", {"id": "KEY", "action": "draw", "concept": BRUSH, "mask": "M", "n": 999}, 400,
-         r"n \(the number of units\) must be an integer in \[1, 128\]"),
+         r"n \(the number of units\) must be an integer in \[1, 256\]"),
         ("/api/sample", {"seed": -3}, 400, "seed must be an integer"),
         ("/api/sample", {"seed": "7"}, 400, "seed must be an integer"),
     ],

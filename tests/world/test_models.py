@@ -1,5 +1,5 @@
-"""The world's networks: the `Generator`'s contract (z shape check, output range, featuremap sizes), and the shipped
-models load, have the right shapes and ranges, and the segmenter is accurate."""
+"""The world's networks: the shipped generator is a ProGAN in the authors' layout (z shape check, clamped output
+range, featuremap sizes: layer4 8×8), the shipped models load, and the segmenter is accurate."""
 
 import re
 
@@ -8,9 +8,11 @@ import torch
 
 from lightning_gd import world
 from lightning_gd.world.evaluate import FRESH_SEED, confusion, iou_from_confusion, render
-from lightning_gd.world.models import Generator
+from lightning_gd.world.gan import WORLD_SIZES
+from lightning_gd.zoo.progan import ProGAN
 
-LAYERS = ("layer1", "layer2", "layer3", "layer4", "layer5", "layer6")
+SIZES = {"layer1": 4, "layer2": 4, "layer3": 8, "layer4": 8, "layer5": 16, "layer6": 16, "layer7": 32, "layer8": 32,
+         "layer9": 64, "layer10": 64}  # fmt: skip
 
 
 def test_generator_shapes_and_range():
@@ -22,10 +24,13 @@ def test_generator_shapes_and_range():
     assert x.std() > 0.05  # not a constant image
     from lightning_gd.models.hooks import TraceDict
 
-    sizes = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 16, "layer5": 32, "layer6": 64}
-    with TraceDict(G, list(sizes)) as tr:
+    assert type(G) is ProGAN and G.sizes == WORLD_SIZES and G[-1].tanh
+    assert list(G._modules) == [*SIZES, "output_64x64"]
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in G.modules())
+    with TraceDict(G, list(SIZES)) as tr:
         G(G.sample_z(1, seed=0))
-    assert {name: tr[name].output.shape[-1] for name in sizes} == sizes
+    assert {name: tr[name].output.shape[-1] for name in SIZES} == SIZES
+    assert tr["layer4"].output.shape[1] == 256
     assert torch.equal(G(G.sample_z(2, seed=3)), G(G.sample_z(2, seed=3)))  # eval mode: deterministic
 
 
@@ -51,27 +56,16 @@ def test_segmenter_probs_are_differentiable():
 
 @pytest.mark.parametrize("shape", [(4, 127), (4, 128, 1), (128,), (2, 1, 128)])
 def test_generator_rejects_wrong_z_shape(shape):
-    G = Generator(z_dim=128, width=16)
-    with pytest.raises(ValueError, match=r"expects z of shape \(B, 128\), got " + re.escape(str(shape))):
+    G = ProGAN([128, 8, 8], tanh=True)
+    with pytest.raises(ValueError, match=r"expected z of shape \(B, 128\), got " + re.escape(str(shape))):
         G(torch.randn(*shape))
 
 
-def test_generator_output_range_shape_and_featuremaps():
+def test_generator_output_is_clamped_to_the_image_range():
     torch.manual_seed(3)
-    G = Generator(z_dim=128, width=16).eval()
+    G = ProGAN([16, 8, 8, 4, 4, 2], tanh=True).eval()
     with torch.no_grad():
-        for p in G.output[0].parameters():
-            p.mul_(50.0)  # push the pre-tanh activations far out: the range must still hold
-    sizes = {}
-    handles = [
-        getattr(G, n).register_forward_hook(lambda m, a, o, n=n: sizes.__setitem__(n, tuple(o.shape))) for n in LAYERS
-    ]
-    with torch.no_grad():
-        x = G(torch.randn(5, 128))
-    for h in handles:
-        h.remove()
+        G.output_64x64.conv.weight.mul_(50.0)  # push the images far out: the range must still hold
+        x = G(torch.randn(5, 16))
     assert x.shape == (5, 3, 64, 64)
-    assert x.min() >= -1 and x.max() <= 1 and x.abs().max() > 0.9
-    assert [sizes[n][-1] for n in LAYERS] == [4, 8, 16, 16, 32, 64]
-    assert all(sizes[n][-2] == sizes[n][-1] for n in LAYERS)
-    assert [sizes[n][1] for n in LAYERS] == [16, 16, 8, 8, 4, 2]
+    assert x.min() >= -1 and x.max() <= 1 and x.abs().max() == 1

@@ -9,30 +9,35 @@ import torch
 from safetensors.torch import save_file
 
 from lightning_gd.world import load_feature_net, load_generator, load_segmenter
-from lightning_gd.world.models import FeatureNet, Generator, UNet
+from lightning_gd.world.models import FeatureNet, UNet
 from lightning_gd.world.render import CONCEPTS
 from lightning_gd.world.weights import load_module, read_metadata, save_module
+from lightning_gd.zoo.progan import ProGAN
 
 
-def trained_generator(z_dim: int = 16, width: int = 32) -> Generator:
-    """A generator whose BatchNorm running statistics are not the defaults, so buffers must round-trip too."""
+TINY = {"sizes": [16, 8, 8, 4, 4, 2], "tanh": True}
+
+
+def trained_generator() -> ProGAN:
+    """A tiny world-style ProGAN whose biases are not the zero defaults, so every tensor must round-trip."""
     torch.manual_seed(0)
-    G = Generator(z_dim=z_dim, width=width)
+    G = ProGAN(**TINY)
     with torch.no_grad():
-        for _ in range(3):
-            G(torch.randn(8, z_dim))
+        for name, p in G.named_parameters():
+            if name.endswith("wscale.b"):
+                p.normal_()
     return G.eval()
 
 
 def test_generator_round_trip_keeps_outputs_identical(tmp_path):
     G = trained_generator()
-    path = save_module(G, tmp_path / "sub" / "g.safetensors", {"z_dim": 16, "width": 32}, {"note": {"step": 7}})
+    path = save_module(G, tmp_path / "sub" / "g.safetensors", TINY, {"note": {"step": 7}})
     assert path == tmp_path / "sub" / "g.safetensors" and path.is_file()
     assert not list(tmp_path.rglob("*.tmp"))  # written atomically, nothing left over
-    assert read_metadata(path) == {"kwargs": {"z_dim": 16, "width": 32}, "note": {"step": 7}}
+    assert read_metadata(path) == {"kwargs": TINY, "note": {"step": 7}}
 
     loaded = load_generator(path)
-    assert isinstance(loaded, Generator) and not loaded.training
+    assert isinstance(loaded, ProGAN) and loaded.sizes == tuple(TINY["sizes"]) and not loaded.training
     assert not any(p.requires_grad for p in loaded.parameters())
     z = torch.randn(3, 16)
     with torch.no_grad():
@@ -77,14 +82,15 @@ def test_file_that_is_not_safetensors_is_a_value_error(tmp_path, content):
 
 def test_safetensors_without_kwargs_metadata_is_a_value_error(tmp_path):
     path = tmp_path / "foreign.safetensors"
-    save_file({k: v.contiguous() for k, v in Generator(16, 32).state_dict().items()}, str(path))
+    save_file({k: v.contiguous() for k, v in ProGAN(**TINY).state_dict().items()}, str(path))
     with pytest.raises(ValueError, match="no 'kwargs' metadata"):
         load_generator(path)
 
 
 def test_weights_of_another_width_name_the_architecture(tmp_path):
-    path = save_module(Generator(z_dim=16, width=32), tmp_path / "g.safetensors", {"z_dim": 16, "width": 64})
-    with pytest.raises(ValueError, match=r"does not match the generator architecture \{'z_dim': 16, 'width': 64\}"):
+    wider = {"sizes": [16, 8, 8, 4, 4, 4], "tanh": True}
+    path = save_module(ProGAN(**TINY), tmp_path / "g.safetensors", wider)
+    with pytest.raises(ValueError, match=r"does not match the generator architecture \{'sizes': \[16, 8, 8, 4, 4, 4\]"):
         load_generator(path)
 
 
