@@ -80,6 +80,7 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         page.wait_for_selector("body[data-ready='1']", timeout=60_000)
         before = image_of(page)
         page.screenshot(path=str(shots / "paint_1_original.png"))
+        page.locator("#stage").screenshot(path=str(shots / "stage_1_original.png"))
         page.select_option("#concept", pick(names, "tree"))
         page.select_option("#strength", "20")
         box = page.locator("#brush").bounding_box()
@@ -93,6 +94,7 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         drawn = image_of(page)
         page.click("#clear")  # show the result without the brush over it
         page.screenshot(path=str(shots / "paint_2_drawn.png"))
+        page.locator("#stage").screenshot(path=str(shots / "stage_2_drawn.png"))
         changed = np.abs(drawn - before).sum(-1) > 0  # (64, 64): 8 image pixels per cell
         assert changed.any(), "drawing changed nothing"
         ys, xs = np.nonzero(changed)
@@ -112,6 +114,7 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         page.wait_for_selector("body[data-edits='2']", timeout=30_000)
         page.click("#clear")
         page.screenshot(path=str(shots / "paint_3_removed.png"))
+        page.locator("#stage").screenshot(path=str(shots / "stage_3_removed.png"))
         page.click("#undo")
         page.wait_for_selector("body[data-edits='1']", timeout=30_000)
         assert np.array_equal(image_of(page), drawn)
