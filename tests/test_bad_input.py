@@ -306,7 +306,8 @@ def test_a_huge_artifact_run_uses_the_disk_or_is_refused(tmp_path, capsys, monke
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40 - 2**33, 2**33))
     args = ["artifacts", "--n", "100000000", "--top_k", "1000", "--out", str(tmp_path / "a"), "--cache_dir", "null"]
     err = fails(args, capsys)
-    assert "n = 100000000 samples need 204.8 GB"  # 4 bytes × (256 units + 256 features) each in err and "free memory (1.1 GB)" in err and "(8.6 GB)" in err
+    # 4 bytes × (256 units + 256 features) per sample
+    assert "n = 100000000 samples need 204.8 GB" in err and "free memory (1.1 GB)" in err and "(8.6 GB)" in err
 
 
 def test_the_memory_mapped_pass_equals_the_one_in_memory(tmp_path):

@@ -14,7 +14,6 @@ from lightning_gd.world.render import CONCEPTS
 from lightning_gd.world.weights import load_module, read_metadata, save_module
 from lightning_gd.zoo.progan import ProGAN
 
-
 TINY = {"sizes": [16, 8, 8, 4, 4, 2], "tanh": True}
 
 
