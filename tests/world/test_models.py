@@ -69,3 +69,24 @@ def test_generator_output_is_clamped_to_the_image_range():
         x = G(torch.randn(5, 16))
     assert x.shape == (5, 3, 64, 64)
     assert x.min() >= -1 and x.max() <= 1 and x.abs().max() == 1
+
+
+def test_shipped_generator_has_the_published_progan_layout():
+    """Key names and kernel shapes of a published-style 64×64 ProGAN (`preset(64)`, the authors' layout); only the
+    channel widths are the world's (WORLD_SIZES), so a published checkpoint's code path loads and dissects it."""
+    from lightning_gd.zoo.progan import preset
+
+    shipped = world.load_generator().state_dict()
+    published = ProGAN(preset(64)).state_dict()
+    assert list(shipped) == list(published)
+    assert len(shipped) == 22  # 10 blocks and the output, a conv weight and a bias each
+    z, *widths = WORLD_SIZES
+    res_width = {4: widths[0], 8: widths[1], 16: widths[2], 32: widths[3], 64: widths[4]}
+    for k in range(1, 11):
+        res = 4 * 2 ** ((k - 1) // 2)
+        c_out = res_width[res]
+        c_in = z if k == 1 else res_width[4 * 2 ** ((k - 2) // 2)]
+        kernel = published[f"layer{k}.conv.weight"].shape[-2:]
+        assert shipped[f"layer{k}.conv.weight"].shape == (c_out, c_in, *kernel), k
+        assert shipped[f"layer{k}.wscale.b"].shape == (c_out,)
+    assert shipped["output_64x64.conv.weight"].shape == (3, widths[-1], 1, 1)
