@@ -3,7 +3,8 @@
     python bench/causal.py [--concept tree] [--layer layer4] [--batch-size 32] [--steps 20] [--threads 2]
 
 One step (after the first epoch has fixed every sample's locations) runs h(z) without a gradient, then f and the
-segmenter forward and backward on the ablation and the insertion images, and Adam. The reference is
+segmenter forward and backward on the ablation and the insertion images, and Adam; in bf16 autocast as the
+search trains by default, and in float32 for comparison. The reference is
 f + segmenter forward (no gradient) on the same batch of featuremaps; a step with B samples edits up to 2·B
 featuremaps, so the ratio per edited image is printed too. For comparison: the full generator + segmenter
 forward, which a search that re-ran h for every edit would pay per image.
@@ -56,11 +57,12 @@ def main() -> None:
     opt = torch.optim.Adam([module.alpha], lr=module.hparams.lr)
     edited = int((locations >= 0).sum())
 
-    def step() -> None:
-        with torch.no_grad():
-            r = split.h(z)
-        terms = module.delta(z, r, locations)
-        loss = -terms["delta"] + module.hparams.lam * module.alpha.norm()
+    def step(bf16: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as CausalSearch(bf16=...) trains
+            with torch.no_grad():
+                r = split.h(z)
+            terms = module.delta(z, r, locations)
+            loss = -terms["delta"] + module.hparams.lam * module.alpha.norm()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -75,12 +77,15 @@ def main() -> None:
         with torch.no_grad():
             seg.probs(module.generator(z))
 
-    t_step, t_f, t_g = timed_alternating([step, forward_f, forward_g], args.steps)
+    t_step, t_step32, t_f, t_g = timed_alternating(
+        [lambda: step(True), lambda: step(False), forward_f, forward_g], args.steps
+    )
     B = args.batch_size
     print(
         f"concept {args.concept}, {args.layer}, batch {B}, {edited} edited featuremaps per step, threads {args.threads}"
     )
-    print(f"one optimisation step       {t_step * 1e3:8.1f} ms")
+    print(f"one optimisation step       {t_step * 1e3:8.1f} ms (bf16 autocast, the default; float32 "
+          f"{t_step32 * 1e3:.1f} ms: {t_step32 / t_step:.2f}×)")  # fmt: skip
     print(f"f + segmenter forward (B)   {t_f * 1e3:8.1f} ms")
     print(f"G + segmenter forward (B)   {t_g * 1e3:8.1f} ms")
     print(f"ratio step / (f + seg forward on B):              {t_step / t_f:.2f}")

@@ -125,3 +125,29 @@ def concept_means(
             "choose another concept or a larger sample"
         )
     return {"k_c": (weighted / total).float().cpu(), "presence": torch.tensor(pixels / count)}
+
+
+def partial_effect(
+    split: LayerSplit,
+    segmenter: Segmenter,
+    concept_index: int,
+    alpha: torch.Tensor,
+    k_c: torch.Tensor,
+    z: torch.Tensor,
+    r: torch.Tensor,
+    locations: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """δ_α (Eq. 5) and its two terms on a batch: the mean soft presence of c at the insertion locations after a
+    partial insertion, minus the same at the ablation locations after a partial ablation. locations (B, 2): each
+    sample's ablation and insertion location (−1: none), flat in r's (h, w)."""
+    size = tuple(r.shape[-2:])
+    a, i = locations[:, 0] >= 0, locations[:, 1] >= 0
+    pa, pi = locations[a, 0], locations[i, 1]
+    ra = intervene(r[a], alpha, location_mask(pa, size))
+    ri = intervene(r[i], alpha, location_mask(pi, size), k_c)
+    x = split.f(torch.cat([ra, ri]), torch.cat([z[a], z[i]]))
+    s = at_locations(coverage(segmenter.probs(x)[:, concept_index], size), torch.cat([pa, pi]))
+    zero = alpha.sum() * 0
+    ablation = s[: len(pa)].mean() if len(pa) else zero
+    insertion = s[len(pa) :].mean() if len(pi) else zero
+    return {"delta": insertion - ablation, "ablation": ablation, "insertion": insertion}
