@@ -68,7 +68,7 @@ class CausalSearch(LightningModule):
         progress: show progress bars for the preparation passes.
         bf16: run the training steps (locations, edits, the generator from `layer` on, the segmenter) in
             bfloat16 autocast where the device has it (CPU; CUDA with bf16); α, its optimiser, k_c, the
-            dissection, validation and test stay float32. On 2 CPU cores the default search took 142 s instead of
+            dissection, validation and test stay float32. On 2 CPU cores the default search took 155 s instead of
             224 s, and its top-20 units agreed in 19 of 20 with float32's (a world ProGAN checkpoint).
     """
 
