@@ -3,18 +3,19 @@
 `band_counts` keeps the upsampled pixels above each unit's `lo` (a few per cent at a top-quantile band) and counts
 them by concept and by bin of the band (lo, hi]; everything else is summed by the caller (`bands.BandTally`).
 
-The upsampled batch is never written out: `featuremaps.width_pass`, then `featuremaps.height_rows` a block of
-output rows at a time (the same values `upsample` computes, bit for bit); each block is thresholded while it is
-in the cache, and only the map rows whose maximum reaches `lo` are searched pixel by pixel. No value is read back
-to the host per batch; on a GPU each block's two `nonzero` calls still wait for the device to say how many pixels
-it found (2·⌈H/8⌉ per layer and batch). Measured: bench/dissect.py and the README's benchmark table.
+The upsampled batch is never written out: after `featuremaps.width_pass`, a bound on each output row's maximum
+(from the maxima of the two rows it interpolates) rules out the map rows that cannot reach `lo`, and only the
+others are interpolated (the same values `upsample` computes, bit for bit) and searched pixel by pixel, a block
+of output rows at a time. No value is read back to the host per batch; on a GPU each block's two `nonzero` calls
+still wait for the device to say how many rows and pixels it found (2·⌈H/8⌉ per layer and batch). Measured:
+bench/dissect.py and the README's benchmark table.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lightning_gd.dissection.featuremaps import height_rows, width_pass
+from lightning_gd.dissection.featuremaps import tap_lists, width_pass
 
 
 def band_counts(
@@ -44,11 +45,13 @@ def band_counts(
     u, pixel, v32 = _above(r, (H, W), lo_)
     v = v32.double()
     # gathers by index_select: on the CPU 1.5-3× faster than advanced indexing for these 1-D lookups
-    lo_u, hi_u = lo_.double().index_select(0, u), hi_.double().index_select(0, u)
+    lo_d, hi_d = lo_.double(), hi_.double()
+    lo_u, hi_u = lo_d.index_select(0, u), hi_d.index_select(0, u)
     # the pixels come at or above lo: those exactly at lo land in bin 0, which is counted as `equal` and then
     # emptied below (cheaper than dropping them from every array)
     if bins > 0:
-        k = torch.ceil((v - lo_u) / ((hi_u - lo_u) / bins).clamp(min=1e-300)).clamp_(0, bins).long()
+        step = ((hi_d - lo_d) / bins).clamp(min=1e-300)  # (U,) Δ per unit, the same double as per pixel
+        k = torch.ceil((v - lo_u) / step.index_select(0, u)).clamp_(0, bins).long()
         k = torch.where(v > hi_u, bins + 1, k)
     else:
         k = (v > lo_u).long()
@@ -87,22 +90,45 @@ def count_keys(keys: torch.Tensor, size: int) -> torch.Tensor:
 
 def _above(r: torch.Tensor, size: tuple[int, int], lo: torch.Tensor, block: int = 8):
     """The upsampled pixels at or above `lo` (U,): their unit, their pixel in the labels (b·H·W + y·W + x) and
-    their value (float32, as `featuremaps.upsample` computes it). A few rows at a time (`height_rows`): each
-    block of rows of every map is thresholded while it is in the cache, and the full upsampled batch is never
-    written out; within a block, only the map rows that reach lo are searched pixel by pixel."""
-    B, U = r.shape[:2]
+    their value (float32, bit for bit what `featuremaps.upsample` computes).
+
+    r↑'s rows are linear interpolations of two rows of the width pass (`featuremaps.width_pass`), so an output
+    row's maximum is at most the same interpolation of those two rows' maxima. That bound (with a margin for float
+    rounding; NaN keeps a row) rules out most map rows without computing them; only the rows that may reach lo
+    are interpolated (`torch.lerp`, as `featuremaps.height_rows` does) and searched pixel by pixel, a block of
+    output rows at a time. The full upsampled batch is never computed."""
+    B, U, h = r.shape[:3]
     H, W = size
     M = B * U
     lo_maps = lo.repeat(B)  # (B·U,) each map's unit's lo
+    src = width_pass(r, W).view(h * M, W)  # row i of map m at i·B·U + m
+    i0, i1, w1 = tap_lists(h, H) if h != H else (list(range(H)), list(range(H)), [0.0] * H)
+    dev = r.device
+    i0_t, i1_t = torch.tensor(i0, device=dev), torch.tensor(i1, device=dev)
+    w1_t = torch.tensor(w1, device=dev, dtype=r.dtype)
+    row_max = src.amax(1).view(h, M)
+    a, b = row_max.index_select(0, i0_t), row_max.index_select(0, i1_t)  # (H, B·U)
+    bound = torch.lerp(a, b, w1_t[:, None])
+    margin = 1e-5 * (a.abs() + b.abs())
+    maybe = ~(bound + margin < lo_maps)  # (H, B·U): rows that may hold a pixel ≥ lo
     units, pixels, values = [], [], []
-    for y0, rows in height_rows(width_pass(r, W), H, block):
-        segments = rows.reshape(-1, W)  # (k·B·U, W): row y0 + j of map m at j·B·U + m
-        hit = (segments.amax(1).view(len(rows), -1) >= lo_maps).view(-1).nonzero().squeeze(1)
-        seg = segments.index_select(0, hit)  # (n, W): the map rows that reach lo
-        flat = (seg >= lo_maps.index_select(0, hit % M)[:, None]).view(-1).nonzero().squeeze(1)
-        row = hit.index_select(0, flat // W)  # j·B·U + b·U + u of each pixel's map row
-        bu = row % M
-        units.append(bu % U)
-        pixels.append((bu // U) * (H * W) + (y0 + row // M) * W + flat % W)
+    for y0 in range(0, H, block):
+        cand = maybe[y0 : y0 + block].reshape(-1).nonzero().squeeze(1)  # j·B·U + m
+        y = y0 + cand // M
+        m = cand - (y - y0) * M
+        if h == H:
+            seg = src.index_select(0, y * M + m)
+        else:
+            seg = torch.lerp(
+                src.index_select(0, i0_t.index_select(0, y) * M + m),
+                src.index_select(0, i1_t.index_select(0, y) * M + m),
+                w1_t.index_select(0, y)[:, None],
+            )  # (n, W): the same values as height_rows' scalar-weight lerp
+        flat = (seg >= lo_maps.index_select(0, m)[:, None]).view(-1).nonzero().squeeze(1)
+        # per candidate row (few): its unit and the label index of its first pixel; per pixel: two lookups
+        row_unit, row_start = m % U, (m // U) * (H * W) + y * W
+        i = flat // W
+        units.append(row_unit.index_select(0, i))
+        pixels.append(row_start.index_select(0, i) + (flat - i * W))
         values.append(seg.view(-1).index_select(0, flat))
     return torch.cat(units), torch.cat(pixels), torch.cat(values)

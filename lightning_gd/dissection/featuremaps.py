@@ -85,7 +85,8 @@ def height_rows(x: torch.Tensor, H: int, block: int = 8):
     row a linear interpolation (`torch.lerp`) of two rows of the width pass `x` (h, B·U·W), written into one
     reused buffer, so the whole upsampled sample never needs to exist (and a block stays in the cache while it is
     read). A matrix product with 2 non-zero weights in each row of 16 took several times longer. `upsample` and
-    `counts.band_counts` both read these rows: the same values, whatever the block size."""
+    `counts.band_counts` (which interpolates only the rows it needs, with the same `torch.lerp`) get the same
+    values, whatever the block size."""
     h = x.shape[0]
     if h == H:
         for y0 in range(0, H, block):

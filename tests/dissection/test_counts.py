@@ -84,3 +84,25 @@ def test_same_size_maps_keep_infinite_values():
     labels = torch.zeros(1, 4, 4, dtype=torch.long)
     counts, *_ = band_counts(r, [labels], [0], 1, torch.tensor([1.0]), torch.tensor([1.0]), 0)
     assert counts[0, 1, 1] == 4  # the 4 pixels above 1, inf included
+
+
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.9, 0.99, 1.0])
+def test_the_row_bound_loses_no_pixel_at_or_above_lo(q):
+    """`_above` skips map rows whose interpolated row maxima stay below lo: on maps spanning six orders of magnitude,
+    with rows at exactly lo and infinite values, it returns exactly the pixels of `upsample` that reach lo."""
+    from lightning_gd.dissection.counts import _above
+
+    torch.manual_seed(int(q * 100))
+    B, U, h, w, H, W = 2, 5, 6, 5, 48, 40
+    r = torch.randn(B, U, h, w) * torch.logspace(-3, 3, U)[None, :, None, None]
+    lo = torch.quantile(upsample(r, (H, W)).transpose(0, 1).flatten(1), q, dim=1)
+    r[0, 1, 2] = lo[1]  # a whole source row exactly at lo: its interpolated rows are lo, the bound equals lo
+    r[1, 3, 4, 2] = float("inf")  # inf (and the nan that interpolating it next to finite values gives)
+    up = upsample(r, (H, W))  # (B, U, H, W)
+    u, pixel, v = _above(r, (H, W), lo)
+    got = sorted(zip(u.tolist(), pixel.tolist()))
+    want_mask = up >= lo[None, :, None, None]  # nan never counts
+    bb, uu, yy, xx = want_mask.nonzero().unbind(1)
+    want = sorted(zip(uu.tolist(), (bb * H * W + yy * W + xx).tolist()))
+    assert got == want and len(want) > 0
+    assert torch.equal(v.sort().values, up[want_mask].sort().values)  # bit for bit the values of upsample
