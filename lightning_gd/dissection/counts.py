@@ -65,9 +65,13 @@ def band_counts(
     spare = U * C1 * nb
     keys = []
     for g, (labels, off) in enumerate(zip(groups, offsets)):
-        lab = labels.reshape(-1).index_select(0, pixel)
-        keys.append(base + torch.where(lab >= 0, lab + off, num_concepts) * nb if g == 0 else
-                    torch.where(lab >= 0, base + (lab + off) * nb, spare))  # fmt: skip
+        # each label's offset in the key, computed once per image pixel (B·H·W) rather than per selected pixel
+        flat = labels.reshape(-1)
+        if g == 0:
+            keys.append(base + torch.where(flat >= 0, flat + off, num_concepts).mul_(nb).index_select(0, pixel))
+        else:
+            lab = torch.where(flat >= 0, (flat + off) * nb, -1).index_select(0, pixel)
+            keys.append(torch.where(lab >= 0, base + lab, spare))
     counts = count_keys(torch.cat(keys) if len(keys) > 1 else keys[0], spare + 1)[:spare].view(U, C1, nb)
     first = slice(offsets[0], offsets[1] if len(offsets) > 1 else num_concepts)  # group 0's concepts
     counts[:, num_concepts] += counts[:, first].sum(1)
