@@ -6,16 +6,17 @@ them by concept and by bin of the band (lo, hi]; everything else is summed by th
 The upsampled batch is never written out: after `featuremaps.width_pass`, a bound on each output row's maximum
 (from the maxima of the two rows it interpolates) rules out the map rows that cannot reach `lo`, and only the
 others are interpolated (the same values `upsample` computes, bit for bit) and searched pixel by pixel, a block
-of output rows at a time. No value is read back to the host per batch; on a GPU each block's two `nonzero` calls
-still wait for the device to say how many rows and pixels it found (2·⌈H/8⌉ per layer and batch). Measured:
-bench/dissect.py and the README's benchmark table.
+of output rows at a time. No value is read back to the host per batch (the interpolation taps are made on the
+device once per size, `featuremaps.device_taps`); on a GPU each block's two `nonzero` calls still wait for the
+device to say how many rows and pixels it found (2·⌈H/8⌉ per layer and batch). Measured: bench/dissect.py and the
+README's benchmark table.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lightning_gd.dissection.featuremaps import tap_lists, width_pass
+from lightning_gd.dissection.featuremaps import device_taps, width_pass
 
 
 def band_counts(
@@ -66,7 +67,7 @@ def band_counts(
     keys = []
     for g, (labels, off) in enumerate(zip(groups, offsets)):
         # each label's offset in the key, computed once per image pixel (B·H·W) rather than per selected pixel
-        flat = labels.reshape(-1)
+        flat = labels.reshape(-1).long()  # keys are long: small label dtypes would overflow below
         if g == 0:
             keys.append(base + torch.where(flat >= 0, flat + off, num_concepts).mul_(nb).index_select(0, pixel))
         else:
@@ -106,15 +107,13 @@ def _above(r: torch.Tensor, size: tuple[int, int], lo: torch.Tensor, block: int 
     M = B * U
     lo_maps = lo.repeat(B)  # (B·U,) each map's unit's lo
     src = width_pass(r, W).view(h * M, W)  # row i of map m at i·B·U + m
-    i0, i1, w1 = tap_lists(h, H) if h != H else (list(range(H)), list(range(H)), [0.0] * H)
-    dev = r.device
-    i0_t, i1_t = torch.tensor(i0, device=dev), torch.tensor(i1, device=dev)
-    w1_t = torch.tensor(w1, device=dev, dtype=r.dtype)
-    row_max = src.amax(1).view(h, M)
-    a, b = row_max.index_select(0, i0_t), row_max.index_select(0, i1_t)  # (H, B·U)
-    bound = torch.lerp(a, b, w1_t[:, None])
-    margin = 1e-5 * (a.abs() + b.abs())
-    maybe = ~(bound + margin < lo_maps)  # (H, B·U): rows that may hold a pixel ≥ lo
+    i0_t, i1_t, w1_t, _ = device_taps(h, H, r.device, r.dtype)
+    row_max, row_abs = src.amax(1).view(h, M), src.abs().amax(1).view(h, M)
+    bound = torch.lerp(row_max.index_select(0, i0_t), row_max.index_select(0, i1_t), w1_t[:, None])  # (H, B·U)
+    # the rounding of both lerps is below a few eps·(|A| + |B|); with the rows' largest magnitudes the margin also
+    # becomes inf where B − A overflows (upsample then gives ±inf or NaN there)
+    margin = 16 * torch.finfo(r.dtype).eps * (row_abs.index_select(0, i0_t) + row_abs.index_select(0, i1_t))
+    maybe = ~(bound + margin < lo_maps)  # (H, B·U): rows that may hold a pixel ≥ lo (NaN keeps a row)
     units, pixels, values = [], [], []
     for y0 in range(0, H, block):
         cand = maybe[y0 : y0 + block].reshape(-1).nonzero().squeeze(1)  # j·B·U + m

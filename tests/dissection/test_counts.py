@@ -65,8 +65,8 @@ def test_band_counts_equal_the_brute_force(h, w, H, W, bins):
     counts, equal, low, high = band_counts(r, groups, offsets, C, lo, hi, bins)
     ref_counts, ref_equal, ref_low, ref_high = brute(r, groups, offsets, C, lo, hi, bins)
     assert torch.equal(counts, ref_counts)
-    # pixels equal to lo are counted where lo is a plateau of the featuremap (unit 0's zeros: all of them)
-    assert equal[0] == ref_equal[0] and (equal <= ref_equal).all()
+    # pixels equal to lo (unit 0's plateau of zeros: all of them), exactly as the brute force counts them
+    assert equal[0] > 0 and torch.equal(equal, ref_equal)
     seen = torch.isfinite(ref_low)
     if bins:
         torch.testing.assert_close(
@@ -106,3 +106,54 @@ def test_the_row_bound_loses_no_pixel_at_or_above_lo(q):
     want = sorted(zip(uu.tolist(), (bb * H * W + yy * W + xx).tolist()))
     assert got == want and len(want) > 0
     assert torch.equal(v.sort().values, up[want_mask].sort().values)  # bit for bit the values of upsample
+
+
+def _above_by_upsample(r, size, lo):
+    """(unit, pixel) pairs and values of upsample(r) ≥ lo, densely."""
+    H, W = size
+    up = upsample(r, size)
+    mask = up >= lo[None, :, None, None]
+    bb, uu, yy, xx = mask.nonzero().unbind(1)
+    return sorted(zip(uu.tolist(), (bb * H * W + yy * W + xx).tolist())), up[mask].sort().values
+
+
+@pytest.mark.parametrize(
+    "h, w, H, W, block",
+    [(5, 7, 36, 30, 8), (16, 9, 16, 24, 8), (12, 12, 6, 6, 8), (4, 4, 64, 64, 1), (3, 5, 20, 20, 64)],
+    ids=["H-not-a-multiple-of-8", "same-height-other-width", "downsampling", "blocks-of-1", "one-block"],
+)
+def test_above_matches_upsample_for_every_shape_and_block(h, w, H, W, block):
+    from lightning_gd.dissection.counts import _above
+
+    torch.manual_seed(h * w + H)
+    r = torch.randn(3, 4, h, w)
+    lo = torch.quantile(upsample(r, (H, W)).transpose(0, 1).flatten(1), 0.8, dim=1)
+    u, pixel, v = _above(r, (H, W), lo, block=block)
+    want, values = _above_by_upsample(r, (H, W), lo)
+    assert sorted(zip(u.tolist(), pixel.tolist())) == want and torch.equal(v.sort().values, values)
+
+
+def test_above_keeps_rows_where_interpolating_overflows():
+    """B − A overflows float32 between opposite-sign huge values: upsample gives inf there though both rows'
+    maxima are finite, so the bound's margin (from the rows' largest magnitudes) must keep the row."""
+    from lightning_gd.dissection.counts import _above
+
+    r = torch.tensor([[[[2e38, 0.0], [-1.6e38, 1e38]]]])
+    lo = torch.tensor([2.5e38])
+    want, values = _above_by_upsample(r, (4, 2), lo)
+    u, pixel, v = _above(r, (4, 2), lo)
+    assert len(want) == 1 and sorted(zip(u.tolist(), pixel.tolist())) == want and torch.equal(v, values)
+
+
+def test_the_bound_skips_most_rows_of_a_sparse_map(monkeypatch):
+    """A unit active in one cell: only the output rows near that cell are interpolated."""
+    from lightning_gd.dissection import counts
+
+    seen = []
+    real_lerp = torch.lerp
+    monkeypatch.setattr(counts.torch, "lerp", lambda a, b, w, **k: seen.append(a.shape[0]) or real_lerp(a, b, w, **k))
+    r = torch.zeros(2, 3, 8, 8)
+    r[1, 2, 4, 5] = 1.0
+    u, pixel, v = counts._above(r, (64, 64), torch.tensor([0.5, 0.5, 0.5]))
+    rows = sum(seen[1:])  # seen[0]: the bound itself, one lerp over (H, B·U)
+    assert 0 < rows <= 16 and set(u.tolist()) == {2}  # of 64·2·3 = 384 map rows, the ≤ 16 around the cell

@@ -241,3 +241,16 @@ def test_dissection_runs_on_a_tiny_progan(tmp_path, one_thread):
     assert d.layers["layer4"].iou.shape == (32, 3) and d.layers["layer4"].featuremap_size == (8, 8)
     assert torch.isfinite(d.layers["layer4"].iou).all() and d.layers["layer4"].top_indices.shape == (32, 2)
     assert len(d.units("layer4")) == 32
+
+
+def test_nearest_doubling_equals_interpolate_and_its_gradient():
+    from lightning_gd.zoo.progan import Upsample2x
+
+    x = torch.randn(2, 3, 5, 7, requires_grad=True)
+    y = Upsample2x()(x)
+    assert torch.equal(y, F.interpolate(x, scale_factor=2, mode="nearest"))
+    y.square().sum().backward()
+    torch.testing.assert_close(x.grad, 8 * x.detach(), rtol=0, atol=0)  # each value copied 4 times: d/dx 4·x² = 8x
+    assert torch.equal(
+        Upsample2x()(x.detach().transpose(2, 3)), F.interpolate(x.detach().transpose(2, 3), scale_factor=2)
+    )
