@@ -39,7 +39,7 @@ def band_counts(
       for the quantile;
     - low, high (U, bins + 2): the smallest and largest value in each bin (±inf where empty), so the quantile
       can be interpolated between the values a bin really holds and an atom (one value) is recognised."""
-    B, U = r.shape[:2]
+    U = r.shape[1]
     C1, nb = num_concepts + 1, bins + 2
     H, W = groups[0].shape[-2:]
     lo_, hi_ = lo.to(r), hi.to(r)
@@ -107,7 +107,7 @@ def _above(r: torch.Tensor, size: tuple[int, int], lo: torch.Tensor, block: int 
     M = B * U
     lo_maps = lo.repeat(B)  # (B·U,) each map's unit's lo
     src = width_pass(r, W).view(h * M, W)  # row i of map m at i·B·U + m
-    i0_t, i1_t, w1_t, _ = device_taps(h, H, r.device, r.dtype)
+    i0_t, i1_t, w1_t = device_taps(h, H, r.device, r.dtype)
     row_max, row_abs = src.amax(1).view(h, M), src.abs().amax(1).view(h, M)
     bound = torch.lerp(row_max.index_select(0, i0_t), row_max.index_select(0, i1_t), w1_t[:, None])  # (H, B·U)
     # the rounding of both lerps is below a few eps·(|A| + |B|); with the rows' largest magnitudes the margin also

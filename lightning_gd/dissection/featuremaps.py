@@ -62,16 +62,18 @@ def tap_lists(n_in: int, n_out: int) -> tuple[list[int], list[int], list[float]]
 
 @functools.lru_cache(maxsize=64)
 def device_taps(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """`tap_lists` as tensors on `device` (i0, i1 long; w1 in `dtype`) and the `interpolation_matrix`, made once
-    per size, device and dtype: copying a host list to a GPU waits for the device, so it is not done per batch.
-    The identity (n_in == n_out) has i0 = i1 = o and w1 = 0."""
+    """`tap_lists` as tensors on `device` (i0, i1 long; w1 in `dtype`), made once per size, device and dtype:
+    copying a host list to a GPU waits for the device, so it is not done per batch. The identity
+    (n_in == n_out) has i0 = i1 = o and w1 = 0."""
     i0, i1, w1 = tap_lists(n_in, n_out) if n_in != n_out else (list(range(n_out)), list(range(n_out)), [0.0] * n_out)
-    taps = (
-        torch.tensor(i0, device=device),
-        torch.tensor(i1, device=device),
-        torch.tensor(w1, dtype=dtype, device=device),
-    )
-    return (*taps, interpolation_matrix(n_in, n_out, device, dtype))
+    w1_t = torch.tensor(w1, dtype=dtype, device=device)
+    return torch.tensor(i0, device=device), torch.tensor(i1, device=device), w1_t
+
+
+@functools.lru_cache(maxsize=64)
+def _device_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """`interpolation_matrix` on `device`, made once per size, device and dtype (as `device_taps`)."""
+    return interpolation_matrix(n_in, n_out, device, dtype)
 
 
 def interpolation_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -92,7 +94,7 @@ def width_pass(r: torch.Tensor, width: int) -> torch.Tensor:
     rows = r.permute(2, 0, 1, 3).reshape(h * B * U, w)  # (h·B·U, w)
     if w == width:  # nothing to interpolate (a product with the identity would turn inf into nan)
         return rows.view(h, B * U * width)
-    return (rows @ device_taps(w, width, r.device, r.dtype)[3].T).view(h, B * U * width)
+    return (rows @ _device_matrix(w, width, r.device, r.dtype).T).view(h, B * U * width)
 
 
 def height_rows(x: torch.Tensor, H: int, block: int = 8):
