@@ -8,6 +8,8 @@ Prints time(dissect N) / time(generator + segmenter forward on the same N) (targ
 of a dissection of N and of big-N samples, each in a fresh process (target: ≤ 1.2×; resident memory on the CPU,
 peak allocated GPU memory on CUDA), and the largest IoU and threshold error against the exact computation:
 torch.quantile-style thresholds over every upsampled pixel of the N samples and dense masks (target ≤ 0.002).
+Both run with the malloc thresholds `lightning_gd.allocator` sets, as in the command line; prefix
+LIGHTNING_GD_MALLOC=default to measure with glibc's own.
 """
 
 from __future__ import annotations
@@ -94,15 +96,17 @@ def timed_phases(sync) -> tuple[dict, list]:
 def run_one(args) -> dict:
     import torch
 
-    from lightning_gd import zoo
+    from lightning_gd import allocator, zoo
     from lightning_gd.dissection import dissect
     from lightning_gd.latents import latents
 
+    # as the command line does at start (and dissect on its first call): forward and dissection both run with it
+    tuned = allocator.tune()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     G, seg = zoo.generator(args.generator, device=device), zoo.segmenter(device=device)
-    out = {"n": args.n, "threads": torch.get_num_threads(), "device": str(device)}
+    out = {"n": args.n, "threads": torch.get_num_threads(), "device": str(device), "allocator_tuned": tuned}
 
     def sync():
         if device.type == "cuda":
@@ -191,7 +195,9 @@ def main() -> None:
     small = child(args.n, "both", args.repeats)
     big = child(args.big_n, "time", args.big_repeats)
     mem = "peak_cuda_mb" if args.device.startswith("cuda") else "peak_rss_mb"
-    print(f"layer {args.layer}, batch {args.batch_size}, device {small['device']}, {small['threads']} threads")
+    alloc = "raised (lightning_gd.allocator)" if small["allocator_tuned"] else "glibc's (LIGHTNING_GD_MALLOC=default)"
+    print(f"layer {args.layer}, batch {args.batch_size}, device {small['device']}, {small['threads']} threads, "
+          f"malloc thresholds {alloc}")  # fmt: skip
     for res in (small, big):
         n = res["n"]
         print(f"N={n}: forward {res['forward_s']:.2f} s ({n / res['forward_s']:.0f} images/s), dissect "

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
-from lightning_gd import zoo
+from lightning_gd import allocator, zoo
 from lightning_gd.cli.commands import COMMANDS, Command
 from lightning_gd.cli.console import quiet_third_party
 from lightning_gd.cli.lightning import SUBCOMMANDS, run_lightning
@@ -152,6 +152,7 @@ DEBUG_ENV = "LIGHTNING_GD_DEBUG"
 
 def main(argv: list[str] | None = None) -> None:
     quiet_third_party()
+    allocator.tune()
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in argv

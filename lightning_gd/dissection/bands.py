@@ -149,6 +149,49 @@ class BandTally(Metric):
         return fixed_iou(st["counts"], st["concept_area"])
 
 
+class ShareSpread(Metric):
+    """Per unit, how much the share of an image's pixels above a threshold t (U,) varies between images: the sum
+    of the shares, of their squares and the number of images, summed over batches and DDP ranks. `band_below`
+    turns it into the depth of a unit's band below q."""
+
+    full_state_update = False
+
+    def __init__(self, t: torch.Tensor, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.register_buffer("t", t.float().clone())
+        U = t.shape[0]
+        self.add_state("total", torch.zeros(U, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("squares", torch.zeros(U, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("images", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, acts: torch.Tensor) -> None:
+        """acts: (B, U, h, w) at the pixels the threshold was taken from (the warm-up's strided grid)."""
+        share = (acts > self.t.to(acts)[None, :, None, None]).double().mean((2, 3))  # (B, U)
+        self.total += share.sum(0)
+        self.squares += share.square().sum(0)
+        self.images += share.shape[0]
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.total.clone(), self.squares.clone(), self.images.clone()
+
+
+def band_below(
+    total: torch.Tensor, squares: torch.Tensor, images: torch.Tensor, q: float, z: float, floor: float, cap: float
+) -> torch.Tensor:
+    """Per unit, how far below q (as a quantile level) the band starts, from the warm-up's per-image shares above
+    the unit's warm-up q-quantile (`ShareSpread`): z standard errors of their mean, at least `floor`·(1 − q) and
+    at most `cap`·(1 − q) (and q/2). The share of the whole sample above that quantile differs from the warm-up's
+    1 − q by about one standard error of the mean: a unit that fires in a few images varies much more than one
+    that fires a little everywhere, so its band is deeper. Fewer than two images: the cap."""
+    m = images.double()
+    mean = total / m.clamp(min=1)
+    var = ((squares - m * mean.square()) / (m - 1).clamp(min=1)).clamp(min=0)
+    se = (var / m.clamp(min=1)).sqrt()
+    deepest = min(cap * (1 - q), q / 2)
+    below = (z * se).clamp(min=min(floor * (1 - q), deepest), max=deepest)
+    return torch.where(m >= 2, below, torch.full_like(below, deepest))
+
+
 class RangeTracker(Metric):
     """Per-unit minimum and maximum activation (upsampled values lie between them), reduced across ranks."""
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lightning_gd.dissection.bands import BandTally, RangeTracker
+from lightning_gd.dissection.bands import BandTally, RangeTracker, ShareSpread, band_below
 from lightning_gd.dissection.concepts import Vocabulary
 from lightning_gd.dissection.featuremaps import sparse_labels, sparse_upsample
 from lightning_gd.dissection.results import DissectSettings, LayerDissection
@@ -79,9 +79,13 @@ def quantile_pass(
     """Quantile thresholds and IoU tallies from one generator + segmenter pass over the n samples.
 
     The warm-up samples 0 … m−1 (m = min(n, warmup)) are generated first; their strided activation histograms
-    give each unit a band around its q-quantile (the levels q − min(2.5(1 − q), q/2) and 1 − (1 − q)/4;
-    on the world GAN's six layers the pooled threshold sat at warm-up levels ≥ 0.983 for q = 0.99, at N = 1,000
-    and 10,000, inside the band's 0.965). They are
+    give each unit its warm-up q-quantile and a band around it, from level q − δ to 1 − (1 − q)/4. δ is 6
+    standard errors of the mean of the unit's per-image shares above that quantile (`bands.band_below`; between
+    0.5 and 2.5 times 1 − q): a unit that fires a little everywhere gets a narrow band, one that fires in a
+    few images a deep one. Measured on the world ProGAN and the earlier DCGAN (all 16 layers, 3 seeds, N = 1,000):
+    the pooled threshold sat at most 4.5 of those standard errors below q (0.0068 as a level at q = 0.99),
+    and the median δ on its layer4 is 0.0125: 2.45 % of the pixels are counted, against 3.57 % with a fixed
+    2.5·(1 − q) band. The warm-up samples are
     kept (featuremaps and labels, not images) and tallied with the rest. Units whose pooled quantile falls
     outside the band are tallied again over a band spanning their whole range (a second pass, for those units
     only; rare)."""
@@ -102,13 +106,11 @@ def quantile_pass(
     if len(hists) < len(layers):  # this rank holds none of the warm-up samples
         dev = device_of(generator)
         hists = {layer: UnitHistogram(u).to(dev) for layer, u in _units(generator, layers, z_dim).items()}
-    levels = (s.q - min(BAND_BELOW * (1 - s.q), s.q / 2), 1 - (1 - s.q) / 4)
     bands, tops, ranges = {}, {}, {}
     for layer, h in hists.items():
-        lo, hi = h.quantile(levels[0]), h.quantile(levels[1])
-        bands[layer] = BandTally(lo, torch.maximum(lo, hi), C, s.bins).to(lo.device)
-        tops[layer] = TopK(len(lo), s.candidates).to(lo.device)
-        ranges[layer] = RangeTracker(len(lo)).to(lo.device)
+        bands[layer] = _band_tally(h, [(idx, maps[layer], groups) for idx, maps, groups in kept], s, C)
+        tops[layer] = TopK(h.num_units, s.candidates).to(h.counts.device)
+        ranges[layer] = RangeTracker(h.num_units).to(h.counts.device)
     rest = _indexed_batches(
         generator, segmenter, layers, [i for i in mine if i >= warm], s.seed, z_dim, s.batch_size, bar
     )
@@ -136,6 +138,17 @@ def quantile_pass(
     return out
 
 
+def _band_tally(h: UnitHistogram, kept: list, s: DissectSettings, num_concepts: int) -> BandTally:
+    """The tally of one layer's band: from q − δ (δ from the spread of the kept warm-up samples' shares above
+    the warm-up q-quantile, `bands.band_below`) to 1 − (1 − q)/4, both read off the warm-up histogram `h`."""
+    spread = ShareSpread(h.quantile(s.q)).to(h.counts.device)
+    for idx, r, groups in kept:  # (indices, featuremaps, label groups) of this rank's warm-up batches
+        spread.update(sparse_upsample(r, idx, tuple(groups[0].shape[-2:]), s.stride))
+    below = band_below(*spread.compute(), s.q, BAND_Z, BAND_FLOOR, BAND_BELOW)
+    lo, hi = h.quantile(s.q - below), h.quantile(1 - (1 - s.q) / 4)
+    return BandTally(lo, torch.maximum(lo, hi), num_concepts, s.bins).to(lo.device)
+
+
 def _whole_range_pass(generator, segmenter, vocab, layer, units, low, high, s, z_dim, progress):
     """Thresholds and IoU of `units` from a band over their whole activation range [min, max]."""
     warnings.warn(
@@ -156,7 +169,9 @@ def _whole_range_pass(generator, segmenter, vocab, layer, units, low, high, s, z
     return thresholds, iou
 
 
-BAND_BELOW = 2.5  # the band starts 2.5·(1 − q) below q: pixels above it (3.5 % at q = 0.99) are counted
+# the band starts BAND_Z standard errors of the unit's warm-up share below q (`bands.band_below`), at least
+# BAND_FLOOR·(1 − q) and at most BAND_BELOW·(1 − q): the pixels above its start are the ones counted
+BAND_Z, BAND_FLOOR, BAND_BELOW = 6.0, 0.5, 2.5
 WHOLE_RANGE_BINS = 4096  # band bins of the (rare) second pass: its band is the whole range, so finer
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lightning_gd import allocator
 from lightning_gd.cache import Cache, fingerprint
 from lightning_gd.dissection.concepts import Vocabulary, vocabulary
-from lightning_gd.dissection.passes import BAND_BELOW, iqr_thresholds, quantile_pass, tally
+from lightning_gd.dissection.passes import BAND_BELOW, BAND_FLOOR, BAND_Z, iqr_thresholds, quantile_pass, tally
 from lightning_gd.dissection.results import Dissection, DissectSettings, LayerDissection
 from lightning_gd.latents import is_rank_zero, latents
 from lightning_gd.models.generators import device_of, eval_mode, z_dim_of
@@ -45,6 +46,7 @@ def dissect(
     `settings` (or keyword overrides of its fields, e.g. `n=500, threshold="iqr"`) fixes the sample and the
     method; `cache_dir` makes finished stages reusable across runs with the same settings and networks.
     """
+    allocator.tune()  # large blocks reused from the heap, not mapped again per batch (`allocator`)
     layers = [layers] if isinstance(layers, str) else list(layers)
     s = _settings(generator, layers, settings, overrides)
     z_dim = z_dim_of(generator, z_dim)
@@ -117,7 +119,7 @@ def _segmentation_size(generator: nn.Module, segmenter: Segmenter, z_dim: int, s
 def _threshold_key(s: DissectSettings, size: tuple[int, int], vocab: Vocabulary) -> dict:
     if s.threshold == "quantile":
         return {"n": s.n, "seed": s.seed, "q": s.q, "stride": s.stride, "size": size, "warmup": s.warmup,
-                "bins": s.bins, "band_below": BAND_BELOW}  # fmt: skip
+                "bins": s.bins, "band": [BAND_Z, BAND_FLOOR, BAND_BELOW]}  # fmt: skip
     return {"n": s.iqr_n, "seed": s.iqr_seed, "stride": s.stride, "vocab": vocab.names, "q": s.q}  # q: fallback
 
 

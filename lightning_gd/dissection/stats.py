@@ -58,16 +58,18 @@ def bin_edges(per_octave: int = PER_OCTAVE, dtype: torch.dtype = torch.float64) 
     return lower, upper
 
 
-def quantile_from_counts(counts: torch.Tensor, q: float, per_octave: int = PER_OCTAVE) -> torch.Tensor:
-    """Per-row q-quantile (U,) of histograms (U, bins), interpolating linearly inside the bin."""
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile level must be in [0, 1], got {q}")
+def quantile_from_counts(counts: torch.Tensor, q: float | torch.Tensor, per_octave: int = PER_OCTAVE) -> torch.Tensor:
+    """Per-row q-quantile (U,) of histograms (U, bins), interpolating linearly inside the bin; q is one level or
+    one per row (U,)."""
+    q = torch.as_tensor(q, dtype=torch.float64, device=counts.device)
+    if bool(((q < 0) | (q > 1)).any()):
+        raise ValueError(f"quantile level must be in [0, 1], got {q.tolist()}")
     counts = counts.double()
     cum = counts.cumsum(1)  # (U, bins)
     total = cum[:, -1:]
     if (total == 0).any():
         raise ValueError("quantile of a unit with no observations; was the histogram updated?")
-    target = q * total
+    target = (q[:, None] if q.ndim else q) * total
     b = torch.searchsorted(cum, target).clamp_(max=counts.shape[1] - 1)  # first bin with cum ≥ target
     before = torch.where(b > 0, cum.gather(1, (b - 1).clamp(min=0)), torch.zeros_like(target))
     inside = counts.gather(1, b).clamp(min=1)
@@ -162,8 +164,9 @@ class UnitHistogram(Metric):
     def compute(self) -> torch.Tensor:
         return self.counts
 
-    def quantile(self, q: float) -> torch.Tensor:
-        """Per-unit q-quantile (U,); under DDP the counts of all ranks are summed first."""
+    def quantile(self, q: float | torch.Tensor) -> torch.Tensor:
+        """Per-unit q-quantile (U,) at one level or one per unit (U,); under DDP the counts of all ranks are summed
+        first."""
         return quantile_from_counts(self.compute(), q, self.per_octave).float()
 
 

@@ -4,12 +4,14 @@ splits, the fixed-threshold tally, and `quantile_pass` falling back to a whole-r
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lightning_gd.dissection import dissect
-from lightning_gd.dissection.bands import BandTally, RangeTracker
+from lightning_gd.dissection.bands import BandTally, RangeTracker, ShareSpread, band_below
 from tests.helpers import PlantedGenerator, segmenter
 
 C = 4
@@ -123,6 +125,36 @@ def test_fixed_threshold_tally_is_exact():
         for c in range(C):
             k = labels == c
             assert tally.iou()[u, c] == pytest.approx((m & k).sum().item() / (m | k).sum().item(), abs=1e-12)
+
+
+def test_share_spread_and_band_depth_against_a_hand_computation():
+    """Per image, the share of a unit's pixels above t; over images, the standard error of their mean (statistics'
+    sample stdev / √m) times z, clamped to [floor·(1 − q), min(cap·(1 − q), q/2)]; batch splits change nothing."""
+    torch.manual_seed(3)
+    acts = torch.randn(12, 4, 6, 6)
+    acts[:, 3] = 0.0  # a unit never above t: no spread, the floor
+    acts[:3, 2] += 3.0  # a unit that fires in 3 images of 12: a deep band (the cap)
+    t = torch.tensor([1.5, 2.0, 1.0, 0.5])
+    whole, split = ShareSpread(t), ShareSpread(t)
+    whole.update(acts)
+    for part in acts.split(5):
+        split.update(part)
+    total, squares, images = whole.compute()
+    for a, b in zip((total, squares, images), split.compute()):
+        assert torch.allclose(a.double(), b.double(), rtol=0, atol=1e-12)
+    q, z, floor, cap = 0.99, 6.0, 0.5, 2.5
+    below = band_below(total, squares, images, q, z, floor, cap)
+    for u in range(4):
+        shares = [float((acts[i, u] > t[u]).double().mean()) for i in range(12)]
+        se = statistics.stdev(shares) / 12**0.5
+        want = min(max(z * se, floor * (1 - q)), min(cap * (1 - q), q / 2))
+        assert abs(float(below[u]) - want) < 1e-12, (u, float(below[u]), want)
+    assert float(below[3]) == pytest.approx(floor * (1 - q)) and float(below[2]) == pytest.approx(cap * (1 - q))
+    one = ShareSpread(t)
+    one.update(acts[:1])
+    assert torch.allclose(
+        band_below(*one.compute(), q, z, floor, cap), torch.full((4,), cap * (1 - q), dtype=torch.float64)
+    )
 
 
 def test_range_tracker():

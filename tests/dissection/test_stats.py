@@ -116,6 +116,17 @@ def test_quantile_matches_torch_quantile(leaky):
             assert ((above - 0.01).abs() <= 0.001).all(), above
 
 
+def test_quantile_takes_one_level_per_unit():
+    """Per-unit levels (the one-pass dissection's bands) give each unit what its own scalar level gives."""
+    h = UnitHistogram(3)
+    h.update(featuremaps(1, True))
+    levels = torch.tensor([0.97, 0.5, 0.9975], dtype=torch.float64)
+    want = torch.stack([h.quantile(float(q))[u] for u, q in enumerate(levels)])
+    assert torch.equal(h.quantile(levels), want)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        h.quantile(torch.tensor([0.5, 1.5, 0.5]))
+
+
 def test_quantile_of_mostly_zero_units_is_zero():
     r = torch.zeros(4, 2, 8, 8)
     r[:, 1, 0, 0] = 1.0  # 1/64 of the pixels are positive
