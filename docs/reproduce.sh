@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Every table and figure of the README about the embedded world, by the README's own commands, in order:
-# world samples and model cards, dissection (every layer, both threshold modes), the causal searches (tree,
-# building, road, door) and their summary, context (door), unit emergence over the world GAN's checkpoints,
-# artifact units, the browser and results-page screenshots and the painting screenshots. Figures are copied to
+# world samples and model cards, the causal searches (tree, building, road, door) and their summary, dissection
+# (every layer, both threshold modes; after the searches, so the unit browser links them), context (door), unit
+# emergence over the world GAN's checkpoints, artifact units, the browser and results-page screenshots and the
+# painting screenshots. Figures are copied to
 # docs/images/ under the names the README shows. Run from the repository root:
 #
 #   bash docs/reproduce.sh [CHECKPOINT_FOLDER]   # the world GAN's training checkpoints, for world-card and emergence
-#   STEPS="dissect causal" bash docs/reproduce.sh  # only some steps (world dissect causal context emergence
+#   STEPS="causal dissect" bash docs/reproduce.sh  # only some steps (world causal dissect context emergence
 #                                                  # artifacts screenshots)
 #
-# Each step logs to out/reproduce/<step>.log. About 1.5-2 hours on 2 CPU cores (artifacts and context are the long
-# ones); the bench/ scripts are run separately (README, "Benchmarks").
+# Each step logs to out/reproduce/<step>.log. About 1.5 hours on 2 shared CPU cores (the world card's FID of every
+# checkpoint, the dissections and the causal searches take most of it: about 30, 23 and 28 minutes beside other
+# work); the bench/ scripts are run separately (README, "Benchmarks").
 set -euo pipefail
 CKPTS=${1:-tb_logs/world_progan/version_0/checkpoints}
-STEPS=${STEPS:-world dissect causal context emergence artifacts screenshots}
+STEPS=${STEPS:-world causal dissect context emergence artifacts screenshots}
 IMG=docs/images
 LOGS=out/reproduce
 mkdir -p "$IMG" "$LOGS"
@@ -30,20 +32,6 @@ if want world; then
   } > "$LOGS/world.log" 2>&1
 fi
 
-if want dissect; then
-  step dissect
-  {
-    gd dissect --all_layers true --out out/dissect-quantile
-    gd dissect --all_layers true --threshold iqr --out out/dissect-iqr
-    gd compare --dissections "[out/dissect-quantile, out/dissect-iqr]" --names "[quantile, iqr]" --layer layer4
-  } > "$LOGS/dissect.log" 2>&1
-  cp out/dissect-quantile/layers.png "$IMG/dissect_layers_quantile.png"
-  cp out/dissect-iqr/layers.png "$IMG/dissect_layers_iqr.png"
-  cp out/dissect-quantile/concepts-layer4.png "$IMG/dissect_concepts_layer4_quantile.png"
-  cp out/dissect-iqr/concepts-layer4.png "$IMG/dissect_concepts_layer4_iqr.png"
-  cp out/compare/compare.png "$IMG/dissect_compare_layer4.png"
-fi
-
 if want causal; then
   step causal
   {
@@ -57,6 +45,20 @@ if want causal; then
   for c in tree building road door; do cp "out/causal/$c-layer4/ace_curve.png" "$IMG/causal_curve_$c.png"; done
   cp out/causal/tree-layer4/grid_ablation.png "$IMG/causal_grid_ablation_tree.png"
   cp out/causal/tree-layer4/grid_insertion.png "$IMG/causal_grid_insertion_tree.png"
+fi
+
+if want dissect; then
+  step dissect
+  {
+    gd dissect --all_layers true --out out/dissect-quantile
+    gd dissect --all_layers true --threshold iqr --out out/dissect-iqr
+    gd compare --dissections "[out/dissect-quantile, out/dissect-iqr]" --names "[quantile, iqr]" --layer layer4
+  } > "$LOGS/dissect.log" 2>&1
+  cp out/dissect-quantile/layers.png "$IMG/dissect_layers_quantile.png"
+  cp out/dissect-iqr/layers.png "$IMG/dissect_layers_iqr.png"
+  cp out/dissect-quantile/concepts-layer4.png "$IMG/dissect_concepts_layer4_quantile.png"
+  cp out/dissect-iqr/concepts-layer4.png "$IMG/dissect_concepts_layer4_iqr.png"
+  cp out/compare/compare.png "$IMG/dissect_compare_layer4.png"
 fi
 
 if want context; then

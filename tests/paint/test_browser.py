@@ -76,7 +76,7 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         browser = p.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1000, "height": 640})
         page.on("request", lambda r: requests.append(r.url))
-        page.goto(f"{base}/?seed=219")  # a sample with grass at the first stroke and a building's door at the second
+        page.goto(f"{base}/?seed=219")  # sky at the first stroke, a building at the second
         page.wait_for_selector("body[data-ready='1']", timeout=60_000)
         before = image_of(page)
         page.screenshot(path=str(shots / "paint_1_original.png"))
