@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from lightning_gd import allocator
 from lightning_gd.world import load_generator, load_segmenter
 from lightning_gd.world.data import render_batch
 
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    tuned = allocator.tune()  # as the command line does
     if args.threads:
         torch.set_num_threads(args.threads)
     G, seg = load_generator(), load_segmenter()
@@ -58,7 +60,8 @@ def main() -> None:
         ("segmenter forward", args.n / timed(segment), "images/s"),
         ("generator + segmenter forward", args.n / timed(both), "images/s"),
     ]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, n={args.n}, batch {args.batch_size}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, n={args.n}, batch {args.batch_size}, "
+          f"malloc thresholds {'raised (lightning_gd.allocator)' if tuned else 'glibc defaults'}")  # fmt: skip
     for name, value, unit in rows:
         print(f"{name:<32} {value:10.1f} {unit}")
 
