@@ -192,8 +192,26 @@ class UnitEmergenceMonitor(_EveryNBatches):
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: int) -> dict:
         """Measure now (every rank: the dissection reduces across them); log on rank 0."""
         writer = self._tensorboard(trainer) if trainer.is_global_zero else None
-        record = log_unit_emergence(
-            resolve_attribute(pl_module, self.generator),
+        G = resolve_attribute(pl_module, self.generator)
+        # a generator in training overshoots [-1, 1] (the world ProGAN reached ±2.5 after 100 batches); the setup's
+        # dry run has checked the range convention, so the images are clamped as a viewer would show them rather
+        # than stopping the run
+        clamp = G.register_forward_hook(_clamp_images)
+        try:
+            record = self._log(trainer, G, writer)
+        finally:
+            clamp.remove()
+        record["batch"] = int(batches)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if not _is_tensorboard(logger):
+                    logger.log_metrics(scalars(record, self.tag), step=trainer.global_step)
+            write_layout(trainer)
+        return record
+
+    def _log(self, trainer: pl.Trainer, G: nn.Module, writer) -> dict:
+        return log_unit_emergence(
+            G,
             trainer.global_step,
             writer,
             layer=self.layer,
@@ -209,13 +227,6 @@ class UnitEmergenceMonitor(_EveryNBatches):
             z_dim=self._z_dim,
             tag=self.tag,
         )
-        record["batch"] = int(batches)
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                if not _is_tensorboard(logger):
-                    logger.log_metrics(scalars(record, self.tag), step=trainer.global_step)
-            write_layout(trainer)
-        return record
 
     def layout(self) -> dict:
         return custom_scalars_layout(self.layer, self.tag)
@@ -248,6 +259,11 @@ class UnitEmergenceMonitor(_EveryNBatches):
 
     def _settings(self) -> dict[str, Any]:
         return {"layer": self.layer, "n": self.n, "seed": self.seed, "iou_threshold": self.iou_threshold}
+
+
+def _clamp_images(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook: the generator's images clamped to [-1, 1]."""
+    return output.clamp(-1.0, 1.0)
 
 
 def _is_tensorboard(logger) -> bool:

@@ -136,6 +136,24 @@ def test_record_matches_a_direct_dissection(monitored):
     torch.testing.assert_close(torch.tensor(record["best_iou"]), torch.tensor(last["best_iou"]), atol=1e-5, rtol=0)
 
 
+class Overshoot(pl.Callback):
+    """From the first batch on, the generator's images are scaled 3× (a generator in training leaving [-1, 1])."""
+
+    def on_train_start(self, trainer, pl_module):
+        pl_module.nets["G"].register_forward_hook(lambda module, inputs, output: 3 * output)
+
+
+def test_monitor_measures_a_generator_that_overshoots_the_image_range(tmp_path):
+    """The setup's dry run sees images in range; later the generator overshoots (×3): the measurement clamps them
+    to [-1, 1] (as a viewer would show them) instead of stopping the training run."""
+    monitor = UnitEmergenceMonitor("nets.G", "layer1", segmenter(), every_n_batches=2, **PROBE)
+    trainer, module = _fit(tmp_path, 3, [Overshoot(), monitor])
+    assert [r["batch"] for r in monitor.history] == [2, 3]
+    with torch.no_grad():
+        x = module.nets["G"](torch.randn(2, module.nets["G"].z_dim))
+    assert x.abs().max() > 1.5  # the overshoot is real, and the monitor's clamp hook is gone after measuring
+
+
 def test_other_loggers_get_the_scalars(tmp_path):
     monitor = UnitEmergenceMonitor("nets.G", "layer1", segmenter(), every_n_batches=2, **PROBE)
     trainer = _trainer(tmp_path, 2, [monitor], logger=CSVLogger(tmp_path))
