@@ -75,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fit(10, Path(tmp), None, args.workers)  # warm-up: allocator, data workers, first-call costs
         t_without = fit(args.batches, Path(tmp), None, args.workers)
-        monitor = TimedMonitor("generator", args.layer, every_n_batches=args.every, n=args.n)
+        monitor = TimedMonitor("generator_ema", args.layer, every_n_batches=args.every, n=args.n)
         t_with = fit(args.batches, Path(tmp), monitor, args.workers)
     per_batch = t_without / args.batches
     timed = [r["callback_seconds"] for r in monitor.history]
