@@ -198,7 +198,11 @@ class UnitEmergenceMonitor(_EveryNBatches):
         # than stopping the run
         clamp = G.register_forward_hook(_clamp_images)
         try:
-            record = self._log(trainer, G, writer)
+            record = log_unit_emergence(
+                G, trainer.global_step, writer, layer=self.layer, segmenter=self.segmenter, history=self.history,
+                n=self.n, seed=self.seed, batch_size=self.batch_size, iou_threshold=self.iou_threshold,
+                units=self.units, num_units=self.num_units, top_k=self.top_k, z_dim=self._z_dim, tag=self.tag,
+            )  # fmt: skip
         finally:
             clamp.remove()
         record["batch"] = int(batches)
@@ -208,25 +212,6 @@ class UnitEmergenceMonitor(_EveryNBatches):
                     logger.log_metrics(scalars(record, self.tag), step=trainer.global_step)
             write_layout(trainer)
         return record
-
-    def _log(self, trainer: pl.Trainer, G: nn.Module, writer) -> dict:
-        return log_unit_emergence(
-            G,
-            trainer.global_step,
-            writer,
-            layer=self.layer,
-            segmenter=self.segmenter,
-            history=self.history,
-            n=self.n,
-            seed=self.seed,
-            batch_size=self.batch_size,
-            iou_threshold=self.iou_threshold,
-            units=self.units,
-            num_units=self.num_units,
-            top_k=self.top_k,
-            z_dim=self._z_dim,
-            tag=self.tag,
-        )
 
     def layout(self) -> dict:
         return custom_scalars_layout(self.layer, self.tag)
