@@ -3,8 +3,8 @@
 # world samples and model cards, the causal searches (tree, building, road, door) and their summary, dissection
 # (every layer, both threshold modes; after the searches, so the unit browser links them), context (door), unit
 # emergence over the world GAN's checkpoints, artifact units, the browser and results-page screenshots and the
-# painting screenshots. Figures are copied to
-# docs/images/ under the names the README shows. Run from the repository root:
+# painting screenshots. Figures are copied to docs/images/ under the names the README shows. Run from the
+# repository root:
 #
 #   bash docs/reproduce.sh [CHECKPOINT_FOLDER]   # the world GAN's training checkpoints, for world-card and emergence
 #   STEPS="causal dissect" bash docs/reproduce.sh  # only some steps (world causal dissect context emergence

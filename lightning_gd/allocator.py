@@ -18,22 +18,20 @@ block above 128 KiB by mmap (measured: the dissection took 1.7× as long).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
 ENV = "LIGHTNING_GD_MALLOC"
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
 THRESHOLD = 1 << 30
-_state: dict[str, bool] = {}
 
 
+@functools.cache
 def tune() -> bool:
     """Raise glibc's mmap and trim thresholds once per process; True if they are raised (now or before).
 
     Does nothing (False) off glibc, when `LIGHTNING_GD_MALLOC=default`, or if `mallopt` refuses a value."""
-    if "tuned" in _state:
-        return _state["tuned"]
-    _state["tuned"] = False
     if os.environ.get(ENV, "").strip().lower() in ("default", "0", "off") or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -43,5 +41,4 @@ def tune() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # the mmap threshold first: with only the trim threshold set, glibc would mmap every block above 128 KiB
-    _state["tuned"] = bool(mallopt(_M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, THRESHOLD))
-    return _state["tuned"]
+    return bool(mallopt(_M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, THRESHOLD))

@@ -142,6 +142,8 @@ def _band_tally(h: UnitHistogram, kept: list, s: DissectSettings, num_concepts: 
     """The tally of one layer's band: from q − δ (δ from the spread of the kept warm-up samples' shares above
     the warm-up q-quantile, `bands.band_below`) to 1 − (1 − q)/4, both read off the warm-up histogram `h`."""
     spread = ShareSpread(h.quantile(s.q)).to(h.counts.device)
+    # the strided values are computed again rather than kept from the histogram's pass: on a 256² segmentation they
+    # would hold ~400 MB per layer and batch, against two cheap grid_samples here
     for idx, r, groups in kept:  # (indices, featuremaps, label groups) of this rank's warm-up batches
         spread.update(sparse_upsample(r, idx, tuple(groups[0].shape[-2:]), s.stride))
     below = band_below(*spread.compute(), s.q, BAND_Z, BAND_FLOOR, BAND_BELOW)

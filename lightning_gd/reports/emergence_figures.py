@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from lightning_gd.reports.figures import count_axis, figure, fit_ylim, tidy, to_array
 
@@ -72,7 +71,7 @@ def emergence_plot(history: list[dict], title: str = "") -> Figure:
         if len(steps) <= 8:
             ax.set_xticks(steps)  # the measured steps themselves, not round numbers between them
         else:  # at most 5 round steps: six-digit labels side by side in a quarter-width panel would touch
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+            count_axis(ax, "x", nbins=5)
         tidy(ax)
     if title:
         fig.suptitle(title, fontsize=10)

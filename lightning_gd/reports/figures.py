@@ -73,9 +73,9 @@ def _flat(values) -> list[float]:
     return [float(values)]
 
 
-def count_axis(ax, axis: str = "y") -> None:
-    """An axis of counts: whole-number ticks only."""
-    (ax.yaxis if axis == "y" else ax.xaxis).set_major_locator(MaxNLocator(integer=True))
+def count_axis(ax, axis: str = "y", nbins: int | str = "auto") -> None:
+    """An axis of counts: whole-number ticks only (at most `nbins` intervals)."""
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_locator(MaxNLocator(nbins=nbins, integer=True))
 
 
 def tidy(ax) -> None:
