@@ -1,4 +1,5 @@
 import functools
+import shutil
 
 import pytest
 import torch
@@ -17,6 +18,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """`module_tmp(name)`: a fresh folder like `tmp_path_factory.mktemp(name)`, removed when the module's tests end.
+    For fixtures that write published-size checkpoints (hundreds of MB): the suite's peak disk use stays at one
+    module's files instead of the whole session's (CI shares its disk with everything else on the machine)."""
+    made = []
+
+    def make(name: str):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -206,7 +206,7 @@ class NotATensor:
 
 
 @pytest.fixture(scope="module")
-def inception(tmp_path_factory):
+def inception(module_tmp):
     """A random-weight InceptionV3 in torch-fidelity's layout (built without any download) and its state dict
     saved as a torch file and as safetensors."""
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
@@ -225,7 +225,7 @@ def inception(tmp_path_factory):
     finally:
         mp.undo()
     ref.eval()
-    folder = tmp_path_factory.mktemp("inception")
+    folder = module_tmp("inception")
     state = {k: v.contiguous() for k, v in ref.state_dict().items()}
     torch.save(state, folder / "inception.pt")
     save_file(state, str(folder / "inception.safetensors"))

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread", "cli_debug")
 
 
 @pytest.fixture(scope="module")
-def progan_file(tmp_path_factory) -> Path:
+def progan_file(module_tmp) -> Path:
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("progan") / "proggan_tiny.pth"
+    path = module_tmp("progan") / "proggan_tiny.pth"
     state = ProGAN(preset(32, 1 / 16)).state_dict()  # 32×32 images, layer4 32 units at 8×8
     state["output_32x32.conv.weight"] *= 0.2  # random N(0, 1) weights overshoot [-1, 1] far more than trained ones
     torch.save(state, path)
@@ -30,9 +30,9 @@ def progan_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ade20k_folder(tmp_path_factory) -> Path:
+def ade20k_folder(module_tmp) -> Path:
     """A ResNet-18 + PPM deep-supervision pair in the CSAIL file layout (150 ADE20K classes)."""
-    folder = tmp_path_factory.mktemp("m") / "ade20k-resnet18dilated-ppm_deepsup"
+    folder = module_tmp("m") / "ade20k-resnet18dilated-ppm_deepsup"
     folder.mkdir()
     torch.save(dict(csail_layouts.resnet(depths=(2, 2, 2, 2), bottleneck=False)), folder / "encoder_epoch_20.pth")
     torch.save(dict(csail_layouts.ppm_deepsup(num_class=150, fc=512)), folder / "decoder_epoch_20.pth")
@@ -40,10 +40,10 @@ def ade20k_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hf_folder(tmp_path_factory) -> Path:
+def hf_folder(module_tmp) -> Path:
     from tests.zoo.test_hf import tiny_segformer
 
-    folder = tmp_path_factory.mktemp("hf")
+    folder = module_tmp("hf")
     tiny_segformer().save_pretrained(folder)
     return folder
 

@@ -48,25 +48,25 @@ def save(folder: Path, **files) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ade_ppm(tmp_path_factory):
+def ade_ppm(module_tmp):
     enc, dec = layouts.resnet(), layouts.ppm_deepsup()
-    folder = save(tmp_path_factory.mktemp("m") / "ade20k-resnet50dilated-ppm_deepsup", encoder_epoch_20=enc)
+    folder = save(module_tmp("m") / "ade20k-resnet50dilated-ppm_deepsup", encoder_epoch_20=enc)
     save(folder, decoder_epoch_20=dec)
     return folder, dict(enc), dict(dec)
 
 
 @pytest.fixture(scope="module")
-def ade_upernet(tmp_path_factory):
+def ade_upernet(module_tmp):
     enc, dec = layouts.resnet(seed=4), layouts.upernet()
-    folder = save(tmp_path_factory.mktemp("m") / "ade20k-resnet50-upernet", encoder_epoch_30=enc, decoder_epoch_30=dec)
+    folder = save(module_tmp("m") / "ade20k-resnet50-upernet", encoder_epoch_30=enc, decoder_epoch_30=dec)
     return folder, dict(enc), dict(dec)
 
 
 @pytest.fixture(scope="module")
-def upp(tmp_path_factory):
+def upp(module_tmp):
     classes = {"object": 9, "part": 13, "material": 5, "scene": 3}
     enc, dec = layouts.resnet(seed=5), layouts.upp_decoder(classes)
-    folder = save(tmp_path_factory.mktemp("m") / "upp-resnet50-upernet", encoder_epoch_40=enc, decoder_epoch_40=dec)
+    folder = save(module_tmp("m") / "upp-resnet50-upernet", encoder_epoch_40=enc, decoder_epoch_40=dec)
     (folder / "labels.json").write_text(json.dumps(LABELS))
     return folder, dict(enc), dict(dec)
 

@@ -69,10 +69,10 @@ def reference_images(state: dict[str, torch.Tensor], z: torch.Tensor) -> torch.T
 
 
 @pytest.fixture(scope="module")
-def published_file(tmp_path_factory):
+def published_file(module_tmp):
     """A random 256×256 generator with exactly the published keys and shapes, saved as proggan_*.pth."""
     state = random_state(WIDTHS_256)
-    path = tmp_path_factory.mktemp("progan") / "proggan_churchoutdoor-random.pth"
+    path = module_tmp("progan") / "proggan_churchoutdoor-random.pth"
     torch.save(state, path)
     return path, state
 
