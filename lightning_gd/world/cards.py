@@ -45,7 +45,7 @@ def _provenance_md(name: str) -> list[str]:
 
 
 def _checkpoint_fids(checkpoints: list[Path], real: torch.Tensor, n: int, gan_weights: str) -> list[dict]:
-    from lightning_gd.world.export import export
+    from lightning_gd.world.export import export, portable
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +54,7 @@ def _checkpoint_fids(checkpoints: list[Path], real: torch.Tensor, n: int, gan_we
             step = read_metadata(path)["provenance"]["global_step"]
             rows.append(
                 {
-                    "checkpoint": str(ckpt),
+                    "checkpoint": portable(ckpt),
                     "global_step": step,
                     "fid": world_fid(real, generate(load_generator(path), n)),
                 }

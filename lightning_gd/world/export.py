@@ -27,6 +27,21 @@ def _run_wall_time(ckpt: Path) -> float | None:
 GAN_WEIGHTS = ("ema", "generator")
 
 
+def portable(checkpoint: str | Path) -> str:
+    """The checkpoint's path as the card and the shipped metadata record it, never an absolute path of the machine
+    that trained it: relative to the working folder when it lies below it; otherwise from its log root
+    (`tb_logs/...` or `lightning_logs/...`); otherwise, in Lightning's `<name>/<version>/checkpoints/<file>` layout,
+    those four parts; otherwise its name."""
+    path = Path(checkpoint).resolve()
+    if path.is_relative_to(Path.cwd().resolve()):
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    parts = path.parts
+    for root in ("tb_logs", "lightning_logs"):
+        if root in parts[:-1]:
+            return "/".join(parts[len(parts) - 1 - parts[::-1].index(root) :])
+    return "/".join(parts[-4:]) if path.parent.name == "checkpoints" and len(parts) > 4 else path.name
+
+
 def export(model: str, checkpoint: str | Path, out: str | Path | None = None, gan_weights: str = "ema") -> Path:
     """Export `model` ∈ {gan, segmenter, features} from a Lightning checkpoint; returns the written path.
 
@@ -39,7 +54,7 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None, ga
     ckpt = read_checkpoint(checkpoint)
     hp = ckpt.get("hyper_parameters", {})
     provenance = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": portable(checkpoint),
         "global_step": ckpt.get("global_step"),
         "epoch": ckpt.get("epoch"),
         "hyper_parameters": {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool, type(None)))},

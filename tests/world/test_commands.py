@@ -15,7 +15,7 @@ import torch
 
 from lightning_gd import cli
 from lightning_gd.world import CONCEPTS, load_feature_net, load_generator, load_segmenter
-from lightning_gd.world.export import export
+from lightning_gd.world.export import export, portable
 from lightning_gd.world.models import FeatureNet
 from lightning_gd.world.weights import read_metadata
 
@@ -114,7 +114,28 @@ def test_fit_writes_its_checkpoint_and_export_into_the_given_folder(chain, model
     assert last.is_file() and last.parent == Path(run["dirpath"])
     assert Path(run["exported"]) == tmp / f"{model}.safetensors"
     provenance = read_metadata(run["exported"])["provenance"]
-    assert provenance["checkpoint"] == str(last) and provenance["global_step"] == steps
+    # the run lies outside the working folder: the card keeps Lightning's <name>/<version>/checkpoints/<file>
+    assert provenance["checkpoint"] == "/".join(last.parts[-4:]) and provenance["global_step"] == steps
+
+
+def test_exports_record_no_absolute_path_of_the_training_machine(tmp_path, monkeypatch):
+    run = tmp_path / "train" / "tb_logs" / "world_progan" / "version_0" / "checkpoints" / "step=14000.ckpt"
+    monkeypatch.chdir(tmp_path)
+    assert portable(run) == "train/tb_logs/world_progan/version_0/checkpoints/step=14000.ckpt"
+    monkeypatch.chdir(tmp_path.parent)
+    assert portable(run) == f"{tmp_path.name}/train/tb_logs/world_progan/version_0/checkpoints/step=14000.ckpt"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert portable(run) == "tb_logs/world_progan/version_0/checkpoints/step=14000.ckpt"
+    assert portable(tmp_path / "runs" / "gan" / "version_3" / "checkpoints" / "last.ckpt") == (
+        "gan/version_3/checkpoints/last.ckpt"
+    )
+    assert portable(tmp_path / "models" / "g.ckpt") == "g.ckpt"
+    # the shipped weights say where they came from in the same form
+    from lightning_gd.world.weights import default_path
+
+    recorded = read_metadata(default_path("generator"))["provenance"]["checkpoint"]
+    assert not Path(recorded).is_absolute() and recorded.startswith("tb_logs/world_progan/")
 
 
 def test_exported_generator_loads_and_samples(chain):
