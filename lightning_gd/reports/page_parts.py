@@ -193,30 +193,37 @@ def page(title: str, meta: str, body: str, related_html: str) -> str:
     )
 
 
-def dissection_labels(me: Result, final: Path) -> list[tuple[str, dict[int, dict]]]:
+def dissection_labels(me: Result, final: Path) -> list[tuple[str, dict[int, dict], str]]:
     """Per dissection of the same generator and layer found beside `final`: (its name, unit → its entry in
-    dissect.json), so a page can show what dissection says about the units it lists."""
+    dissect.json, the address of the layer in its unit browser, to which a unit number is appended), so a page can
+    show what dissection says about the units it lists and link each to its images."""
     layer = me.layers[0]
     out = []
     for other, _ in related(me, final):
         if other.kind == "dissection":
             units = other.docs["dissect.json"]["layers"][layer]["units"]
             name = f"{other.folder.name} ({other.docs['dissect.json']['settings'].get('threshold')})"
-            out.append((name, {u["unit"]: u for u in units}))
+            browser = other.page.suffix == ".html"  # a dissection written without its page has none to link
+            href = f"{relative_url(os.path.relpath(other.page, final))}#{quote(layer)}/" if browser else ""
+            out.append((name, {u["unit"]: u for u in units}, href))
     return out
 
 
-def label_cells(unit: int, dissections: list[tuple[str, dict[int, dict]]]) -> list[str]:
+def label_cells(unit: int, dissections: list[tuple[str, dict[int, dict], str]]) -> list[str]:
+    """Two cells per dissection: the unit's label, linked to the unit in that dissection's browser, and its IoU."""
     cells = []
-    for _, units in dissections:
+    for _, units, href in dissections:
         entry = units.get(unit)
         if entry is None:
             cells += ["–", "–"]
             continue
         dim = "" if entry["interpretable"] else ' class="dim"'
-        cells += [f"<span{dim}>{esc(entry['label'])}</span>", f"<span{dim}>{num(entry['iou'])}</span>"]
+        label = f"<span{dim}>{esc(entry['label'])}</span>"
+        if href:
+            label = f'<a href="{esc(href)}{unit}" title="the unit\'s images in the unit browser">{label}</a>'
+        cells += [label, f"<span{dim}>{num(entry['iou'])}</span>"]
     return cells
 
 
-def label_head(dissections: list[tuple[str, dict[int, dict]]]) -> list[str]:
-    return [h for name, _ in dissections for h in (f"label, {esc(name)}", f"IoU, {esc(name)}")]
+def label_head(dissections: list[tuple[str, dict[int, dict], str]]) -> list[str]:
+    return [h for name, _, _ in dissections for h in (f"label, {esc(name)}", f"IoU, {esc(name)}")]

@@ -60,7 +60,8 @@ def causal_body(me: Result, final: Path) -> tuple[str, str, str]:
         [str(i + 1), str(u["unit"]), num(u.get("alpha")), num(u.get("iou")), *label_cells(u["unit"], dissections)]
         for i, u in enumerate(units[:top_n])
     ]
-    note = ("Labels in grey are below the dissection's interpretability cut." if dissections else
+    note = ("Labels in grey are below the dissection's interpretability cut; each label links to the unit's images "
+            "in that dissection's unit browser." if dissections else
             "No dissection of this generator and layer was found beside this folder: run <code>dissect</code> "
             "into a sibling folder to see the units' labels here.")  # fmt: skip
     body.append(f"<h2>The top-{top_n} units by α</h2><p class='dim'>{note}</p>" + table(head, rows, {0, 1, 2, 3}))

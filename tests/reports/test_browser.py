@@ -132,6 +132,30 @@ def test_detail_panel(page, report):
     assert page.locator("#detail.open").count() == 0
 
 
+def test_the_address_opens_a_unit_and_follows_the_panel(page, report):
+    """report.html#<layer>/<unit> opens that unit's details (the causal and artifacts pages link so); clicking a row
+    puts the unit in the address, closing the panel leaves the layer; an address naming no layer opens the default."""
+    _, d, _ = report
+    page.goto(report[0].as_uri() + "#layer1/2")
+    page.wait_for_selector("#detail.open")
+    assert page.locator("#detail.open h3").text_content() == "layer1 unit 2"
+    assert page.text_content("#layer-title").startswith("layer1")
+    assert page.get_attribute("#units tr.selected", "data-unit") == "2"
+    other = next(layer for layer in d.layers if layer != "layer1")
+    page.click(f"#tabs button[data-layer='{other}']")
+    page.click("#units tr[data-unit='1']")
+    assert page.evaluate("location.hash") == f"#{other}/1"
+    page.keyboard.press("Escape")
+    assert page.evaluate("location.hash") == f"#{other}"
+    page.evaluate("location.hash = '#layer1/0'")  # a link within the page (hashchange)
+    page.wait_for_function("document.querySelector('#detail.open h3')?.textContent === 'layer1 unit 0'")
+    page.goto(report[0].as_uri() + "#nolayer/3")
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    start = max(d.layers, key=lambda layer: d.summary(layer)["interpretable"])
+    assert page.text_content("#layer-title").startswith(start) and page.locator("#detail.open").count() == 0
+
+
 def test_region_drawn_by_the_page_is_the_dissections(page, report):
     """The page upsamples each unit's (8-bit) featuremap itself: its lit pixels match the dissection's mask."""
     _, d, shown = report

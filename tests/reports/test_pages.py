@@ -79,7 +79,7 @@ def assert_offline_and_resolving(page: Path) -> None:
     assert "http://" not in text and "https://" not in text and "//" not in "".join(references(page))
     assert "<script" not in text and "<link" not in text and "@import" not in text and "url(" not in text
     for ref in references(page):
-        assert (page.parent / ref).is_file(), ref
+        assert (page.parent / ref.split("#")[0]).is_file(), ref  # a fragment names a unit inside the page
 
 
 @pytest.fixture
@@ -106,6 +106,9 @@ def test_causal_page_shows_the_stored_numbers_and_the_dissection_labels(root):
     # the dissection's label and IoU of unit 5 (door, 0.200) and unit 3 (tree, 0.040: below the cut, grey)
     assert "<span>door</span>" in text and "<span>0.200</span>" in text
     assert '<span class="dim">tree</span>' in text and '<span class="dim">0.040</span>' in text
+    # each label links to its unit in the dissection's browser (report.html#<layer>/<unit> opens its details)
+    units_linked = [ref for ref in references(page) if "report.html#" in ref]
+    assert units_linked == [f"../../dissect/report.html#layer4/{u}" for u in (5, 0, 3)]
     assert 'src="ace_curve.png"' in text and 'src="grid_ablation.png"' in text
     assert "grid_insertion.png" not in text  # not written: not shown
     assert_offline_and_resolving(page)
@@ -123,7 +126,8 @@ def test_pages_link_the_same_generator_and_layer_both_ways(root):
     assert "../../artifacts/index.html" in references(causal_page)  # the causal page was refreshed to link back
     text = artifacts_page.read_text()
     assert "213.11" in text and "219.18 ± 26.07" in text and "520.8" in text  # the stored FIDs
-    assert re.search(r"<td[^>]*>4</td><td[^>]*>520.8</td><td><span>building</span>", text)
+    assert re.search(r'<td[^>]*>4</td><td[^>]*>520.8</td><td><a href="../dissect/report.html#layer4/4"[^>]*><span>'
+                     r"building</span></a>", text)  # fmt: skip
     emergence_page = write_page(root / "emergence")
     assert "2 of 6" in emergence_page.read_text() and "4 of 6" in emergence_page.read_text()
     for page in (causal_page, artifacts_page, emergence_page):
