@@ -19,6 +19,7 @@ def main() -> None:
     import torch
     from starlette.testclient import TestClient
 
+    from lightning_gd import allocator
     from lightning_gd.jobs.paint import paint_session
     from lightning_gd.paint.server import create_app
 
@@ -43,7 +44,8 @@ def main() -> None:
     print(
         f"{args.strokes} strokes on {session.layer} ({brush}), {torch.get_num_threads()} threads: median "
         f"{statistics.median(wall):.1f} ms, 90th percentile {sorted(wall)[int(0.9 * len(wall))]:.1f} ms per "
-        "request (composing up to 10 strokes; target: well under 1 s)"
+        "request (composing up to 10 strokes; target: well under 1 s); malloc thresholds "
+        f"{'raised (lightning_gd.allocator)' if allocator.tune() else 'glibc defaults'}"
     )
 
 

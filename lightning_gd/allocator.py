@@ -9,8 +9,9 @@ from the heap. Measured on the world ProGAN on 2 CPU cores (N = 500, layer4, two
 segmenter forward took about 15 % less time and the dissection about 20 % less (README, "Benchmarks"). The
 cost is that the process keeps up to its peak heap after a large job instead of shrinking.
 
-The command line tunes at start and `dissection.dissect` on its first call. Set `LIGHTNING_GD_MALLOC=default`
-to leave the allocator alone (for example inside a process whose memory must shrink after a dissection).
+The command line tunes at start, `dissection.dissect` on its first call and `jobs.paint.paint_session` when it
+builds a painting session. Set `LIGHTNING_GD_MALLOC=default` to leave the allocator alone (for example inside a
+process whose memory must shrink after a dissection).
 Setting only one threshold is worse than both: glibc then stops adjusting the mmap threshold and serves every
 block above 128 KiB by mmap (measured: the dissection took 1.7× as long).
 """

@@ -7,7 +7,7 @@ from pathlib import Path
 from jsonargparse.typing import PositiveInt
 from torch import nn
 
-from lightning_gd import zoo
+from lightning_gd import allocator, zoo
 from lightning_gd.models.generators import resolve_device
 from lightning_gd.models.segmenters import Segmenter
 
@@ -31,6 +31,7 @@ def paint_session(
     from lightning_gd.dissection.results import concept_ranking
     from lightning_gd.paint.session import Brush, PaintSession, find_results
 
+    allocator.tune()  # each stroke's blocks reused from the heap, as in the command line (`allocator`)
     dev = resolve_device(device)
     G = zoo.generator(generator, weights=generator_weights).to(dev).eval()
     seg = zoo.segmenter(segmenter).to(dev).eval()
