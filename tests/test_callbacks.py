@@ -323,6 +323,19 @@ def test_fid_monitor_numbers_match_a_direct_computation(fitted):
     assert found.history[-1]["fid"] == pytest.approx(last["fid"], rel=1e-6)  # same z, same generator
 
 
+def test_fid_monitor_measures_a_generator_that_overshoots_the_image_range(tmp_path):
+    """A generator in training that leaves [-1, 1] (×3 from the first batch) is measured, its images clamped as
+    uint8 images are, instead of stopping the run; the number is what a direct computation on it gives."""
+    monitor = FIDMonitor("nets.G", every_n_batches=2, layer="layer1", artifact_units=[0], cache_dir=str(tmp_path),
+                         **SMALL)  # fmt: skip
+    _, module = _fit(tmp_path / "run", 3, [Overshoot(), monitor])
+    assert [r["batch"] for r in monitor.history] == [2, 3]
+    G = module.nets["G"].eval()  # still overshooting: the Overshoot hook stays
+    ex = zoo.feature_extractor("world")
+    real = real_statistics(ex, zoo.real_images("world", n=SMALL["real_n"]), cache_dir=str(tmp_path), progress=False)
+    assert monitor.history[-1]["fid"] == pytest.approx(ablation_fid(G, "layer1", [], ex, real, 12, 5, 6), rel=1e-6)
+
+
 def test_fid_monitor_logs_to_the_run(fitted):
     _, trainer, _, _, _ = fitted
     acc = EventAccumulator(trainer.logger.log_dir)
