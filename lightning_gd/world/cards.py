@@ -11,6 +11,7 @@ import torch
 from lightning_gd.world import load_feature_net, load_generator, load_segmenter
 from lightning_gd.world.evaluate import (
     FRESH_SEED_2,
+    SHARE_TOLERANCE,
     gan_table,
     generate,
     quality_bar,
@@ -112,6 +113,8 @@ def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | Non
     path = out / "MODEL_CARDS.md"
     path.write_text("\n".join(md))
     print(targets_table(results["targets"]))
+    print()
+    print(presence_table(results["gan"]["fractions"]))
     print(f"wrote {path} and {out / 'model_cards.json'}")
     return path
 
@@ -126,6 +129,45 @@ def targets_table(rows: list[dict]) -> str:
     held = sum(r["holds"] for r in rows)
     lines.append(f"{held} of {len(rows)} targets hold")
     return "\n".join(lines)
+
+
+def _reading(rows: dict) -> str:
+    """Where a share difference comes from: the concept is in fewer/more images, or smaller/larger where it is."""
+    said, words = [], {"in_images": ("in fewer images", "in more images"), "share_where_in": ("smaller", "larger")}
+    for key, (less, more) in words.items():
+        ratio = rows[f"{key}_generated"] / rows[f"{key}_real"] if rows[f"{key}_real"] > 0 else float("nan")
+        said += [less] if ratio < 1 - SHARE_TOLERANCE else [more] if ratio > 1 + SHARE_TOLERANCE else []
+    return ", ".join(said) or "as real"
+
+
+def presence_rows(fractions: dict) -> list[list[str]]:
+    """Per concept: the images it is in (≥ 0.5 % of their pixels) and its share there, real → generated."""
+    return [
+        [
+            c,
+            f"{r['in_images_real']:.1%} → {r['in_images_generated']:.1%}",
+            f"{r['share_where_in_real']:.2%} → {r['share_where_in_generated']:.2%}",
+            _reading(r),
+        ]
+        for c, r in fractions.items()
+        if "in_images_real" in r
+    ]
+
+
+PRESENCE_HEAD = ["concept", "in images, real → generated", "share where in, real → generated", "generated"]
+
+
+def presence_table(fractions: dict) -> str:
+    """`presence_rows` as a console table, its arrows aligned."""
+    rows = presence_rows(fractions)
+    for k in (1, 2):  # right-align the real values so that every arrow of a column lines up
+        width = max(len(r[k].split(" → ")[0]) for r in rows)
+        for r in rows:
+            real, generated = r[k].split(" → ")
+            r[k] = f"{real:>{width}} → {generated}"
+    rows = [PRESENCE_HEAD, *rows]
+    widths = [max(len(r[k]) for r in rows) for k in range(len(PRESENCE_HEAD) - 1)]
+    return "\n".join("  ".join([*(f"{v:<{w}}" for v, w in zip(r, widths)), r[-1]]) for r in rows)
 
 
 def _segmenter_md(seg_t: dict, n: int) -> list[str]:
@@ -175,7 +217,20 @@ def _generator_md(gan_t: dict, n: int, targets_: list[dict]) -> list[str]:
             f"| {c} | {r['real']:.4f} | {r['real_segmented']:.4f} | {r['generated']:.4f} | "
             f"{r['relative_difference']:+.1%} | {verdict} |"
         )
-    md += ["", f"World FID, {n} generated vs {n} real: **{gan_t['fid']:.2f}**.", ""]
+    md += [
+        "",
+        f"Per image, over the same {n} images: the share of images a concept is in (it covers ≥ 0.5 % of their "
+        "pixels; exact labels for the renders, segmented samples), and its mean pixel share in those images. A "
+        "share that falls short because the concept is *in fewer images* is dropped per image (mode dropping); "
+        "one that is *smaller* where it is in is drawn too small. ±15 % counts as real.",
+        "",
+        f"| {' | '.join(PRESENCE_HEAD)} |",
+        "|---|---|---|---|",
+        *[f"| {' | '.join(r)} |" for r in presence_rows(gan_t["fractions"])],
+        "",
+        f"World FID, {n} generated vs {n} real: **{gan_t['fid']:.2f}**.",
+        "",
+    ]
     if ckpt_fids:
         md += [
             f"World FID along the training run ({'EMA generator' if gan_weights == 'ema' else 'trained generator'}"

@@ -58,6 +58,23 @@ def pixel_fractions(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.bincount(labels.flatten(), minlength=num_classes).double() / labels.numel()
 
 
+PRESENT = 0.005  # a concept is "in" an image when it covers at least 0.5 % of its pixels
+
+
+def presence(labels: torch.Tensor, num_classes: int, floor: float = PRESENT) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per concept: the fraction of images (n, H, W) it is in (covers ≥ `floor` of the pixels), and its mean pixel
+    share over those images (0 where it is in none). Tells a concept that a GAN draws in fewer images (mode
+    dropping) from one it draws smaller."""
+    n = labels.shape[0]
+    flat = labels.reshape(n, -1)
+    offsets = torch.arange(n).unsqueeze(1) * num_classes
+    shares = torch.bincount((flat + offsets).flatten(), minlength=n * num_classes).view(n, num_classes)
+    shares = shares.double() / flat.shape[1]
+    present = shares >= floor
+    count = present.sum(0)
+    return count.double() / n, (shares * present).sum(0) / count.clamp_min(1)
+
+
 def segmenter_table(seg: Segmenter, n: int = 2000) -> dict:
     images, labels = render(n)
     pred, conf = segment(seg, images)
@@ -82,6 +99,7 @@ def gan_table(
     fake_seg, fake_conf = segment(seg, fake)
     C = len(seg.concepts)
     real_f, real_seg_f, fake_f = (pixel_fractions(t, C) for t in (real_labels, real_seg, fake_seg))
+    (real_in, real_when), (fake_in, fake_when) = presence(real_labels, C), presence(fake_seg, C)
     rows = {}
     for i, c in enumerate(seg.concepts):
         rel = float(fake_f[i] / real_f[i] - 1) if real_f[i] > 0 else float("nan")
@@ -90,6 +108,10 @@ def gan_table(
             "real_segmented": float(real_seg_f[i]),
             "generated": float(fake_f[i]),
             "relative_difference": rel,
+            "in_images_real": float(real_in[i]),
+            "in_images_generated": float(fake_in[i]),
+            "share_where_in_real": float(real_when[i]),
+            "share_where_in_generated": float(fake_when[i]),
         }
     return {
         "n": n,
