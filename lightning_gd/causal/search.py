@@ -29,6 +29,7 @@ from lightning_gd import zoo
 from lightning_gd.cache import Cache, atomic_write, check_writable, fingerprint, save_atomic, staged
 from lightning_gd.causal import ace
 from lightning_gd.causal import tensorboard as tb_views
+from lightning_gd.causal.diagnosis import diagnose
 from lightning_gd.causal.interventions import concept_means, partial_effect
 from lightning_gd.causal.locations import training_locations
 from lightning_gd.dissection.recipe import dissect
@@ -162,16 +163,8 @@ class CausalSearch(LightningModule):
             ),
             label=f"{hp.concept}-{hp.layer}",
         )
-        result = dissect(
-            self.generator,
-            hp.layer,
-            self.segmenter,
-            n=hp.dissect_samples,
-            seed=hp.dissect_seed,
-            z_dim=self.z_dim,
-            cache_dir=hp.cache_dir,
-            progress=hp.progress,
-        )
+        result = dissect(self.generator, hp.layer, self.segmenter, n=hp.dissect_samples, seed=hp.dissect_seed,
+                         z_dim=self.z_dim, cache_dir=hp.cache_dir, progress=hp.progress)  # fmt: skip
         iou = result.layers[hp.layer].iou[:, result.vocabulary.index(hp.concept)]
         with torch.no_grad():
             self.k_c.copy_(kc["k_c"])
@@ -332,6 +325,7 @@ class CausalSearch(LightningModule):
             "units": [{"unit": u, "alpha": float(alpha[u]), "iou": float(self.iou[u])} for u in order],
             "epochs": self.current_epoch,
             "global_step": self.global_step,
+            "diagnosis": diagnose(alpha, self.top_n, self.hparams.lam),
         }
 
     def save_result(self) -> Path:
@@ -344,9 +338,10 @@ class CausalSearch(LightningModule):
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
-            out = self.save_result()
-            top = ", ".join(str(u) for u in self.ranking()[: self.top_n].tolist())
+            out, top = self.save_result(), ", ".join(str(u) for u in self.ranking()[: self.top_n].tolist())
+            said = diagnose(self.alpha, self.top_n, self.hparams.lam)
             self._report = (f"{self.hparams.concept} @ {self.hparams.layer}: top-{self.top_n} units by α: {top}\n"
+                            f"{'warning: ' + said + chr(10) if said else ''}"
                             f"wrote {out / 'causal.json'} and {out / 'alpha.safetensors'}\n")  # fmt: skip
             tb_views.log_fit_result(self, self._removed_val)
 

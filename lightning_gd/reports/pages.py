@@ -39,7 +39,7 @@ def causal_body(me: Result, final: Path) -> tuple[str, str, str]:
     if search:
         meta += [f"{search['epochs']} epochs, {search['global_step']} steps", f"λ = {settings.get('lam')}",
                  f"{esc(concept)}'s share of the pixels {pct(search['presence'])}"]  # fmt: skip
-    body = []
+    body = [f"<p class='key'><b>Warning:</b> {esc(search['diagnosis'])}.</p>"] if search.get("diagnosis") else []
     if ace is not None:
         at_n, ins = ace["removed_at_top_n"], ace["insertion_at_top_n"]
         rand = at_n.get("random_mean")

@@ -171,6 +171,17 @@ def test_prepare_initialises_alpha_from_iou(tmp_path):
 # ----------------------------------------------------------------------------------------------- the search
 
 
+def test_a_lambda_that_outweighs_the_effect_is_reported(tmp_path, trainer, capsys):
+    """λ far above what δ is worth: every α shrinks towards 0, and the search says so with the λ to try."""
+    torch.manual_seed(0)
+    m = search(tmp_path / "run", lam=30.0, lr=0.1)
+    trainer(max_epochs=3).fit(m, LatentDataModule(n_train=64, n_val=16, n_test=16, batch_size=16))
+    assert float(m.alpha.detach().max()) < 0.05
+    said = json.loads((tmp_path / "run" / "causal.json").read_text())["diagnosis"]
+    assert said.startswith("α collapsed: the smallest α of the top-2 is") and "λ = 30" in said
+    assert f"warning: {said}\n" in capsys.readouterr().out
+
+
 def test_search_tells_the_decoy_apart(tmp_path, trainer):
     torch.manual_seed(0)
     m = search(tmp_path / "run", lam=0.1, lr=0.1)
@@ -190,6 +201,7 @@ def test_search_tells_the_decoy_apart(tmp_path, trainer):
     assert float(alpha[:2].min() - alpha[2]) > 0.4
     causal = json.loads((tmp_path / "run" / "causal.json").read_text())
     assert causal["top_units"] == [0, 1] and causal["global_step"] == 3 * 4
+    assert causal["diagnosis"] is None  # α ranks the two units by itself: neither collapsed nor saturated
     assert (tmp_path / "run" / "alpha.safetensors").is_file()
 
     assert float(t.callback_metrics["val/removed_top2"]) == pytest.approx(1.0)

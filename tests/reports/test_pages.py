@@ -111,7 +111,17 @@ def test_causal_page_shows_the_stored_numbers_and_the_dissection_labels(root):
     assert units_linked == [f"../../dissect/report.html#layer4/{u}" for u in (5, 0, 3)]
     assert 'src="ace_curve.png"' in text and 'src="grid_ablation.png"' in text
     assert "grid_insertion.png" not in text  # not written: not shown
+    assert "Warning:" not in text  # the search's α ranked its units by itself
     assert_offline_and_resolving(page)
+
+
+def test_causal_page_warns_of_a_collapsed_search(root):
+    folder = root / "causal" / "tree-layer4"
+    search = json.loads((folder / "causal.json").read_text())
+    search["diagnosis"] = "α collapsed: the smallest α of the top-3 is 0.001 (below 0.05), so λ = 0.1 outweighs <it>"
+    (folder / "causal.json").write_text(json.dumps(search))
+    text = write_page(folder).read_text()
+    assert "<b>Warning:</b> α collapsed: the smallest α of the top-3 is 0.001" in text and "&lt;it&gt;" in text
 
 
 def test_pages_link_the_same_generator_and_layer_both_ways(root):

@@ -1,0 +1,36 @@
+"""What the end of an α search says about λ: the two ways a search can fail to rank units by their own effect.
+
+- **Collapsed.** ‖α‖₂'s gradient has length λ whatever the effect is worth, so for a concept whose δ_α moves
+  little per unit (rare, or spread over many units) every α can shrink towards 0: the top-n is then decided by
+  differences of a few thousandths. On the world ProGAN's layer4 at λ = 0.1, the door and building searches
+  ended with every α below 0.002; at λ = 0.01 the door's α top-20 removed 63 % of the door pixels instead of 35 %.
+- **Saturated.** More than n units at α = 1: the top-n among them is decided by the tie-break (IoU), not by α.
+"""
+
+from __future__ import annotations
+
+import torch
+
+COLLAPSED = 0.05  # the n-th largest α below this: the search has not separated a top-n from the rest
+SATURATED = 0.999  # α at the top of its range (the projection clamps at 1)
+
+
+def diagnose(alpha: torch.Tensor, top_n: int, lam: float) -> str | None:
+    """A sentence on how λ shaped the α of a finished search, with the λ to try instead; None when α ranks the
+    top-n units by itself (the n-th α is at least `COLLAPSED` and at most n units reached 1)."""
+    alpha = alpha.detach().float().cpu().flatten()
+    n = min(top_n, len(alpha))
+    nth = float(torch.sort(alpha, descending=True).values[n - 1])
+    at_one = int((alpha >= SATURATED).sum())
+    if nth < COLLAPSED:
+        return (
+            f"α collapsed: the smallest α of the top-{n} is {nth:.3g} (below {COLLAPSED}), so λ = {lam:g} "
+            f"outweighs this concept's effect and the top-{n} rests on tiny α differences; try a smaller λ "
+            f"(--model.init_args.lam {lam / 10:g})"
+        )
+    if at_one > n:
+        return (
+            f"α saturated: {at_one} units reached α = 1, more than the top-{n}, so the IoU breaks their tie; try a "
+            f"larger λ (--model.init_args.lam {lam * 3:g})"
+        )
+    return None
