@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import torch
 
-COLLAPSED = 0.05  # the n-th largest α below this: the search has not separated a top-n from the rest
+COLLAPSED = 0.05  # every α below this: λ has shrunk the whole vector, no unit has grown away from 0
 SATURATED = 0.999  # α at the top of its range (the projection clamps at 1)
 
 
 def diagnose(alpha: torch.Tensor, top_n: int, lam: float) -> str | None:
     """A sentence on how λ shaped the α of a finished search, with the λ to try instead; None when α ranks the
-    top-n units by itself (the n-th α is at least `COLLAPSED` and at most n units reached 1)."""
+    top-n units by itself (some α reached `COLLAPSED` and at most n units reached 1). A few large α and the rest
+    near 0 is a sparse answer, not a collapse."""
     alpha = alpha.detach().float().cpu().flatten()
-    n = min(top_n, len(alpha))
-    nth = float(torch.sort(alpha, descending=True).values[n - 1])
-    at_one = int((alpha >= SATURATED).sum())
-    if nth < COLLAPSED:
+    n, largest, at_one = min(top_n, len(alpha)), float(alpha.max()), int((alpha >= SATURATED).sum())
+    if largest < COLLAPSED:
         return (
-            f"α collapsed: the smallest α of the top-{n} is {nth:.3g} (below {COLLAPSED}), so λ = {lam:g} "
-            f"outweighs this concept's effect and the top-{n} rests on tiny α differences; try a smaller λ "
+            f"α collapsed: every α is below {COLLAPSED} (the largest {largest:.3g}), so λ = {lam:g} outweighs this "
+            f"concept's effect and the top-{n} rests on tiny α differences; try a smaller λ "
             f"(--model.init_args.lam {lam / 10:g})"
         )
     if at_one > n:
