@@ -160,6 +160,8 @@ PRESENCE_HEAD = ["concept", "in images, real → generated", "share where in, re
 def presence_table(fractions: dict) -> str:
     """`presence_rows` as a console table, its arrows aligned."""
     rows = presence_rows(fractions)
+    if not rows:
+        return ""
     for k in (1, 2):  # right-align the real values so that every arrow of a column lines up
         width = max(len(r[k].split(" → ")[0]) for r in rows)
         for r in rows:

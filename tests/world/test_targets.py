@@ -78,3 +78,4 @@ def test_presence_table_says_where_a_short_share_comes_from():
     lines = presence_table(fractions).splitlines()
     assert lines[0].startswith("concept") and len(lines) == 5
     assert lines[1].endswith("in fewer images") and len({line.index("→") for line in lines[1:]}) == 1
+    assert presence_table({"old": row}) == ""  # nothing to show
