@@ -5,9 +5,14 @@
   differences of a few thousandths. On the world ProGAN's layer4 at λ = 0.1, the door and building searches
   ended with every α below 0.002; at λ = 0.01 the door's α top-20 removed 63 % of the door pixels instead of 35 %.
 - **Saturated.** More than n units at α = 1: the top-n among them is decided by the tie-break (IoU), not by α.
+
+And what `test` can check against the fit: that the checkpoint it reads is the one `causal.json` was written from.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
@@ -33,3 +38,21 @@ def diagnose(alpha: torch.Tensor, top_n: int, lam: float) -> str | None:
             f"larger λ (--model.init_args.lam {lam * 3:g})"
         )
     return None
+
+
+def stale_checkpoint(out: Path, top_units: list[int]) -> str | None:
+    """When `test` reads a checkpoint whose top-n is not the one `out/causal.json` holds: a sentence saying so
+    (another fit wrote that file, e.g. a later one into the same folder); None when they agree or there is no
+    file to compare with."""
+    saved = Path(out) / "causal.json"
+    try:
+        recorded = json.loads(saved.read_text()).get("top_units")
+    except (OSError, ValueError):
+        return None
+    if recorded is None or list(recorded) == list(top_units):
+        return None
+    return (
+        f"the checkpoint's top-{len(top_units)} units ({', '.join(map(str, top_units[:5]))}, …) are not those of "
+        f"{saved} ({', '.join(map(str, recorded[:5]))}, …): it comes from another fit than the one that wrote that "
+        "file; test the checkpoint of the fit you mean (its folder's last.ckpt)"
+    )

@@ -23,13 +23,14 @@ from typing import Literal
 
 import torch
 from pytorch_lightning import LightningModule
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_gd import zoo
 from lightning_gd.cache import Cache, atomic_write, check_writable, fingerprint, save_atomic, staged
 from lightning_gd.causal import ace
 from lightning_gd.causal import tensorboard as tb_views
-from lightning_gd.causal.diagnosis import diagnose
+from lightning_gd.causal.diagnosis import diagnose, stale_checkpoint
 from lightning_gd.causal.interventions import concept_means, partial_effect
 from lightning_gd.causal.locations import training_locations
 from lightning_gd.dissection.recipe import dissect
@@ -224,6 +225,8 @@ class CausalSearch(LightningModule):
                 "this CausalSearch has no trained α: run `python -m lightning_gd fit` first and test its checkpoint "
                 "(`python -m lightning_gd test --config <the fit config> --ckpt_path <run>/checkpoints/last.ckpt`)"
             )
+        if self.trainer.is_global_zero and (said := stale_checkpoint(self.out, self.ranking()[: self.top_n].tolist())):
+            rank_zero_warn(said)
 
     @torch.no_grad()
     def training_locations(self, indices: torch.Tensor, z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

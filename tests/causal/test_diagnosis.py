@@ -1,9 +1,12 @@
 """The end-of-search diagnosis of α against hand-made α vectors: collapsed (every α below 0.05), saturated
-(more than n units at 1), or none; and the λ each one suggests."""
+(more than n units at 1), or none; and the λ each one suggests. And the check that `test` reads the checkpoint
+that `causal.json` was written from."""
+
+import json
 
 import torch
 
-from lightning_gd.causal.diagnosis import diagnose
+from lightning_gd.causal.diagnosis import diagnose, stale_checkpoint
 
 
 def test_a_collapsed_search_is_told_to_lower_lambda():
@@ -29,3 +32,14 @@ def test_a_saturated_search_is_told_to_raise_lambda():
 def test_more_units_asked_than_there_are():
     assert diagnose(torch.tensor([0.9, 0.2]), 20, 0.1) is None  # all units are the top-n
     assert diagnose(torch.tensor([0.04, 0.01]), 20, 0.1).startswith("α collapsed: every α is below 0.05")
+
+
+def test_a_checkpoint_from_another_fit_is_named(tmp_path):
+    assert stale_checkpoint(tmp_path, [3, 1, 2]) is None  # no causal.json yet: nothing to compare with
+    (tmp_path / "causal.json").write_text(json.dumps({"top_units": [3, 1, 2]}))
+    assert stale_checkpoint(tmp_path, [3, 1, 2]) is None
+    said = stale_checkpoint(tmp_path, [3, 2, 1])
+    assert said.startswith("the checkpoint's top-3 units (3, 2, 1, …) are not those of ")
+    assert "causal.json (3, 1, 2, …): it comes from another fit" in said
+    (tmp_path / "causal.json").write_text("{not json")
+    assert stale_checkpoint(tmp_path, [3, 2, 1]) is None  # an unreadable file is not a reason to stop a test

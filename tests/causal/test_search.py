@@ -171,6 +171,21 @@ def test_prepare_initialises_alpha_from_iou(tmp_path):
 # ----------------------------------------------------------------------------------------------- the search
 
 
+def test_testing_a_checkpoint_of_another_fit_warns(tmp_path, trainer):
+    """`test` of a checkpoint whose ranking is not the one in the folder's causal.json (another fit wrote it)."""
+    torch.manual_seed(0)
+    m = search(tmp_path / "run", lam=0.1, lr=0.1)
+    dm = LatentDataModule(n_train=32, n_val=16, n_test=16, batch_size=16)
+    t = trainer(max_epochs=1)
+    t.fit(m, dm)
+    path = tmp_path / "run" / "causal.json"
+    doc = json.loads(path.read_text())
+    top = doc["top_units"]
+    path.write_text(json.dumps({**doc, "top_units": top[::-1]}))  # as a later fit with another answer would leave
+    with pytest.warns(UserWarning, match="comes from another fit than the one that wrote that file"):
+        t.test(m, dm)
+
+
 def test_a_lambda_that_outweighs_the_effect_is_reported(tmp_path, trainer, capsys):
     """λ far above what δ is worth: every α shrinks towards 0, and the search says so with the λ to try."""
     torch.manual_seed(0)

@@ -98,8 +98,11 @@ def test_killed_search_resumes_to_the_same_alpha(uninterrupted, sig):
 
 
 @pytest.mark.parametrize(
-    "config", sorted((ROOT / "configs/causal").glob("*.yaml")) + [ROOT / "lightning_gd/cli/default_fit.yaml"]
-)
+    "config",
+    [*sorted((ROOT / "configs/causal").glob("*.yaml")), *sorted((ROOT / "configs/paper").glob("causal-*.yaml")),
+     ROOT / "lightning_gd/cli/default_fit.yaml"],
+    ids=lambda path: path.stem,
+)  # fmt: skip
 def test_shipped_searches_write_last_ckpt_every_epoch(config):
     import yaml
 
@@ -107,3 +110,6 @@ def test_shipped_searches_write_last_ckpt_every_epoch(config):
     (ckpt,) = [c["init_args"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
     # with save_top_k 0, Lightning writes last.ckpt only when training ends, and a killed search starts over
     assert ckpt["save_top_k"] >= 1 and ckpt["save_last"] is True and ckpt["every_n_epochs"] == 1
+    # a second fit into the folder replaces last.ckpt: with Lightning's version counter it would write
+    # last-v1.ckpt beside it, and `test --ckpt_path .../last.ckpt` would measure the first fit's α
+    assert ckpt["enable_version_counter"] is False
