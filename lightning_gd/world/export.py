@@ -32,9 +32,9 @@ def portable(checkpoint: str | Path) -> str:
     that trained it: relative to the working folder when it lies below it; otherwise from its log root
     (`tb_logs/...` or `lightning_logs/...`); otherwise, in Lightning's `<name>/<version>/checkpoints/<file>` layout,
     those four parts; otherwise its name."""
-    path = Path(checkpoint).resolve()
-    if path.is_relative_to(Path.cwd().resolve()):
-        return path.relative_to(Path.cwd().resolve()).as_posix()
+    path, here = Path(checkpoint).resolve(), Path.cwd().resolve()
+    if path.is_relative_to(here):
+        return path.relative_to(here).as_posix()
     parts = path.parts
     for root in ("tb_logs", "lightning_logs"):
         if root in parts[:-1]:
