@@ -1,7 +1,8 @@
 """Rendered scenes as a Dataset and a LightningDataModule, seeded per index.
 
-Scene `i` of stream `seed` is `render_scene(SeedSequence([seed, i]))`, so it is the same whatever the
-batch size, worker count or rank that asks for it. Train, validation and test use disjoint streams.
+Scene `i` of stream `seed` is `render_scene(SeedSequence([seed, i]), view)`, so it is the same whatever the
+batch size, worker count or rank that asks for it. Train, validation and test use disjoint streams. `view` names
+one of the renderer's views (`lightning_gd.world.render.VIEWS`); None is the shipped models' view.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_gd.world.render import render_scene
+from lightning_gd.world.render import VIEWS, render_scene
 
 # Streams: train/val/test are offsets of the user's seed; "fresh" renders for model cards use others.
 _STREAM = {"train": 0, "val": 1_000_003, "test": 2_000_003}
@@ -29,10 +30,12 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 class SceneDataset(Dataset):
     """`(image, label)`: float (3, 64, 64) in [-1, 1] and long (64, 64) concept indices."""
 
-    def __init__(self, size: int, seed: int = 0) -> None:
+    def __init__(self, size: int, seed: int = 0, view: str | None = None) -> None:
         if size <= 0:
             raise ValueError(f"SceneDataset size must be positive, got {size}")
-        self.size, self.seed = size, seed
+        if view is not None and view not in VIEWS:
+            raise ValueError(f"unknown world view {view!r}; choose one of {sorted(VIEWS)}")
+        self.size, self.seed, self.view = size, seed, view
 
     def __len__(self) -> int:
         return self.size
@@ -40,13 +43,13 @@ class SceneDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < self.size:
             raise IndexError(f"scene index {index} out of range [0, {self.size})")
-        image, label = render_scene(scene_seed(self.seed, index))
+        image, label = render_scene(scene_seed(self.seed, index), self.view)
         return to_tensor(image), torch.from_numpy(label).long()
 
 
-def render_batch(n: int, seed: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def render_batch(n: int, seed: int, start: int = 0, view: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Render scenes start … start+n-1 of a stream: images (n, 3, 64, 64) in [-1, 1], labels (n, 64, 64)."""
-    ds = SceneDataset(start + n, seed)
+    ds = SceneDataset(start + n, seed, view)
     items = [ds[i] for i in range(start, start + n)]
     return torch.stack([i for i, _ in items]), torch.stack([lab for _, lab in items])
 
@@ -60,17 +63,24 @@ class SceneDataModule(pl.LightningDataModule):
         val_size: validation scenes (a disjoint stream).
         seed: base seed of all streams.
         num_workers: DataLoader worker processes.
+        view: the renderer's view (`street` or `close`; None: the shipped models' view).
     """
 
     def __init__(
-        self, batch_size: int = 32, train_size: int = 50_000, val_size: int = 512, seed: int = 0, num_workers: int = 0
+        self,
+        batch_size: int = 32,
+        train_size: int = 50_000,
+        val_size: int = 512,
+        seed: int = 0,
+        num_workers: int = 0,
+        view: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.train_set = SceneDataset(train_size, seed + _STREAM["train"])
-        self.val_set = SceneDataset(val_size, seed + _STREAM["val"])
-        self.test_set = SceneDataset(val_size, seed + _STREAM["test"])
+        self.train_set = SceneDataset(train_size, seed + _STREAM["train"], view)
+        self.val_set = SceneDataset(val_size, seed + _STREAM["val"], view)
+        self.test_set = SceneDataset(val_size, seed + _STREAM["test"], view)
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
