@@ -1,0 +1,146 @@
+"""The causal search's files: `causal.json` (what `fit` found: every unit's α and IoU ranked by α, the top-n,
+the diagnosis of λ), `ace.json` (what `test` measured: ablation curves, the share removed by each ranking's
+top-n, insertion effects) and `causal_summary.json` (`causal-summary`'s table of several tests).
+
+A share that is undefined (the concept never occurs in the held-out sample, so nothing can be removed) is
+stored as null, never NaN."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from lightning_gd.results.base import ResultFile
+from lightning_gd.results.schema import INT, NUMBER, STR, Fields, ListOf, MapOf, Maybe, require
+
+SHARE = Maybe(NUMBER)  # null: undefined (see the module's docstring)
+
+
+def finite_or_none(value):
+    """NaN and ±inf as None, through lists and dicts: how an undefined share is stored."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+@dataclass
+class CausalSearchResult(ResultFile):
+    """What `fit` found. `units`: every unit as {unit, alpha, iou}, ranked by α (ties by IoU); `top_units`: the
+    first `top_n` of them; `diagnosis`: a sentence when λ rather than the effect shaped α (else None)."""
+
+    FILE: ClassVar[str] = "causal.json"
+    WRITTEN_BY: ClassVar[str] = "python -m lightning_gd fit"
+    SCHEMA: ClassVar[Fields] = Fields(
+        {
+            "concept": STR,
+            "layer": STR,
+            "settings": Fields({}, {"lam": NUMBER, "generator": Maybe(STR)}),
+            "presence": NUMBER,
+            "top_n": INT,
+            "top_units": ListOf(INT),
+            "units": ListOf(Fields({"unit": INT, "alpha": NUMBER, "iou": NUMBER}), min_len=1),
+            "epochs": INT,
+            "global_step": INT,
+        },
+        {"diagnosis": Maybe(STR)},
+    )
+
+    concept: str
+    layer: str
+    settings: dict
+    presence: float
+    top_n: int
+    top_units: list[int]
+    units: list[dict]
+    epochs: int
+    global_step: int
+    diagnosis: str | None = None
+
+    @classmethod
+    def rules(cls, doc: dict) -> None:
+        require(doc["top_n"] >= 1, "top_n", f"expected at least 1, got {doc['top_n']}")
+        ranked = [u["unit"] for u in doc["units"]]
+        require(
+            sorted(ranked) == list(range(len(ranked))),
+            "units",
+            f"expected each of the units 0 … {len(ranked) - 1} once, got {len(set(ranked))} distinct",
+        )
+
+    @property
+    def ranking(self) -> list[int]:
+        """The units by α, best first."""
+        return [u["unit"] for u in self.units]
+
+    @property
+    def generator(self) -> str | None:
+        return self.settings.get("generator")
+
+
+ACE_SCHEMA = Fields(
+    {
+        "concept": STR,
+        "presence": NUMBER,
+        "sizes": ListOf(INT),
+        "top_n": INT,
+        "ablation_removed": MapOf(ListOf(SHARE)),
+        "removed_at_top_n": MapOf(SHARE),
+        "insertion_at_top_n": MapOf(MapOf(SHARE)),
+    },
+    {
+        "layer": STR,
+        "side_effects_at_top_n": MapOf(MapOf(SHARE)),
+        "n_test": INT,
+        "top_units": ListOf(INT),
+        "generator": Maybe(STR),
+    },
+)
+
+
+@dataclass
+class AceResult(ResultFile):
+    """What `test` measured on held-out samples: `removed_at_top_n` ({ranking: share of the concept's pixels
+    removed by ablating its top-n}; `random_mean` / `random_std` over random draws), `ablation_removed` (the
+    curves over `sizes`), `insertion_at_top_n` ({ranking: {ace, appeared}}), `side_effects_at_top_n`."""
+
+    FILE: ClassVar[str] = "ace.json"
+    WRITTEN_BY: ClassVar[str] = "python -m lightning_gd test"
+    SCHEMA: ClassVar[Fields] = ACE_SCHEMA
+
+    concept: str
+    presence: float
+    sizes: list[int]
+    top_n: int
+    ablation_removed: dict[str, list[float | None]]
+    removed_at_top_n: dict[str, float | None]
+    insertion_at_top_n: dict[str, dict[str, float | None]]
+    layer: str | None = None
+    side_effects_at_top_n: dict | None = None
+    n_test: int | None = None
+    top_units: list[int] | None = None
+    generator: str | None = None
+
+    @classmethod
+    def from_summary(cls, summary: dict) -> AceResult:
+        """From `lightning_gd.causal.ace.summarize`'s dict (NaN shares become None)."""
+        return cls.from_document(finite_or_none(summary), "the test's summary")
+
+
+@dataclass
+class CausalSummaryResult(ResultFile):
+    """`causal-summary`'s runs: the `ace.json` document of each, in the order given."""
+
+    FILE: ClassVar[str] = "causal_summary.json"
+    WRITTEN_BY: ClassVar[str] = "python -m lightning_gd causal-summary"
+    SCHEMA: ClassVar[Fields] = Fields({"runs": ListOf(ACE_SCHEMA, min_len=1)})
+    LIST_FIELD: ClassVar[str] = "runs"
+
+    runs: list[dict]
+
+    @classmethod
+    def of(cls, results: list[AceResult]) -> CausalSummaryResult:
+        return cls([{k: v for k, v in r.document().items() if k != "version"} for r in results])
