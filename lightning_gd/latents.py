@@ -32,6 +32,7 @@ STREAMS = {
     "ablation_draws": 99,  # random unit sets of the artifact ablation baseline
 }
 
+    "transplant_recipients": 31,  # the transplant probe's choice of concept-free recipient squares
 
 def rng(seed: int, index: int | None = None, stream: str = "z") -> torch.Generator:
     """A CPU generator for `stream`, seeded by (seed, sample index) or, without an index, by the seed alone."""
