@@ -20,6 +20,7 @@ from torch import nn
 
 from lightning_gd import zoo
 from lightning_gd.dissection.emergence import log_unit_emergence
+from lightning_gd.errors import InvalidValue, UnknownAttribute, WrongType
 from lightning_gd.latents import latents
 from lightning_gd.models.generators import device_of, quiet_measurement, z_dim_of
 from lightning_gd.models.hooks import Trace, resolve_layer
@@ -36,18 +37,18 @@ def resolve_attribute(root: nn.Module, path: str, what: str = "generator") -> nn
     walked = type(root).__name__
     for part in path.split("."):
         if not part:
-            raise ValueError(f"{what}={path!r} is not a dotted attribute path (e.g. 'generator' or 'nets.G')")
+            raise InvalidValue(f"{what}={path!r} is not a dotted attribute path (e.g. 'generator' or 'nets.G')")
         try:
             obj = getattr(obj, part)
         except AttributeError:
             children = [name for name, _ in obj.named_children()] if isinstance(obj, nn.Module) else []
-            raise AttributeError(
+            raise UnknownAttribute(
                 f"{what}={path!r}: {walked} ({type(obj).__name__}) has no attribute {part!r}; "
                 f"its children: {', '.join(children) or 'none'}"
             ) from None
         walked += f".{part}"
     if not isinstance(obj, nn.Module):
-        raise TypeError(f"{what}={path!r} is a {type(obj).__name__}, not an nn.Module")
+        raise WrongType(f"{what}={path!r} is a {type(obj).__name__}, not an nn.Module")
     return obj
 
 
@@ -131,17 +132,17 @@ class UnitEmergenceMonitor(_EveryNBatches):
     ) -> None:
         for name, value, low in (("every_n_batches", every_n_batches, 1), ("n", n, 1), ("batch_size", batch_size, 1)):
             if not isinstance(value, int) or value < low:
-                raise ValueError(f"UnitEmergenceMonitor: {name} must be an integer ≥ {low}, got {value!r}")
+                raise InvalidValue(f"UnitEmergenceMonitor: {name} must be an integer ≥ {low}, got {value!r}")
         if not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"UnitEmergenceMonitor: top_k must be an integer ≥ 1, got {top_k!r}")
+            raise InvalidValue(f"UnitEmergenceMonitor: top_k must be an integer ≥ 1, got {top_k!r}")
         if not isinstance(num_units, int) or num_units < 0:
-            raise ValueError(f"UnitEmergenceMonitor: num_units must be an integer ≥ 0, got {num_units!r}")
+            raise InvalidValue(f"UnitEmergenceMonitor: num_units must be an integer ≥ 0, got {num_units!r}")
         if not 0.0 <= iou_threshold < 1.0:
-            raise ValueError(f"UnitEmergenceMonitor: iou_threshold must be in [0, 1), got {iou_threshold}")
+            raise InvalidValue(f"UnitEmergenceMonitor: iou_threshold must be in [0, 1), got {iou_threshold}")
         if units is not None and any(not isinstance(u, int) or u < 0 for u in units):
-            raise ValueError(f"UnitEmergenceMonitor: units must be non-negative unit indices, got {units}")
+            raise InvalidValue(f"UnitEmergenceMonitor: units must be non-negative unit indices, got {units}")
         if segmenter is not None and not isinstance(segmenter, (Segmenter, str)):
-            raise TypeError(
+            raise WrongType(
                 f"UnitEmergenceMonitor: segmenter must be a zoo spec or a Segmenter, got {type(segmenter).__name__} "
                 "(wrap a network with lightning_gd.zoo.segmenter(net, concepts=[...], output=...))"
             )
@@ -167,7 +168,7 @@ class UnitEmergenceMonitor(_EveryNBatches):
         self._z_dim = z_dim_of(G, self.z_dim)
         self.segmenter = zoo.segmenter(self.segmenter)
         if self.n < trainer.world_size:
-            raise ValueError(
+            raise InvalidValue(
                 f"UnitEmergenceMonitor: n={self.n} probe samples cannot be shared by {trainer.world_size} ranks"
             )
         self._dry_run(G)
@@ -181,9 +182,9 @@ class UnitEmergenceMonitor(_EveryNBatches):
         try:
             r = check_featuremap(tr.output, self.layer)
         except ValueError as err:
-            raise ValueError(f"UnitEmergenceMonitor: {err}") from None
+            raise InvalidValue(f"UnitEmergenceMonitor: {err}") from None
         if self.units is not None and max(self.units, default=-1) >= r.shape[1]:
-            raise ValueError(f"UnitEmergenceMonitor: units {self.units} out of range; {self.layer} has {r.shape[1]}")
+            raise InvalidValue(f"UnitEmergenceMonitor: units {self.units} out of range; {self.layer} has {r.shape[1]}")
         with quiet_measurement(self.segmenter):
             self.segmenter.labels(x)  # checks the image range and shape
 
@@ -304,13 +305,13 @@ class FIDMonitor(_EveryNBatches):
     ) -> None:
         for name, value in (("every_n_batches", every_n_batches), ("batch_size", batch_size), ("real_n", real_n)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"FIDMonitor: {name} must be an integer ≥ 1, got {value!r}")
+                raise InvalidValue(f"FIDMonitor: {name} must be an integer ≥ 1, got {value!r}")
         if n < 2:
-            raise ValueError(f"FIDMonitor: n must be at least 2 for a covariance, got {n}")
+            raise InvalidValue(f"FIDMonitor: n must be at least 2 for a covariance, got {n}")
         if (artifact_units or find_artifacts) and layer is None:
-            raise ValueError("FIDMonitor: artifact_units and find_artifacts need the layer they belong to")
+            raise InvalidValue("FIDMonitor: artifact_units and find_artifacts need the layer they belong to")
         if find_artifacts < 0 or (find_artifacts and not 2 <= top_k <= n):
-            raise ValueError(
+            raise InvalidValue(
                 f"FIDMonitor: find_artifacts must be ≥ 0 and top_k in [2, n={n}], got {find_artifacts}, {top_k}"
             )
         self.generator, self.every_n_batches, self.n, self.seed = generator, every_n_batches, n, seed

@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
+from lightning_gd.errors import InvalidValue
 
 # seed · SAMPLE_STRIDE + index seeds sample `index`: distinct (seed, index) pairs never share a generator seed
 # for indices below the stride.
@@ -125,9 +126,9 @@ class LatentDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if min(n_train, n_val, n_test, batch_size) < 1:
-            raise ValueError("n_train, n_val, n_test and batch_size must be positive")
+            raise InvalidValue("n_train, n_val, n_test and batch_size must be positive")
         if len({train_seed, val_seed, test_seed}) < 3:
-            raise ValueError("train_seed, val_seed and test_seed must differ (held-out z must be held out)")
+            raise InvalidValue("train_seed, val_seed and test_seed must differ (held-out z must be held out)")
         self.save_hyperparameters()
         self.z_dim = z_dim
 
@@ -135,7 +136,7 @@ class LatentDataModule(LightningDataModule):
         if self.z_dim is None:
             module = self.trainer.lightning_module if self.trainer is not None else None
             if module is None or getattr(module, "z_dim", None) is None:
-                raise ValueError("LatentDataModule needs z_dim, or a model with a `z_dim` attribute")
+                raise InvalidValue("LatentDataModule needs z_dim, or a model with a `z_dim` attribute")
             self.z_dim = int(module.z_dim)
 
     def _loader(self, n: int, seed: int, evaluation: bool = False) -> DataLoader:

@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from lightning_gd.causal.interventions import intervene, unit_indicator
+from lightning_gd.errors import InvalidValue, OutOfRange
 from lightning_gd.latents import latents
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.hooks import TraceDict
@@ -37,9 +38,9 @@ def region_masks(locations: torch.Tensor, size: tuple[int, int], region: int = 1
     is the location (clipped at the featuremap's edge)."""
     h, w = size
     if region < 1 or region > min(h, w):
-        raise ValueError(f"region must be between 1 and {min(h, w)} locations for a {h}×{w} featuremap, got {region}")
+        raise InvalidValue(f"region must be between 1 and {min(h, w)} locations for a {h}×{w} featuremap, got {region}")
     if locations.numel() and (locations.min() < 0 or locations.max() >= h * w):
-        raise IndexError(f"locations must be in [0, {h * w}) for a {h}×{w} featuremap")
+        raise OutOfRange(f"locations must be in [0, {h * w}) for a {h}×{w} featuremap")
     ys, xs = (locations // w)[:, None, None], (locations % w)[:, None, None]
     rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
     inside = (rows >= ys) & (rows < ys + region) & (cols >= xs) & (cols < xs + region)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from lightning_gd.errors import InvalidValue, OutOfRange
 from lightning_gd.latents import latent_batches
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.segmenters import Segmenter
@@ -60,7 +61,7 @@ def unit_indicator(units: torch.Tensor | list[int], num_units: int, device=None)
     """(U,) float: 1 at the listed unit indices, 0 elsewhere."""
     units = torch.as_tensor(units, dtype=torch.long).flatten()
     if units.numel() and (units.min() < 0 or units.max() >= num_units):
-        raise IndexError(f"unit indices must be in [0, {num_units}); got {units.tolist()}")
+        raise OutOfRange(f"unit indices must be in [0, {num_units}); got {units.tolist()}")
     out = torch.zeros(num_units, device=device)
     out[units.to(out.device)] = 1.0
     return out
@@ -70,7 +71,7 @@ def location_mask(locations: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     """(B,) flat featuremap locations → (B, 1, h, w) one-hot masks."""
     h, w = size
     if locations.numel() and (locations.min() < 0 or locations.max() >= h * w):
-        raise IndexError(f"locations must be in [0, {h * w}) for a {h}×{w} featuremap")
+        raise OutOfRange(f"locations must be in [0, {h * w}) for a {h}×{w} featuremap")
     mask = torch.zeros(locations.shape[0], h * w, device=locations.device)
     mask[torch.arange(locations.shape[0], device=locations.device), locations] = 1.0
     return mask.view(-1, 1, h, w)
@@ -120,7 +121,7 @@ def concept_means(
         pixels += float(mask.double().mean((1, 2)).sum())
         count += len(idx)
     if total == 0:
-        raise ValueError(
+        raise InvalidValue(
             f"concept '{concept}' does not occur in {n} samples of the generator (seed {seed}); "
             "choose another concept or a larger sample"
         )

@@ -35,6 +35,7 @@ from lightning_gd.causal.interventions import concept_means, partial_effect
 from lightning_gd.causal.locations import training_locations
 from lightning_gd.dissection.recipe import dissect
 from lightning_gd.dissection.stats import TensorSum
+from lightning_gd.errors import InvalidValue, NotReady
 from lightning_gd.latents import latents
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import LayerSplit
@@ -107,7 +108,7 @@ class CausalSearch(LightningModule):
         G = zoo.generator(generator, weights=generator_weights).eval().requires_grad_(False)
         seg = zoo.segmenter(segmenter).eval().requires_grad_(False)
         if not seg.differentiable:
-            raise ValueError(f"{type(seg).__name__} gives labels only; the causal search needs soft probabilities")
+            raise InvalidValue(f"{type(seg).__name__} gives labels only; the causal search needs soft probabilities")
         # a plain dict, not submodules: the frozen networks stay out of state_dict and checkpoints
         self.frozen = {"generator": G, "segmenter": seg}
         self.names = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter)}
@@ -202,7 +203,7 @@ class CausalSearch(LightningModule):
         wrong = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
         if wrong:
             what = ", ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in wrong.items())
-            raise ValueError(
+            raise InvalidValue(
                 f"this checkpoint is from another causal search ({what}); nothing was run or written. Test or "
                 "resume it with the config it was trained with (e.g. --config configs/causal/<concept>.yaml), and "
                 "give each search its own checkpoint folder (ModelCheckpoint dirpath, as those configs do)"
@@ -221,7 +222,7 @@ class CausalSearch(LightningModule):
         self._to_device()
         tb_views.lay_out(self)
         if not bool(self.prepared):
-            raise RuntimeError(
+            raise NotReady(
                 "this CausalSearch has no trained α: run `python -m lightning_gd fit` first and test its checkpoint "
                 "(`python -m lightning_gd test --config <the fit config> --ckpt_path <run>/checkpoints/last.ckpt`)"
             )
@@ -390,8 +391,8 @@ def _check_settings(
     lam: float, init: str, top_n: int, candidates: int, random_draws: int, kc_samples: int, dissect_samples: int
 ) -> None:
     if lam < 0:
-        raise ValueError(f"lam (λ, the weight of ‖α‖₂) must be ≥ 0, got {lam}")
+        raise InvalidValue(f"lam (λ, the weight of ‖α‖₂) must be ≥ 0, got {lam}")
     if init not in InitMode.__args__:
-        raise ValueError(f"unknown init '{init}'; choose one of {', '.join(InitMode.__args__)}")
+        raise InvalidValue(f"unknown init '{init}'; choose one of {', '.join(InitMode.__args__)}")
     if min(top_n, candidates, random_draws, kc_samples, dissect_samples) < 1:
-        raise ValueError("top_n, candidates, random_draws, kc_samples and dissect_samples must be positive")
+        raise InvalidValue("top_n, candidates, random_draws, kc_samples and dissect_samples must be positive")

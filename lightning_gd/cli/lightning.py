@@ -23,6 +23,7 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
 
 from lightning_gd.cli.console import command, print_outputs, shown_path
+from lightning_gd.errors import InvalidValue
 
 SUBCOMMANDS = {
     "fit": "Train a model; alone, the causal unit search for `tree` on the embedded world (see --help).",
@@ -59,7 +60,7 @@ def check_ckpt_path(ckpt_path: str) -> None:
     if ckpt_path in ("last", "best", "hpc", "registry") or ckpt_path.startswith("registry:"):
         return
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", ckpt_path):
-        raise ValueError(f"--ckpt_path {ckpt_path} is a URL; lightning_gd loads local checkpoints only")
+        raise InvalidValue(f"--ckpt_path {ckpt_path} is a URL; lightning_gd loads local checkpoints only")
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
 
@@ -77,7 +78,7 @@ def expand_shortcuts(args: list[str]) -> list[str]:
         if name in SHORTCUTS:
             if not eq:
                 if i + 1 >= len(args):
-                    raise ValueError(f"--{name} needs a value")
+                    raise InvalidValue(f"--{name} needs a value")
                 i, value = i + 1, args[i + 1]
             chosen[name] = value
         else:
@@ -86,7 +87,7 @@ def expand_shortcuts(args: list[str]) -> list[str]:
     if not chosen:
         return args
     if _names_a_model(rest[1:]):
-        raise ValueError(
+        raise InvalidValue(
             "--concept and --layer choose the default search's concept and layer; with --config or --model set "
             "--model.init_args.concept / .layer / .out, the logger's name and the checkpoint dirpath together"
         )

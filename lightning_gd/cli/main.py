@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from lightning_gd import allocator, zoo
 from lightning_gd.cli.commands import COMMANDS, Command
 from lightning_gd.cli.console import quiet_third_party
 from lightning_gd.cli.lightning import SUBCOMMANDS, run_lightning
+from lightning_gd.errors import UserError
 
 
 def project_commands() -> dict[str, Command]:
@@ -135,19 +137,16 @@ def run_project_subcommand(name: str, argv: list[str]):
     return command(**kwargs)
 
 
-# A user's mistake (a bad value, an unknown name, a missing or wrong file, no GPU) ends with one line on stderr
-# and exit status 2; LIGHTNING_GD_DEBUG=1 or --debug shows the traceback instead.
-USER_ERRORS = (
-    ValueError,
-    KeyError,
-    TypeError,
-    IndexError,
-    OSError,
-    ImportError,
-    NotImplementedError,
-    pickle.UnpicklingError,
-)
+# A user's mistake (`lightning_gd.errors.UserError`: a bad value, an unknown name, a file of the wrong kind), a
+# fault of the machine (OSError: a missing file, a full disk, no permission; the message names the path) and a
+# file refused because loading it could run code end with one line on stderr and exit status 2; LIGHTNING_GD_DEBUG=1
+# or --debug shows the traceback instead. Any other exception is a bug in lightning_gd: its traceback is shown.
+USER_ERRORS = (UserError, OSError, pickle.UnpicklingError)
 DEBUG_ENV = "LIGHTNING_GD_DEBUG"
+BUG_LINE = (
+    "this is a bug in lightning_gd, not a mistake in what you typed: please report it with the traceback above and "
+    "the command line"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,11 +161,28 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv = [sys.argv[0], *argv]  # LightningCLI reads the process's own command line
     try:
         _dispatch(argv, from_sys)
-    except USER_ERRORS as err:
+    except Exception as err:
         if debug:
             raise
-        sys.stderr.write(f"error: {error_message(err)}\n(run with --debug, or {DEBUG_ENV}=1, for the traceback)\n")
+        mistake = user_error_of(err)
+        if mistake is None:
+            traceback.print_exc()
+            sys.stderr.write(f"{BUG_LINE}\n")
+            sys.exit(1)
+        sys.stderr.write(f"error: {error_message(mistake)}\n(run with --debug, or {DEBUG_ENV}=1, for the traceback)\n")
         sys.exit(2)
+
+
+def user_error_of(err: BaseException) -> BaseException | None:
+    """`err` if it is one of `USER_ERRORS`, or the one it was raised from: jsonargparse and Lightning re-raise what a
+    class's `__init__` raised as their own ValueError `from` it. Only explicit causes count: an exception raised
+    while handling a user error (a bug in the handler) is not one."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, USER_ERRORS):
+            return err
+        err, seen = err.__cause__, seen + 1
+    return None
 
 
 def error_message(err: BaseException) -> str:

@@ -25,6 +25,7 @@ from lightning_gd.cache import Cache, fingerprint
 from lightning_gd.dissection.concepts import Vocabulary, vocabulary
 from lightning_gd.dissection.passes import BAND_BELOW, BAND_FLOOR, BAND_Z, iqr_thresholds, quantile_pass, tally
 from lightning_gd.dissection.results import Dissection, DissectSettings, LayerDissection
+from lightning_gd.errors import InvalidValue
 from lightning_gd.latents import is_rank_zero, latents
 from lightning_gd.models.generators import device_of, eval_mode, z_dim_of
 from lightning_gd.models.hooks import resolve_layer
@@ -55,7 +56,7 @@ def dissect(
     with eval_mode(generator, segmenter):
         size = _segmentation_size(generator, segmenter, z_dim, s.seed)
         if s.stride > min(size):
-            raise ValueError(
+            raise InvalidValue(
                 f"stride {s.stride} is larger than the {size[0]}×{size[1]} segmentation: use ≤ {min(size)}"
             )
         key = {
@@ -96,7 +97,7 @@ def _settings(
     generator: nn.Module, layers: list[str], settings: DissectSettings | None, overrides: dict
 ) -> DissectSettings:
     if not layers:
-        raise ValueError("no layers to dissect")
+        raise InvalidValue("no layers to dissect")
     for layer in layers:
         resolve_layer(generator, layer)  # unknown names fail here, listing the close ones
     if settings is None:
@@ -106,7 +107,7 @@ def _settings(
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         ranks = torch.distributed.get_world_size()
         if settings.n < ranks or (settings.threshold == "iqr" and settings.iqr_n < ranks):
-            raise ValueError(f"n={settings.n} samples cannot be shared by {ranks} ranks")
+            raise InvalidValue(f"n={settings.n} samples cannot be shared by {ranks} ranks")
     return settings
 
 

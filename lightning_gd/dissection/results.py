@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from lightning_gd.dissection.concepts import Vocabulary
+from lightning_gd.errors import InvalidValue, UnknownName
 
 ThresholdMode = Literal["quantile", "iqr"]
 THRESHOLD_MODES: tuple[str, ...] = ThresholdMode.__args__
@@ -36,20 +37,20 @@ class DissectSettings:
 
     def __post_init__(self) -> None:
         if self.threshold not in THRESHOLD_MODES:
-            raise ValueError(f"unknown threshold mode '{self.threshold}'; choose one of {', '.join(THRESHOLD_MODES)}")
+            raise InvalidValue(f"unknown threshold mode '{self.threshold}'; choose one of {', '.join(THRESHOLD_MODES)}")
         if not 0.0 < self.q < 1.0:
-            raise ValueError(f"q must be in (0, 1), got {self.q}")
+            raise InvalidValue(f"q must be in (0, 1), got {self.q}")
         if self.top_k > self.n:  # no more top images than samples (empty slots would hold -inf and index -1)
             object.__setattr__(self, "top_k", self.n)
         object.__setattr__(self, "candidates", min(self.n, max(self.candidates, self.top_k)))
         if not 0.0 <= self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+            raise InvalidValue(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
         if self.n < 1 or self.batch_size < 1 or self.stride < 1 or self.top_k < 1:
-            raise ValueError("n, batch_size, stride and top_k must be positive")
+            raise InvalidValue("n, batch_size, stride and top_k must be positive")
         if self.warmup < 1 or self.bins < 1:
-            raise ValueError(f"warmup and bins must be positive, got warmup={self.warmup}, bins={self.bins}")
+            raise InvalidValue(f"warmup and bins must be positive, got warmup={self.warmup}, bins={self.bins}")
         if self.threshold == "iqr" and self.iqr_seed == self.seed:
-            raise ValueError("the IQR threshold must be chosen on a separate sample: iqr_seed must differ from seed")
+            raise InvalidValue("the IQR threshold must be chosen on a separate sample: iqr_seed must differ from seed")
 
 
 def concept_ranking(iou: torch.Tensor, concept_index: int) -> list[int]:
@@ -154,9 +155,9 @@ class Dissection:
         """The realism filter (§S-6.3): leave units whose per-unit FID exceeds `max_fid` out of the labels."""
         unit_fid = torch.as_tensor(unit_fid, dtype=torch.float64)
         if layer not in self.layers:
-            raise KeyError(f"no dissection of layer '{layer}'; dissected: {', '.join(self.layers)}")
+            raise UnknownName(f"no dissection of layer '{layer}'; dissected: {', '.join(self.layers)}")
         if unit_fid.numel() != self.layers[layer].num_units:
-            raise ValueError(
+            raise InvalidValue(
                 f"per-unit FID has {unit_fid.numel()} units but layer '{layer}' has {self.layers[layer].num_units}"
             )
         dropped = [u for u in range(unit_fid.numel()) if float(unit_fid[u]) > max_fid]

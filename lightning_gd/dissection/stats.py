@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+from lightning_gd.errors import InvalidValue
+
 # Bins: exact zero, and per sign 2^E_MIN … 2^E_MAX split into PER_OCTAVE relative steps (≈ 1.1 % wide at 64).
 E_MIN, E_MAX, PER_OCTAVE = -24, 24, 64
 
@@ -63,7 +65,7 @@ def quantile_from_counts(counts: torch.Tensor, q: float | torch.Tensor, per_octa
     one per row (U,)."""
     q = torch.as_tensor(q, dtype=torch.float64, device=counts.device)
     if bool(((q < 0) | (q > 1)).any()):
-        raise ValueError(f"quantile level must be in [0, 1], got {q.tolist()}")
+        raise InvalidValue(f"quantile level must be in [0, 1], got {q.tolist()}")
     counts = counts.double()
     cum = counts.cumsum(1)  # (U, bins)
     total = cum[:, -1:]

@@ -16,6 +16,7 @@ from torch import nn
 
 from lightning_gd import zoo
 from lightning_gd.cache import check_writable, fingerprint, staged
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.generators import resolve_device
 
 
@@ -73,15 +74,17 @@ def artifacts(
     from lightning_gd.reports.artifacts import write_artifacts
 
     if n_ablate < 1 or random_draws < 1 or n_eval < 2:
-        raise ValueError("n_ablate and random_draws must be positive and n_eval at least 2")
+        raise InvalidValue("n_ablate and random_draws must be positive and n_eval at least 2")
     if top_k > n:
-        raise ValueError(f"top_k = {top_k} images per unit, but only n = {n} samples: use top_k ≤ n (the paper: n/20)")
+        raise InvalidValue(
+            f"top_k = {top_k} images per unit, but only n = {n} samples: use top_k ≤ n (the paper: n/20)"
+        )
     check_writable(out)
     device = resolve_device(device)
     G = zoo.generator(generator, weights=generator_weights).to(device).eval()
     extractor = zoo.feature_extractor(feature_extractor, weights_path=feature_extractor_weights_path).to(device)
     if real_images is None and generator is not None and feature_extractor != "world":
-        raise ValueError("name the real images of your model's domain with --real_images (a folder of PNG/JPEG)")
+        raise InvalidValue("name the real images of your model's domain with --real_images (a folder of PNG/JPEG)")
     if real_images is None:
         source = zoo.real_images("world", n=real_n)
     else:
@@ -130,7 +133,7 @@ def feature_storage(G: nn.Module, layer: str, extractor, n: int, z_dim: int | No
     existing = next(p for p in [Path(out), *Path(out).absolute().parents] if p.exists())
     disk = shutil.disk_usage(existing).free
     if need > 0.9 * disk:
-        raise ValueError(
+        raise InvalidValue(
             f"n = {n} samples need {need / 1e9:.1f} GB for their per-unit scores and FID features: more than half "
             f"the free memory ({ram / 1e9:.1f} GB) and more than the free disk at {out} ({disk / 1e9:.1f} GB); "
             "use a smaller --n or free some space"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from lightning_gd.cache import atomic_write, check_writable, staged
+from lightning_gd.errors import InvalidValue
 
 
 def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> str:
@@ -30,7 +31,7 @@ def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> str:
             )
         summaries.append(json.loads(path.read_text()))
     if not summaries:
-        raise ValueError("name at least one run folder")
+        raise InvalidValue("name at least one run folder")
     check_writable(out)
     table = summary_table(summaries)
     with staged(out) as stage:

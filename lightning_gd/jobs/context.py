@@ -13,6 +13,7 @@ from torch import nn
 
 from lightning_gd import zoo
 from lightning_gd.cache import check_writable, staged
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.generators import device_of, resolve_device
 from lightning_gd.models.segmenters import Segmenter
 
@@ -84,7 +85,7 @@ def context(
     from lightning_gd.reports.context import write_context
 
     if not 0.0 <= respond <= 1.0:
-        raise ValueError(f"respond is a share of the window's pixels, in [0, 1]; got {respond}")
+        raise InvalidValue(f"respond is a share of the window's pixels, in [0, 1]; got {respond}")
     check_writable(out)
     dev = resolve_device(device)
     G = zoo.generator(generator, weights=generator_weights).to(dev).eval()
@@ -125,7 +126,7 @@ def measure_context(G, seg, concept, layer, units, k_c, n, seed, locations, regi
         and torch.distributed.is_initialized()
         and n < torch.distributed.get_world_size()
     ):
-        raise ValueError(f"n={n} images cannot be shared by {torch.distributed.get_world_size()} ranks")
+        raise InvalidValue(f"n={n} images cannot be shared by {torch.distributed.get_world_size()} ranks")
     parts, order = [], []
     batches = latent_batches(n, split.z_dim, seed, batch_size, k_c.device, f"context[{concept}]", progress)
     for idx, z in batches:  # this rank's share of the images (all of them without torch.distributed)
@@ -195,7 +196,7 @@ def _read_causal(folder: Path, concept: str, layer: str) -> tuple[dict, dict]:
         raise FileNotFoundError(f"no causal.json at {path}: run the causal search first (python -m lightning_gd fit)")
     doc = json.loads(path.read_text())
     if doc.get("layer") != layer or doc.get("concept") != concept:
-        raise ValueError(
+        raise InvalidValue(
             f"{path} is a search for {doc.get('concept')!r} at {doc.get('layer')!r}, not {concept!r} at {layer!r}"
         )
     tensors = path.parent / "alpha.safetensors"

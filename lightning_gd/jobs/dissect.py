@@ -14,6 +14,7 @@ from lightning_gd import zoo
 from lightning_gd.cache import atomic_write, check_writable, staged
 from lightning_gd.dissection.recipe import dissect as run_dissection
 from lightning_gd.dissection.results import DissectSettings, ThresholdMode
+from lightning_gd.errors import InvalidValue, UnknownName
 from lightning_gd.jobs import run_name
 from lightning_gd.models.generators import resolve_device, z_dim_of
 from lightning_gd.models.hooks import layer_names
@@ -94,7 +95,7 @@ def dissect(
         iqr_seed=iqr_seed, stride=stride, parts=parts, iou_threshold=iou_threshold, top_k=top_k,
     )  # fmt: skip
     if (realism is None) != (max_unit_fid is None):
-        raise ValueError("the realism filter needs both --realism (a unit_fid.json) and --max_unit_fid")
+        raise InvalidValue("the realism filter needs both --realism (a unit_fid.json) and --max_unit_fid")
     unit_fid = load_unit_fid(realism, layers, G) if realism is not None else None  # checked before the long passes
     zd = z_dim_of(G, z_dim)
     announce_time(G, seg, settings, zd)
@@ -143,9 +144,13 @@ def _layers(G: nn.Module, layers: list[str], all_layers: bool, default_generator
     if all_layers:
         layers = [name for name in layer_names(G) if name.startswith("layer") and "." not in name]
         if not layers:
-            raise ValueError(f"all_layers: {type(G).__name__} has no top-level `layer*` blocks; name them with layers")
+            raise InvalidValue(
+                f"all_layers: {type(G).__name__} has no top-level `layer*` blocks; name them with layers"
+            )
     if not layers and not default_generator:
-        raise ValueError(f"name the layers to dissect (--layers); {type(G).__name__} has: {', '.join(layer_names(G))}")
+        raise InvalidValue(
+            f"name the layers to dissect (--layers); {type(G).__name__} has: {', '.join(layer_names(G))}"
+        )
     return layers or ["layer4"]
 
 
@@ -175,10 +180,10 @@ def compare(
         try:
             doc = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not a readable dissect.json: {err}") from err
+            raise InvalidValue(f"{path} is not a readable dissect.json: {err}") from err
         lay = layer or doc["settings"]["layers"][0]
         if lay not in doc["layers"]:
-            raise KeyError(f"{path} has no layer '{lay}'; it has {', '.join(doc['layers'])}")
+            raise UnknownName(f"{path} has no layer '{lay}'; it has {', '.join(doc['layers'])}")
         units = [u for u in doc["layers"][lay]["units"] if u["interpretable"]]
         summ = doc["layers"][lay]["summary"]
         rows.append(

@@ -10,6 +10,7 @@ from torch import nn
 from lightning_gd import zoo
 from lightning_gd.cache import check_writable, staged
 from lightning_gd.dissection.emergence import measure_unit_emergence, top_units
+from lightning_gd.errors import InvalidValue
 from lightning_gd.jobs import run_name
 from lightning_gd.models.generators import resolve_device
 from lightning_gd.models.segmenters import Segmenter
@@ -36,7 +37,7 @@ def load_checkpoint_generator(
     try:
         generator.load_state_dict(state_dict_of(ckpt, prefix, path))
     except RuntimeError as err:
-        raise ValueError(f"{path} ('{prefix}' weights) does not fit {type(generator).__name__}: {err}") from err
+        raise InvalidValue(f"{path} ('{prefix}' weights) does not fit {type(generator).__name__}: {err}") from err
     return generator, checkpoint_step(ckpt, path), checkpoint_batches(ckpt)
 
 

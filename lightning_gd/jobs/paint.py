@@ -8,6 +8,7 @@ from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from lightning_gd import allocator, zoo
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.generators import resolve_device
 from lightning_gd.models.segmenters import Segmenter
 
@@ -84,7 +85,7 @@ def paint(
     from lightning_gd.paint.server import create_app
 
     if not 0 < port < 65536:
-        raise ValueError(f"port must be in 1-65535, got {port}")
+        raise InvalidValue(f"port must be in 1-65535, got {port}")
     session = paint_session(layer, generator, generator_weights, segmenter, z_dim, results, dissect_samples,
                             kc_samples, cache_dir, device)  # fmt: skip
     names = ", ".join(session.brushes)

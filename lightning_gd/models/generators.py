@@ -22,12 +22,14 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue
+
 
 def z_dim_of(generator: nn.Module, z_dim: int | None = None) -> int:
     """The latent size: given, or the generator's `z_dim` attribute."""
     z_dim = z_dim if z_dim is not None else getattr(generator, "z_dim", None)
     if z_dim is None:
-        raise ValueError(
+        raise InvalidValue(
             f"cannot tell the latent size of {type(generator).__name__}: give z_dim=… or wrap it with "
             "lightning_gd.zoo.generator(net, z_dim=…) (see the README's 'your own generator and segmenter')"
         )
@@ -39,14 +41,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as err:
-        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps): {err}") from None
+        raise InvalidValue(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps): {err}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise ValueError(f"--device {device}: no CUDA GPU is available (torch {torch.__version__}, {build}); use cpu")
+        raise InvalidValue(f"--device {device}: no CUDA GPU is available (torch {torch.__version__}, {build}); use cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise InvalidValue(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: MPS is not available on this machine; use cpu")
+        raise InvalidValue(f"--device {device}: MPS is not available on this machine; use cpu")
     return dev
 
 
@@ -103,13 +105,13 @@ class GeneratorWrapper(nn.Module):
     ) -> None:
         super().__init__()
         if sampler not in ("normal", "uniform") and not callable(sampler):
-            raise ValueError(f"sampler must be 'normal', 'uniform' or a function of z, got {sampler!r}")
+            raise InvalidValue(f"sampler must be 'normal', 'uniform' or a function of z, got {sampler!r}")
         z_shape = tuple(z_shape or (z_dim,))
         if int(torch.tensor(z_shape).prod()) != z_dim:
-            raise ValueError(f"z_shape {z_shape} does not hold z_dim = {z_dim} values")
+            raise InvalidValue(f"z_shape {z_shape} does not hold z_dim = {z_dim} values")
         lo, hi = (float(v) for v in output_range)
         if not hi > lo:
-            raise ValueError(f"output_range must be (low, high) with high > low, got {output_range}")
+            raise InvalidValue(f"output_range must be (low, high) with high > low, got {output_range}")
         self.network, self.z_dim, self.z_shape, self.sampler, self.output_range = (
             network,
             z_dim,
@@ -128,7 +130,7 @@ class GeneratorWrapper(nn.Module):
     def network_z(self, z: torch.Tensor) -> torch.Tensor:
         """Standard-normal z (B, z_dim) → the network's input (B, *z_shape)."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
+            raise InvalidValue(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
         if self.sampler == "uniform":
             z = torch.special.ndtr(z) * 2 - 1
         elif callable(self.sampler):

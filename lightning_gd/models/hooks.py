@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue, NotReady, OutOfRange, UnknownName, WrongType
+
 __all__ = ["LayerNotFoundError", "Trace", "TraceDict", "enable_compiled_hooks", "layer_names", "resolve_layer"]
 
 _COMPILED = "_orig_mod"  # attribute (and name segment) under which torch.compile's OptimizedModule keeps the model
@@ -53,8 +55,8 @@ def _hooks_ignored_by(model: nn.Module) -> bool:
     return bool(torch._dynamo.config.skip_nnmodule_hook_guards)
 
 
-class LayerNotFoundError(KeyError):
-    """A KeyError (so ``except KeyError`` still works) whose message is readable rather than a repr'd key."""
+class LayerNotFoundError(UnknownName):
+    """A user error and a KeyError (so ``except KeyError`` still works) whose message names the valid layers."""
 
     def __init__(self, name: str, model: nn.Module, valid: list[str]) -> None:
         close = difflib.get_close_matches(name, valid, n=5)
@@ -136,7 +138,7 @@ class Trace:
         element: int | None = None,
     ) -> None:
         if _hooks_ignored_by(model):
-            raise RuntimeError(
+            raise NotReady(
                 "this compiled model would ignore the hook (dynamo skips hook guards): call "
                 "lightning_gd.models.hooks.enable_compiled_hooks() before the compiled model's first call"
             )
@@ -192,9 +194,9 @@ def _element(layer: str, output: Any, element: int | None) -> Any:
     if element is None:
         return output
     if not isinstance(output, (tuple, list)):
-        raise TypeError(f"layer {layer!r} returns {type(output).__name__}, not a tuple: drop element={element}")
+        raise WrongType(f"layer {layer!r} returns {type(output).__name__}, not a tuple: drop element={element}")
     if not -len(output) <= element < len(output):
-        raise IndexError(f"layer {layer!r} returns {len(output)} elements; element={element} is out of range")
+        raise OutOfRange(f"layer {layer!r} returns {len(output)} elements; element={element} is out of range")
     return output[element]
 
 
@@ -210,12 +212,12 @@ def _checked_edit(layer: str, output: Any, edit: Edit) -> torch.Tensor:
     """A wrongly shaped edit would fail deep in the next layer with no hint of which edit caused it."""
     if not _is_tensor(output):
         hint = " (name the tensor with element=…)" if isinstance(output, (tuple, list)) else ""
-        raise TypeError(f"layer {layer!r} returns {type(output).__name__}; edit_output edits tensors{hint}")
+        raise WrongType(f"layer {layer!r} returns {type(output).__name__}; edit_output edits tensors{hint}")
     edited = edit(output, layer)
     if not _is_tensor(edited):
-        raise TypeError(f"edit_output for layer {layer!r} returned {type(edited).__name__}, expected a tensor")
+        raise WrongType(f"edit_output for layer {layer!r} returned {type(edited).__name__}, expected a tensor")
     if edited.shape != output.shape:
-        raise ValueError(
+        raise InvalidValue(
             f"edit_output for layer {layer!r} changed the shape from {tuple(output.shape)} to {tuple(edited.shape)}"
         )
     return edited

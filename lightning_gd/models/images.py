@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from lightning_gd.errors import InvalidValue, WrongType
+
 # Generators overshoot tanh ranges a little through interpolation and float error; more is a bug.
 _RANGE_SLACK = 1e-3
 # Published generators are unclamped (ProGAN, StyleGAN2 reach about ±1.3): segmenters clamp up to this overshoot;
@@ -25,19 +27,19 @@ def _checked_range(
 ) -> tuple[float, float]:
     """`check_images`' checks; returns the images' (min, max) ((0, 0) when empty)."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise WrongType(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(x.shape)}")
+        raise InvalidValue(f"{name} must have shape (B, 3, H, W), got {tuple(x.shape)}")
     if size is not None and tuple(x.shape[2:]) != tuple(size):
-        raise ValueError(f"{name} must be {size[0]}×{size[1]}, got {x.shape[2]}×{x.shape[3]}")
+        raise InvalidValue(f"{name} must be {size[0]}×{size[1]}, got {x.shape[2]}×{x.shape[3]}")
     if not x.is_floating_point():
-        raise ValueError(
+        raise InvalidValue(
             f"{name} must be floating point in [-1, 1], got dtype {x.dtype} (convert with to_float_images)"
         )
     if x.numel():
         lo, hi = x.min().item(), x.max().item()
         if lo != lo or hi != hi:
-            raise ValueError(f"{name} contain NaN")
+            raise InvalidValue(f"{name} contain NaN")
         if lo < -1 - slack or hi > 1 + slack:
             hint = (
                 " (an unclamped generator may overshoot to ±1.5; for another range wrap it with "
@@ -45,7 +47,7 @@ def _checked_range(
                 if slack >= OVERSHOOT
                 else ""
             )
-            raise ValueError(f"{name} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
+            raise InvalidValue(f"{name} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
         return lo, hi
     return 0.0, 0.0
 

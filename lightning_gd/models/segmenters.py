@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue, UnknownName
 from lightning_gd.models.images import segmenter_input
 
 SegmenterOutput = Literal["logits", "probs", "labels"]
@@ -44,12 +45,12 @@ class Segmenter(nn.Module):
         """Per-pixel scores (B, C, H, W) with one channel per concept and no NaN/Inf, or a ValueError."""
         C = len(self.concepts)
         if scores.ndim != 4 or scores.shape[1] != C:
-            raise ValueError(
+            raise InvalidValue(
                 f"{type(self).__name__} returned scores of shape {tuple(scores.shape)}; expected (B, {C}, H, W), one "
                 f"channel per concept of its vocabulary ({', '.join(self.concepts[:6])}{', …' if C > 6 else ''})"
             )
         if not torch.isfinite(scores).all():
-            raise ValueError(f"{type(self).__name__} returned NaN or Inf scores for these images")
+            raise InvalidValue(f"{type(self).__name__} returned NaN or Inf scores for these images")
         return scores
 
     def concept_index(self, concept: str) -> int:
@@ -63,7 +64,7 @@ def concept_lookup(concept: str, names: tuple[str, ...], what: str = "the vocabu
 
         close = difflib.get_close_matches(concept, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"unknown concept '{concept}'{hint}; {what}: {', '.join(names)}")
+        raise UnknownName(f"unknown concept '{concept}'{hint}; {what}: {', '.join(names)}")
     return names.index(concept)
 
 
@@ -89,14 +90,14 @@ class ModuleSegmenter(Segmenter):
     ) -> None:
         super().__init__()
         if output not in ("logits", "probs", "labels"):
-            raise ValueError(f"output must be one of logits, probs, labels; got {output!r}")
+            raise InvalidValue(f"output must be one of logits, probs, labels; got {output!r}")
         self.net = net
         self.concepts = tuple(concepts)
         if categories is None:
             categories = {c: "object" for c in self.concepts}
         elif not isinstance(categories, dict):
             if len(categories) != len(self.concepts):
-                raise ValueError(f"{len(categories)} categories for {len(self.concepts)} concepts")
+                raise InvalidValue(f"{len(categories)} categories for {len(self.concepts)} concepts")
             categories = dict(zip(self.concepts, categories))
         self.categories = dict(categories)
         self.output = output
@@ -110,12 +111,12 @@ class ModuleSegmenter(Segmenter):
         C = len(self.concepts)
         if self.output == "labels":
             if out.ndim != 3:
-                raise ValueError(f"segmenter network returned {tuple(out.shape)}; output='labels' expects (B, H, W)")
+                raise InvalidValue(f"segmenter network returned {tuple(out.shape)}; output='labels' expects (B, H, W)")
             if out.numel() and (out.min() < 0 or out.max() >= C):
-                raise ValueError(f"segmenter labels must be in [0, {C}) for its {C} concepts")
+                raise InvalidValue(f"segmenter labels must be in [0, {C}) for its {C} concepts")
             return nn.functional.one_hot(out.long(), C).permute(0, 3, 1, 2).float()
         if out.ndim != 4 or out.shape[1] != C:
-            raise ValueError(
+            raise InvalidValue(
                 f"segmenter network returned {tuple(out.shape)}; expected (B, {C}, H, W) for its {C} concepts"
             )
         return out

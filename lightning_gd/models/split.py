@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.latents import latents
 from lightning_gd.models.generators import device_of, z_dim_of
 from lightning_gd.models.hooks import Trace, resolve_layer
@@ -21,11 +22,11 @@ def check_featuremap(output, layer: str) -> torch.Tensor:
     if not isinstance(output, torch.Tensor) or output.ndim != 4:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         hint = " (a tuple: name the featuremap's element)" if isinstance(output, (tuple, list)) else ""
-        raise ValueError(f"layer '{layer}' must output a featuremap (B, units, h, w); got {shape}{hint}")
+        raise InvalidValue(f"layer '{layer}' must output a featuremap (B, units, h, w); got {shape}{hint}")
     if output.shape[1] == 0:
-        raise ValueError(f"layer '{layer}' has no units (its featuremap has 0 channels)")
+        raise InvalidValue(f"layer '{layer}' has no units (its featuremap has 0 channels)")
     if not torch.isfinite(output).all():
-        raise ValueError(f"layer '{layer}' produced NaN or Inf activations")
+        raise InvalidValue(f"layer '{layer}' produced NaN or Inf activations")
     return output.float()
 
 
@@ -78,7 +79,7 @@ class LayerSplit:
         if self.strategy == "sequential":
             return self._tail(r)
         if z is None:
-            raise ValueError(
+            raise InvalidValue(
                 f"{type(self.generator).__name__} has no forward_from(layer, r) and is not an nn.Sequential, "
                 "so f(r) re-runs the generator: pass the z that produced r"
             )
@@ -95,7 +96,7 @@ class LayerSplit:
         expected = self.generator(z)
         got = self.f(self.h(z), z)
         if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-4, rtol=1e-3):
-            raise ValueError(
+            raise InvalidValue(
                 f"f(h(z)) differs from G(z) for layer '{self.layer}' (strategy {self.strategy}); "
                 f"check {type(self.generator).__name__}.forward_from"
             )

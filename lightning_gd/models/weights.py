@@ -14,11 +14,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue, UnknownName
+
 
 def _local(path: str | Path, what: str) -> Path:
     text = str(path)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
-        raise ValueError(f"{what}: {text} is a URL; lightning_gd loads local files only (download it yourself)")
+        raise InvalidValue(f"{what}: {text} is a URL; lightning_gd loads local files only (download it yourself)")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
@@ -35,12 +37,12 @@ def read_file(path: str | Path, what: str = "weights file") -> dict:
             return load_file(str(path))
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # every unreadable file gets the same actionable message
-        raise ValueError(
+        raise InvalidValue(
             f"{what} {path} is not readable as weights (safetensors, or a torch file of tensors loaded with "
             f"weights_only=True): {err}"
         ) from err
     if not isinstance(obj, dict):
-        raise ValueError(f"{what} {path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
+        raise InvalidValue(f"{what} {path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
     return obj
 
 
@@ -54,7 +56,7 @@ def state_dict_of(obj: dict, prefix: str | None = None, source: str | Path = "th
     sub = {k[len(head) :]: v for k, v in state.items() if k.startswith(head)}
     if not sub:
         prefixes = sorted({k.split(".")[0] for k in state})
-        raise KeyError(f"{source} has no weights under '{head}'; its state_dict prefixes: {', '.join(prefixes)}")
+        raise UnknownName(f"{source} has no weights under '{head}'; its state_dict prefixes: {', '.join(prefixes)}")
     return sub
 
 
@@ -67,7 +69,7 @@ def load_weights(module: nn.Module, path: str | Path | None, prefix: str | None 
     try:
         module.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{path} does not fit {type(module).__name__}: {err}") from err
+        raise InvalidValue(f"{path} does not fit {type(module).__name__}: {err}") from err
     return module
 
 
@@ -114,7 +116,7 @@ def checkpoint_step(ckpt: dict, path: Path) -> int:
         return ckpt["global_step"]
     found = re.findall(r"step=(\d+)", path.name)
     if not found:
-        raise ValueError(f"{path} has no global_step and its name has no step=N; cannot place it on the step axis")
+        raise InvalidValue(f"{path} has no global_step and its name has no step=N; cannot place it on the step axis")
     return int(found[-1])
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from lightning_gd.causal.interventions import ablate, concept_means, insert
 from lightning_gd.dissection.results import concept_ranking
+from lightning_gd.errors import InvalidValue
 from lightning_gd.latents import latents
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.images import to_uint8
@@ -100,7 +101,7 @@ class PaintSession:
     def __init__(self, generator, segmenter: Segmenter, layer: str, brushes: list[Brush], z_dim: int | None = None,
                  kc_samples: int = 200, strengths: tuple[int, ...] = (5, 10, 20)) -> None:  # fmt: skip
         if not brushes:
-            raise ValueError("the palette is empty: no causal search or dissection of this layer was found")
+            raise InvalidValue("the palette is empty: no causal search or dissection of this layer was found")
         self.split = LayerSplit(generator, layer, z_dim)
         self.segmenter, self.layer, self.kc_samples = segmenter, layer, kc_samples
         self.brushes = {b.name: b for b in brushes}

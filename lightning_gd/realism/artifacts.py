@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lightning_gd.causal.interventions import ablate
+from lightning_gd.errors import InvalidValue, OutOfRange
 from lightning_gd.latents import latent_batches, latents, rng
 from lightning_gd.models.generators import device_of, z_dim_of
 from lightning_gd.models.hooks import Trace, resolve_layer
@@ -79,11 +80,11 @@ def top_images(scores: torch.Tensor, top_k: int) -> torch.Tensor:
     """(K, U) indices of the K = top_k images with the highest score per unit (ties: smaller index first)."""
     n = scores.shape[0]
     if top_k > n:
-        raise ValueError(
+        raise InvalidValue(
             f"top_k = {top_k} top images per unit, but only n = {n} samples: use top_k ≤ n (the paper: n/20)"
         )
     if top_k < 2:
-        raise ValueError(f"top_k must be at least 2 for a covariance, got {top_k}")
+        raise InvalidValue(f"top_k must be at least 2 for a covariance, got {top_k}")
     order = torch.sort(-scores, dim=0, stable=True).indices
     return order[:top_k]
 
@@ -121,7 +122,7 @@ def generate_ablated(
     """uint8 images (n, 3, H, W) from the seeded z (samples 0 … n−1, or the given sample `indices`) with `units`
     of `layer` set to 0 everywhere (no units: the generator as it is, and `layer` may be None)."""
     if len(units) and layer is None:
-        raise ValueError("name the layer of the units to ablate")
+        raise InvalidValue("name the layer of the units to ablate")
     z_dim = z_dim_of(generator, z_dim)
     dev = device_of(generator)
     indices = torch.arange(n) if indices is None else torch.as_tensor(indices).long()
@@ -163,14 +164,14 @@ def ablation_fid(
 def firing_most(scores: torch.Tensor, units: list[int], n: int) -> torch.Tensor:
     """The n sample indices where any of `units` fires most (max score over them; ties: smaller index)."""
     if n > scores.shape[0]:
-        raise ValueError(f"{n} images wanted, but only {scores.shape[0]} samples were scored")
+        raise InvalidValue(f"{n} images wanted, but only {scores.shape[0]} samples were scored")
     return torch.sort(-scores[:, units].amax(1), stable=True).indices[:n]
 
 
 def check_units(units: list[int], num_units: int, what: str = "units") -> list[int]:
     bad = [u for u in units if not 0 <= int(u) < num_units]
     if bad:
-        raise IndexError(f"{what} out of range: {bad}; the layer has units 0 … {num_units - 1}")
+        raise OutOfRange(f"{what} out of range: {bad}; the layer has units 0 … {num_units - 1}")
     return [int(u) for u in units]
 
 

@@ -24,6 +24,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from lightning_gd.errors import InvalidValue
+
 STATISTICS_VERSION = 1  # bump when the way real statistics are computed changes: old cache files are ignored
 INCEPTION = "inception-v3-compat"
 INCEPTION_FEATURE = "2048"
@@ -34,7 +36,7 @@ class UInt8Images(Dataset):
 
     def __init__(self, images: torch.Tensor) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise InvalidValue(f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         self.images = images
 
     def __len__(self) -> int:
@@ -97,12 +99,12 @@ def load_inception_state_dict(weights_path: str | Path) -> dict[str, torch.Tenso
     expected = {"Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3), "Mixed_7c.branch_pool.conv.weight": None, "fc.weight": None}
     if not isinstance(state, dict) or not all(k in state for k in expected):
         keys = ", ".join(list(state)[:5]) if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
+        raise InvalidValue(
             f"{path} is not an InceptionV3 state dict in torch-fidelity's layout (expected keys such as "
             f"{', '.join(expected)}; found {keys} …)"
         )
     if tuple(state["Conv2d_1a_3x3.conv.weight"].shape) != expected["Conv2d_1a_3x3.conv.weight"]:
-        raise ValueError(
+        raise InvalidValue(
             f"{path}: Conv2d_1a_3x3.conv.weight has shape {tuple(state['Conv2d_1a_3x3.conv.weight'].shape)}"
         )
     return state
@@ -122,7 +124,7 @@ def inception_extractor(weights_path: str | Path, feature: str = INCEPTION_FEATU
         try:
             module = FeatureExtractorInceptionV3(INCEPTION, [feature], feature_extractor_weights_path=str(clean))
         except RuntimeError as err:
-            raise ValueError(f"{weights_path} does not fit torch-fidelity's InceptionV3: {err}") from err
+            raise InvalidValue(f"{weights_path} does not fit torch-fidelity's InceptionV3: {err}") from err
     return Extractor(module, feature, f"{INCEPTION}-{feature}-{file_hash(Path(weights_path))}")
 
 
@@ -148,7 +150,7 @@ def extract_features(
 def features_to_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and unbiased covariance (D, D) in float64, as torch-fidelity's `fid_features_to_statistics`."""
     if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"FID statistics need at least 2 feature vectors (N, D), got {tuple(features.shape)}")
+        raise InvalidValue(f"FID statistics need at least 2 feature vectors (N, D), got {tuple(features.shape)}")
     f = features.double()
     mu = f.mean(0)
     centred = f - mu
@@ -202,7 +204,7 @@ def feature_sets_to_fid(features: torch.Tensor, real: RealStatistics) -> torch.T
     real = real.to(f.device)
     c, k, d = f.shape
     if k < 2:
-        raise ValueError(f"FID statistics need at least 2 feature vectors per set, got {k}")
+        raise InvalidValue(f"FID statistics need at least 2 feature vectors per set, got {k}")
     mu = f.mean(1)  # (c, D)
     centred = f - mu[:, None]  # (c, K, D)
     if k > d:
@@ -240,13 +242,13 @@ def folder_images(folder: str | Path) -> ImageSource:
         raise FileNotFoundError(f"no folder of real images at {folder}")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if len(files) < 2:
-        raise ValueError(f"{folder} holds {len(files)} PNG/JPEG images; FID needs real images (thousands, ideally)")
+        raise InvalidValue(f"{folder} holds {len(files)} PNG/JPEG images; FID needs real images (thousands, ideally)")
 
     def batches(batch_size: int) -> Iterator[torch.Tensor]:
         for start in range(0, len(files), batch_size):
             batch = [np.asarray(Image.open(p).convert("RGB")) for p in files[start : start + batch_size]]
             if len({b.shape for b in batch}) > 1:
-                raise ValueError(f"images in {folder} differ in size; resize them to one size first")
+                raise InvalidValue(f"images in {folder} differ in size; resize them to one size first")
             yield torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
 
     listing = [(str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime)) for p in files]

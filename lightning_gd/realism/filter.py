@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from lightning_gd.cache import fingerprint
+from lightning_gd.errors import InvalidValue
 
 
 def load_unit_fid(path: str | Path, layers: list[str], generator: nn.Module) -> dict:
@@ -21,10 +22,10 @@ def load_unit_fid(path: str | Path, layers: list[str], generator: nn.Module) -> 
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not a readable per-unit FID file: {err}") from err
+        raise InvalidValue(f"{path} is not a readable per-unit FID file: {err}") from err
     if doc.get("layer") not in layers:
-        raise ValueError(f"{path} scores layer '{doc.get('layer')}', not one of the dissected {layers}")
+        raise InvalidValue(f"{path} scores layer '{doc.get('layer')}', not one of the dissected {layers}")
     scored = doc.get("generator_fingerprint")
     if scored is not None and scored != fingerprint(generator, code=False):
-        raise ValueError(f"{path} was scored on another generator (weights fingerprint {scored})")
+        raise InvalidValue(f"{path} was scored on another generator (weights fingerprint {scored})")
     return doc

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning_gd.cache import atomic_write
+from lightning_gd.errors import InvalidValue
 from lightning_gd.reports.page_parts import (
     KINDS,
     PAGE,
@@ -165,7 +166,7 @@ def write_page(folder: str | Path, refresh_related: bool = True, extra: tuple[Re
     final = final_folder(folder)
     me = read_result(folder)
     if me is None or me.kind not in BODIES:
-        raise ValueError(f"{folder} holds no {', '.join(sorted(BODIES))} result ({', '.join(KINDS)})")
+        raise InvalidValue(f"{folder} holds no {', '.join(sorted(BODIES))} result ({', '.join(KINDS)})")
     title, meta, body = BODIES[me.kind](me, final)
     path = folder / PAGE
     atomic_write(path, page(title, meta, body, links(final, me, extra)).encode())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.segmenters import ModuleSegmenter
 from lightning_gd.world.models import FeatureNet, UNet
 from lightning_gd.world.render import CATEGORIES, CONCEPTS, render_scene
@@ -43,7 +44,7 @@ def load_segmenter(path: str | Path | None = None, device: torch.device | str | 
 
     def build(num_classes: int, width: int) -> UNet:
         if num_classes != len(CONCEPTS):
-            raise ValueError(f"segmenter weights have {num_classes} classes; this world has {len(CONCEPTS)}")
+            raise InvalidValue(f"segmenter weights have {num_classes} classes; this world has {len(CONCEPTS)}")
         return UNet(num_classes, width)
 
     # The file holds the bare UNet's state dict (what `export` writes); wrap it after loading.
@@ -66,7 +67,7 @@ def _generator(
     `hyper_parameters` of a world GAN training checkpoint, an untrained generator of that run's size."""
     if hyper_parameters is not None:
         if "sizes" not in hyper_parameters:
-            raise ValueError(
+            raise InvalidValue(
                 "this checkpoint's hyper-parameters have no 'sizes': it is not a world ProGAN training checkpoint "
                 "(the earlier DCGAN world generator is no longer supported)"
             )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.world import load_feature_net, load_generator, load_segmenter
 from lightning_gd.world.evaluate import (
     FRESH_SEED_2,
@@ -95,7 +96,7 @@ def measure(n: int = 2000, gan_checkpoints: list[Path] = ()) -> dict:
 
 def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | None = None) -> Path:
     if n < 2:
-        raise ValueError(f"world-card needs n ≥ 2 samples per measurement (FID needs a covariance), got {n}")
+        raise InvalidValue(f"world-card needs n ≥ 2 samples per measurement (FID needs a covariance), got {n}")
     out = Path(out) if out is not None else Path("out/world-card")
     out.mkdir(parents=True, exist_ok=True)
     results = measure(n, gan_checkpoints)

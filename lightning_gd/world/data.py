@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.world.render import VIEWS, render_scene
 
 # Streams: train/val/test are offsets of the user's seed; "fresh" renders for model cards use others.
@@ -32,9 +33,9 @@ class SceneDataset(Dataset):
 
     def __init__(self, size: int, seed: int = 0, view: str | None = None) -> None:
         if size <= 0:
-            raise ValueError(f"SceneDataset size must be positive, got {size}")
+            raise InvalidValue(f"SceneDataset size must be positive, got {size}")
         if view is not None and view not in VIEWS:
-            raise ValueError(f"unknown world view {view!r}; choose one of {sorted(VIEWS)}")
+            raise InvalidValue(f"unknown world view {view!r}; choose one of {sorted(VIEWS)}")
         self.size, self.seed, self.view = size, seed, view
 
     def __len__(self) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.weights import read_checkpoint, state_dict_of
 from lightning_gd.world.models import FeatureNet, UNet
 from lightning_gd.world.render import CONCEPTS, RENDERER_VERSION
@@ -48,9 +49,9 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None, ga
     For the GAN, `gan_weights` picks the exponential moving average (`ema`) or the generator under training
     (`generator`); the exported ProGAN clamps its images to [-1, 1]."""
     if model not in MODELS:
-        raise ValueError(f"unknown world model '{model}'; choose one of {', '.join(MODELS)}")
+        raise InvalidValue(f"unknown world model '{model}'; choose one of {', '.join(MODELS)}")
     if gan_weights not in GAN_WEIGHTS:
-        raise ValueError(f"unknown gan_weights '{gan_weights}'; choose one of {', '.join(GAN_WEIGHTS)}")
+        raise InvalidValue(f"unknown gan_weights '{gan_weights}'; choose one of {', '.join(GAN_WEIGHTS)}")
     ckpt = read_checkpoint(checkpoint)
     hp = ckpt.get("hyper_parameters", {})
     provenance = {

@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.images import to_float_images
 from lightning_gd.world.models import FeatureNet
 from lightning_gd.world.render import CONCEPTS
@@ -93,7 +94,7 @@ class WorldFeatureExtractor(FeatureExtractorBase):
 
     def forward(self, x: torch.Tensor):
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"{self.name} expects uint8 images (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
+            raise InvalidValue(f"{self.name} expects uint8 images (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
         x = to_float_images(x).to(next(self.net.parameters()).device)
         if x.shape[-2:] != (64, 64):
             x = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)

@@ -24,6 +24,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.zoo.progan import ProGAN
 
 # [z_dim, channels at 4², 8², 16², 32², 64²]: layer1-2 at 4², layer3-4 at 8² (layer4: 256 units), … layer9-10 at
@@ -69,7 +70,7 @@ class Discriminator(nn.Module):
     def __init__(self, widths: tuple[int, ...] | list[int] = DISCRIMINATOR_WIDTHS, resolution: int = 64) -> None:
         super().__init__()
         if 4 * 2 ** (len(widths) - 1) != resolution:
-            raise ValueError(f"{len(widths)} discriminator widths make a {4 * 2 ** (len(widths) - 1)}² input, "
+            raise InvalidValue(f"{len(widths)} discriminator widths make a {4 * 2 ** (len(widths) - 1)}² input, "
                              f"not {resolution}²")  # fmt: skip
         self.from_rgb = EqualConv2d(3, widths[0], 1)
         self.down = nn.ModuleList(EqualConv2d(a, b, 3) for a, b in zip(widths[:-1], widths[1:]))

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lightning_gd.errors import InvalidValue
+
 SIZE = 64
 RENDERER_VERSION = 2  # 2: the close view added; the street view draws the same scenes as in version 1
 
@@ -78,7 +80,7 @@ def render_scene(seed: int | np.random.SeedSequence, view: str | None = None) ->
     (64, 64) indices into CONCEPTS."""
     view = DEFAULT_VIEW if view is None else view
     if view not in VIEWS:
-        raise ValueError(f"unknown world view {view!r}; choose one of {sorted(VIEWS)}")
+        raise InvalidValue(f"unknown world view {view!r}; choose one of {sorted(VIEWS)}")
     return VIEWS[view](seed)
 
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, safe_open, save
 from torch import nn
 
 from lightning_gd.cache import atomic_write
+from lightning_gd.errors import InvalidValue
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FILES = {"generator": "generator.safetensors", "segmenter": "segmenter.safetensors", "features": "features.safetensors"}
@@ -39,14 +40,14 @@ def load_module(build, path: str | Path, what: str) -> nn.Module:
         meta = read_metadata(path)
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file of {what} weights: {err}") from err
+        raise InvalidValue(f"{path} is not a readable safetensors file of {what} weights: {err}") from err
     if "kwargs" not in meta:
-        raise ValueError(f"{path} has no 'kwargs' metadata; it was not written by lightning_gd's exporter")
+        raise InvalidValue(f"{path} has no 'kwargs' metadata; it was not written by lightning_gd's exporter")
     module = build(**meta["kwargs"])
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{path} does not match the {what} architecture {meta['kwargs']}: {err}") from err
+        raise InvalidValue(f"{path} does not match the {what} architecture {meta['kwargs']}: {err}") from err
     return module.eval().requires_grad_(False)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from lightning_gd.errors import InvalidValue, WrongType
 from lightning_gd.models.generators import GeneratorWrapper
 from lightning_gd.models.segmenters import ModuleSegmenter, Segmenter
 
@@ -48,9 +49,9 @@ _loaded = False
 def register(kind: str, name: str, factory: Callable[..., Any], help: str = "") -> None:
     """Make `zoo.<kind>("name:argument", **options)` call `factory(argument, **options)`."""
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+        raise InvalidValue(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     if not name or ":" in name:
-        raise ValueError(f"a zoo name is a non-empty word without ':', got {name!r}")
+        raise InvalidValue(f"a zoo name is a non-empty word without ':', got {name!r}")
     _REGISTRY[kind][name] = Entry(factory, help)
 
 
@@ -112,7 +113,7 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
     for pair in filter(None, query.split("&")):
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"spec option {pair!r} in {spec!r} is not key=value")
+            raise InvalidValue(f"spec option {pair!r} in {spec!r} is not key=value")
         try:
             options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -132,14 +133,14 @@ def build(kind: str, spec: str | None, **options) -> Any:
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         listing = "; ".join(f"{n}: {_REGISTRY[kind][n].help}" if _REGISTRY[kind][n].help else n for n in known)
-        raise ValueError(f"unknown {kind} {name!r}{hint}; the zoo has {listing or 'none'}")
+        raise InvalidValue(f"unknown {kind} {name!r}{hint}; the zoo has {listing or 'none'}")
     return _REGISTRY[kind][name].factory(argument, **options)
 
 
 def _from_config(config: dict) -> Any:
     """Instantiate a `{"class_path": ..., "init_args": {...}}` config (nested configs too)."""
     if "class_path" not in config:
-        raise ValueError(f"a network config needs a class_path, got keys {', '.join(config) or 'none'}")
+        raise InvalidValue(f"a network config needs a class_path, got keys {', '.join(config) or 'none'}")
     module, _, name = config["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module), name)
     args = {
@@ -166,16 +167,16 @@ def generator(spec: str | nn.Module | dict | None = None, weights: str | None = 
         net = build("generator", spec, weights=weights, **options)
         return GeneratorWrapper(net, **{"z_dim": net.z_dim, **wrap}) if wrap else net
     if options:
-        raise TypeError(f"options {', '.join(options)} apply to zoo specs, not to a {describe(spec)} module")
+        raise WrongType(f"options {', '.join(options)} apply to zoo specs, not to a {describe(spec)} module")
     net = _from_config(spec) if isinstance(spec, dict) else spec
     if not isinstance(net, nn.Module):
-        raise TypeError(f"a generator must be an nn.Module, a zoo spec or a class_path config; got {describe(net)}")
+        raise WrongType(f"a generator must be an nn.Module, a zoo spec or a class_path config; got {describe(net)}")
     from lightning_gd.models.weights import load_weights
 
     net = load_weights(net, weights)
     if wrap or getattr(net, "z_dim", None) is None:
         if "z_dim" not in wrap and getattr(net, "z_dim", None) is None:
-            raise ValueError(
+            raise InvalidValue(
                 f"{type(net).__name__} has no z_dim attribute: wrap it with zoo.generator(net, z_dim=…) (command "
                 "line: --z_dim); z_shape, sampler and output_range adapt other inputs and outputs"
             )
@@ -192,16 +193,16 @@ def segmenter(spec: str | nn.Module | dict | None = None, **options) -> Segmente
         return build("segmenter", spec, **options)
     wrap, options = _split(dict(options), _WRAP_SEGMENTER)
     if options:
-        raise TypeError(f"options {', '.join(options)} apply to zoo specs, not to a {describe(spec)} module")
+        raise WrongType(f"options {', '.join(options)} apply to zoo specs, not to a {describe(spec)} module")
     net = _from_config(spec) if isinstance(spec, dict) else spec
     if isinstance(net, Segmenter):
         if wrap:
-            raise TypeError(f"{type(net).__name__} is already a Segmenter; {', '.join(wrap)} apply to bare networks")
+            raise WrongType(f"{type(net).__name__} is already a Segmenter; {', '.join(wrap)} apply to bare networks")
         return net
     if not isinstance(net, nn.Module):
-        raise TypeError(f"a segmenter must be an nn.Module, a zoo spec or a class_path config; got {describe(net)}")
+        raise WrongType(f"a segmenter must be an nn.Module, a zoo spec or a class_path config; got {describe(net)}")
     if "concepts" not in wrap:
-        raise TypeError(
+        raise WrongType(
             f"{type(net).__name__} is a bare network without a concept vocabulary: wrap it with "
             "zoo.segmenter(net, concepts=[...], output='logits' | 'probs' | 'labels') "
             "(or lightning_gd.models.segmenters.ModuleSegmenter)"
@@ -226,7 +227,7 @@ def _inception(argument: str | None, weights_path: str | None = None):
 
     path = argument or weights_path
     if path is None:
-        raise ValueError(
+        raise InvalidValue(
             "the Inception extractor needs local weights: --feature_extractor_weights_path PATH on the command line, "
             "feature_extractor_weights_path= in FIDMonitor, or zoo.feature_extractor('inception:PATH') (nothing is "
             "downloaded)"
@@ -238,7 +239,7 @@ def _folder(argument: str | None, **options):
     from lightning_gd.realism.fid import folder_images
 
     if argument is None:
-        raise ValueError("name the folder of real images: folder:PATH")
+        raise InvalidValue("name the folder of real images: folder:PATH")
     return folder_images(argument, **options)
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.weights import read_file, shapes_of, state_dict_of, state_differences
 from lightning_gd.zoo.csail_nets import POOLING, PPM, EncoderDecoder, ResNetEncoder, UPerNet, UPPDecoder, upsample
 from lightning_gd.zoo.segmenting import PublishedSegmenter
@@ -76,7 +77,7 @@ PAPER_PART_OBJECTS = ("sky", "building", "person")
 def checkpoint_pair(folder: str | Path | None, epoch: int | None, what: str) -> tuple[Path, Path]:
     """The (encoder, decoder) files of `folder`: `*_epoch_N.pth` (or `.safetensors`), the highest N by default."""
     if folder is None:
-        raise ValueError(f"name the folder of the {what}: the spec needs a folder after the colon")
+        raise InvalidValue(f"name the folder of the {what}: the spec needs a folder after the colon")
     folder = Path(folder)
     layout = f"encoder_epoch_N.pth and decoder_epoch_N.pth (the {what} as published)"
     if not folder.is_dir():
@@ -109,7 +110,7 @@ def load_strict(module: nn.Module, state: dict, path: Path, what: str) -> None:
     as in files saved by older PyTorch), or a ValueError that names the file and lists what differs."""
     problems = state_differences(shapes_of(module.state_dict()), shapes_of(state), optional=("num_batches_tracked",))
     if problems:
-        raise ValueError(f"{what} {path} does not match {type(module).__name__}: {problems}")
+        raise InvalidValue(f"{what} {path} does not match {type(module).__name__}: {problems}")
     module.load_state_dict(state, strict=False)
 
 
@@ -121,7 +122,7 @@ def resnet_encoder(state: dict, path: Path, dilated: bool) -> ResNetEncoder:
     """The deep-stem ResNet whose depth and block type the encoder file's keys give."""
     depths = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in range(1, 5))
     if 0 in depths or "conv3.weight" not in state:
-        raise ValueError(
+        raise InvalidValue(
             f"encoder {path} is not a CSAIL deep-stem ResNet (keys conv1–conv3, layer1–layer4; supported: resnet18, "
             f"resnet50, resnet101, plain or dilated); its keys start with {_prefixes(state)}"
         )
@@ -132,7 +133,7 @@ def resnet_encoder(state: dict, path: Path, dilated: bool) -> ResNetEncoder:
 
 def _shape(state: dict, key: str, path: Path, what: str) -> torch.Size:
     if key not in state:
-        raise ValueError(f"{what} {path} has no {key}; its keys start with {_prefixes(state)}")
+        raise InvalidValue(f"{what} {path} has no {key}; its keys start with {_prefixes(state)}")
     return state[key].shape
 
 
@@ -155,13 +156,13 @@ def ade20k_decoder(state: dict, path: Path) -> tuple[str, nn.Module]:
     elif "fpn_in.0.0.weight" in state:
         kind, last = "upernet", "conv_last.1.weight"
     else:
-        raise ValueError(
+        raise InvalidValue(
             f"decoder {path} is none of ppm_deepsup, ppm, upernet (the decoders supported); its keys start with "
             f"{_prefixes(state)}"
         )
     classes = _shape(state, last, path, "decoder")[0]
     if classes != len(ADE20K_CLASSES):
-        raise ValueError(f"decoder {path} predicts {classes} classes; the ADE20K models predict 150")
+        raise InvalidValue(f"decoder {path} predicts {classes} classes; the ADE20K models predict 150")
     if kind == "upernet":
         decoder = UPerNet(classes, **upernet_dims(state, path, "decoder"))
     else:
@@ -172,7 +173,7 @@ def ade20k_decoder(state: dict, path: Path) -> tuple[str, nn.Module]:
 
 def _check_joint(encoder: ResNetEncoder, fc_dim: int, enc_path: Path, dec_path: Path) -> None:
     if encoder.channels[-1] != fc_dim:
-        raise ValueError(
+        raise InvalidValue(
             f"encoder {enc_path} ends with {encoder.channels[-1]} channels but decoder {dec_path} takes {fc_dim}: "
             "they are not one model"
         )
@@ -221,10 +222,10 @@ def read_labels(path: Path) -> dict:
     try:
         labels = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"UPP vocabulary {path} is not JSON: {err}") from err
+        raise InvalidValue(f"UPP vocabulary {path} is not JSON: {err}") from err
     lacking = [k for k in ("object", "material", "object_part") if k not in labels]
     if lacking:
-        raise ValueError(f"UPP vocabulary {path} lacks {', '.join(lacking)}; it needs object, material, object_part")
+        raise InvalidValue(f"UPP vocabulary {path} lacks {', '.join(lacking)}; it needs object, material, object_part")
     return labels
 
 
@@ -237,12 +238,12 @@ def upp_vocabulary(labels: dict, part_objects=PAPER_PART_OBJECTS, heads=HEADS) -
         problem = (
             f"lists objects twice: {', '.join(twice)}" if twice else f"has parts of non-objects: {', '.join(strays)}"
         )
-        raise ValueError(f"labels.json {problem}")
+        raise InvalidValue(f"labels.json {problem}")
     owners = sorted(labels["object_part"], key=objects.index)  # the part head's order: owners by object index
     chosen = owners if part_objects is None else list(part_objects)
     unknown = [o for o in chosen if o not in owners]
     if unknown:
-        raise ValueError(f"no parts for {', '.join(unknown)} in labels.json; objects with parts: {', '.join(owners)}")
+        raise InvalidValue(f"no parts for {', '.join(unknown)} in labels.json; objects with parts: {', '.join(owners)}")
     index = {name: i for i, name in enumerate(n for n in objects if n != NONE)}
     categories = dict.fromkeys(index, "object")
     chosen = [o for o in owners if o in chosen] if "part" in heads else []  # in object order, whatever was asked
@@ -330,7 +331,7 @@ def upp_decoder(state: dict, path: Path, labels: dict, labels_path: Path, poolin
     }
     differ = [f"{h} head {classes[h]} channels, labels.json {n}" for h, n in expected.items() if classes[h] != n]
     if differ:
-        raise ValueError(f"decoder {path} does not fit the vocabulary {labels_path}: {'; '.join(differ)}")
+        raise InvalidValue(f"decoder {path} does not fit the vocabulary {labels_path}: {'; '.join(differ)}")
     decoder = UPPDecoder(classes, **upernet_dims(state, path, "decoder"), pool=POOLING[pooling])
     load_strict(decoder, state, path, "decoder")
     return decoder
@@ -348,10 +349,10 @@ def load_upp(
     """`upp:DIR` (see the module doc). `part_objects`: whose parts are concepts (None: all); `heads`: which heads
     make the vocabulary (object always); `pooling`: `prroi` (exact, the reference's) or `average`."""
     if pooling not in POOLING:
-        raise ValueError(f"pooling must be one of {', '.join(POOLING)}; got {pooling!r}")
+        raise InvalidValue(f"pooling must be one of {', '.join(POOLING)}; got {pooling!r}")
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
     if "object" not in heads or not set(heads) <= set(HEADS):
-        raise ValueError(f"heads are among {', '.join(HEADS)} and include object; got {', '.join(heads) or 'none'}")
+        raise InvalidValue(f"heads are among {', '.join(HEADS)} and include object; got {', '.join(heads) or 'none'}")
     part_objects = (part_objects,) if isinstance(part_objects, str) else part_objects
     enc_path, dec_path = checkpoint_pair(argument, epoch, "UPP model")
     labels_path = Path(argument) / "labels.json"

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lightning_gd.errors import InvalidValue, MissingPackage
 from lightning_gd.zoo.segmenting import PublishedSegmenter
 
 EXTRA = 'pip install "lightning_gd[hf]"'
@@ -50,13 +51,13 @@ def load(argument: str | None, batch_size: int = 16) -> PublishedSegmenter:
     try:
         from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
     except ImportError as err:
-        raise ImportError(f"hf:DIR segmenters need the transformers package: {EXTRA}") from err
+        raise MissingPackage(f"hf:DIR segmenters need the transformers package: {EXTRA}") from err
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(
             str(folder), local_files_only=True, use_safetensors=True, trust_remote_code=False
         )
     except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{folder} does not hold a transformers semantic-segmentation model: {err}") from err
+        raise InvalidValue(f"{folder} does not hold a transformers semantic-segmentation model: {err}") from err
     model = model.float().eval()  # half-precision exports run on float32 images like the others
     processor = None
     if (folder / "preprocessor_config.json").is_file():
@@ -76,7 +77,7 @@ def load(argument: str | None, batch_size: int = 16) -> PublishedSegmenter:
 def checked_folder(argument: str | None) -> Path:
     """The model folder, after checking that it holds a config and safetensors weights."""
     if not argument:
-        raise ValueError("name the model folder: hf:DIR (a folder written by save_pretrained, with config.json)")
+        raise InvalidValue("name the model folder: hf:DIR (a folder written by save_pretrained, with config.json)")
     folder = Path(argument).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"Hugging Face model folder not found: {folder} (expected a save_pretrained folder)")
@@ -85,7 +86,7 @@ def checked_folder(argument: str | None) -> Path:
     if not any((folder / name).is_file() for name in WEIGHTS):
         pickled = [name for name in PICKLES if (folder / name).is_file()]
         if pickled:
-            raise ValueError(
+            raise InvalidValue(
                 f"{folder / pickled[0]} is a pickled checkpoint; hf:DIR loads safetensors only. Convert it once: "
                 'python -c "from lightning_gd.models.weights import read_file; from safetensors.torch import '
                 f"save_file; save_file({{k: v.contiguous() for k, v in read_file('{folder / PICKLES[0]}').items()}}, "
@@ -99,10 +100,12 @@ def vocabulary(config, folder: Path) -> list[str]:
     """The class names of `config.id2label`, in id order."""
     id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
     if sorted(id2label) != list(range(len(id2label))) or not id2label:
-        raise ValueError(f"{folder / 'config.json'}: id2label must name the classes 0…C-1, got ids {sorted(id2label)}")
+        raise InvalidValue(
+            f"{folder / 'config.json'}: id2label must name the classes 0…C-1, got ids {sorted(id2label)}"
+        )
     names = [id2label[i] for i in range(len(id2label))]
     if len(set(names)) != len(names):
-        raise ValueError(f"{folder / 'config.json'}: id2label repeats class names: {', '.join(names)}")
+        raise InvalidValue(f"{folder / 'config.json'}: id2label repeats class names: {', '.join(names)}")
     return names
 
 
@@ -130,4 +133,4 @@ def resize_rule(processor) -> tuple[int | None, tuple[int, int] | None]:
         return None, (int(size.get("height")), int(size.get("width")))
     if size.get("shortest_edge") is not None:
         return int(size.get("shortest_edge")), None
-    raise ValueError(f"unsupported image processor size {dict(size)}; expected height and width, or shortest_edge")
+    raise InvalidValue(f"unsupported image processor size {dict(size)}; expected height and width, or shortest_edge")

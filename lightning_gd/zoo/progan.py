@@ -35,6 +35,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.weights import read_file, shapes_of, state_dict_of, state_differences
 
 WHAT = (
@@ -125,7 +126,7 @@ def preset(resolution: int, width_scale: float = 1.0) -> list[int]:
     512, 512, 512, 512, 256, 128, 64, 32); 512 and 1024 px follow the CelebA-HQ generator (512 up to 32×32, then
     halving). `width_scale` multiplies every size (at least 1), for small networks in tests and examples."""
     if resolution < 4 or resolution & (resolution - 1) or resolution > 1024:
-        raise ValueError(f"ProGAN resolution must be a power of two from 4 to 1024, got {resolution}")
+        raise InvalidValue(f"ProGAN resolution must be a power of two from 4 to 1024, got {resolution}")
     base = 8192 if resolution <= 256 else 16384
     channels = [min(512, base // r) for r in (2**i for i in range(2, int(math.log2(resolution)) + 1))]
     return [max(1, int(c * width_scale)) for c in [512, *channels]]
@@ -143,7 +144,7 @@ class ProGAN(nn.Sequential):
     def __init__(self, sizes: list[int] | tuple[int, ...], tanh: bool = False) -> None:
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
-            raise ValueError(f"sizes must be [z_dim, channels at 4×4, …] with positive entries, got {sizes}")
+            raise InvalidValue(f"sizes must be [z_dim, channels at 4×4, …] with positive entries, got {sizes}")
         blocks = [Block(sizes[0], sizes[1], 4, padding=3, upsample=False), Block(sizes[1], sizes[1], 3, 1, False)]
         for c_in, c_out in zip(sizes[1:-1], sizes[2:]):
             blocks += [Block(c_in, c_out, 3, 1, upsample=True), Block(c_out, c_out, 3, 1, upsample=False)]
@@ -154,7 +155,7 @@ class ProGAN(nn.Sequential):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim not in (2, 4) or z.shape[1] != self.z_dim or z[0].numel() != self.z_dim:
-            raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
+            raise InvalidValue(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
         return super().forward(z.reshape(z.shape[0], self.z_dim, 1, 1))
 
     def can_forward_from(self, layer: str) -> bool:
@@ -170,7 +171,7 @@ class ProGAN(nn.Sequential):
         """The image from `layer`'s (possibly edited) output r: the blocks after `layer`."""
         names = list(self._modules)
         if layer not in names:
-            raise ValueError(f"ProGAN has no top-level layer {layer!r}; its layers: {', '.join(names)}")
+            raise InvalidValue(f"ProGAN has no top-level layer {layer!r}; its layers: {', '.join(names)}")
         for module in list(self)[names.index(layer) + 1 :]:
             r = module(r)
         return r
@@ -186,7 +187,7 @@ def sizes_of(state: dict[str, torch.Tensor]) -> list[int]:
     first = state.get("layer1.conv.weight")
     if not found or not isinstance(first, torch.Tensor) or first.ndim != 4:
         shown = ", ".join(sorted(state)[:8]) + (", …" if len(state) > 8 else "")
-        raise ValueError(
+        raise InvalidValue(
             "not a ProGAN state dict in the GAN-dissection layout: it needs layer1.conv.weight (channels, z_dim, 4, "
             f"4), layerK.conv.weight, layerK.wscale.b and output_RxR.*; its keys: {shown or 'none'}"
         )
@@ -199,7 +200,9 @@ def _width(state: dict[str, torch.Tensor], k: int) -> int:
         t = state.get(key)
         if isinstance(t, torch.Tensor) and t.ndim > axis:
             return int(t.shape[axis])
-    raise ValueError(f"cannot tell the channels of ProGAN layer{k}: none of its tensors, nor layer{k + 1}'s, is there")
+    raise InvalidValue(
+        f"cannot tell the channels of ProGAN layer{k}: none of its tensors, nor layer{k + 1}'s, is there"
+    )
 
 
 def renamed_old(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -222,7 +225,7 @@ def check_fits(net: ProGAN, state: dict[str, torch.Tensor], source: object) -> N
     """Nothing, or a ValueError that lists every missing key, unexpected key and differing shape at once."""
     problems = state_differences(shapes_of(net.state_dict()), shapes_of(state))
     if problems:
-        raise ValueError(
+        raise InvalidValue(
             f"{source} does not fit the ProGAN its layerK tensors describe (sizes {list(net.sizes)}): {problems}"
         )
 
@@ -239,10 +242,10 @@ def load(
     (read with weights_only) or `.safetensors`. `weights=PATH` names the file instead of the spec's argument.
     `tanh` clamps the images to [-1, 1]."""
     if argument and weights and str(argument) != str(weights):
-        raise ValueError(f"two ProGAN files given: progan:{argument} and weights={weights}; name one")
+        raise InvalidValue(f"two ProGAN files given: progan:{argument} and weights={weights}; name one")
     path = argument or weights
     if not path:
-        raise ValueError(
+        raise InvalidValue(
             "progan needs the path of a ProGAN checkpoint: progan:PATH, e.g. progan:proggan_churchoutdoor-*.pth "
             "(the GAN-dissection authors' files; nothing is downloaded)"
         )

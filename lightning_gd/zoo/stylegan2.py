@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.weights import read_file, shapes_of, state_dict_of, state_differences
 from lightning_gd.zoo.stylegan2_layers import (
     NOISE_MODES,
@@ -105,7 +106,7 @@ class StyleGAN2Generator(nn.Module):
     @noise.setter
     def noise(self, mode: str) -> None:
         if mode not in NOISE_MODES:
-            raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {mode!r}")
+            raise InvalidValue(f"noise must be one of {', '.join(NOISE_MODES)}, got {mode!r}")
         self._noise = mode
         for m in self.modules():
             if isinstance(m, NoiseInjection):
@@ -118,7 +119,7 @@ class StyleGAN2Generator(nn.Module):
     @latent.setter
     def latent(self, kind: str) -> None:
         if kind not in LATENTS:
-            raise ValueError(f"latent must be 'z' (sample z, map it to w) or 'w' (the input is w), got {kind!r}")
+            raise InvalidValue(f"latent must be 'z' (sample z, map it to w) or 'w' (the input is w), got {kind!r}")
         self._latent = kind
 
     @property
@@ -144,7 +145,7 @@ class StyleGAN2Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"expected {self.latent} of shape (B, {self.z_dim}), got {tuple(z.shape)}")
+            raise InvalidValue(f"expected {self.latent} of shape (B, {self.z_dim}), got {tuple(z.shape)}")
         w = z if self.latent == "w" else self.mapping(z)
         return self.synthesis(self.truncate(w))
 
@@ -233,7 +234,7 @@ def nvlabs_to_rosinality(state: dict[str, torch.Tensor]) -> tuple[dict[str, torc
         elif key != "mapping.w_avg":
             unknown.append(key)
     if unknown:
-        raise ValueError(f"NVlabs state dict: keys with no place in StyleGAN2's generator: {_listing(unknown)}")
+        raise InvalidValue(f"NVlabs state dict: keys with no place in StyleGAN2's generator: {_listing(unknown)}")
     return out, state.get("mapping.w_avg")
 
 
@@ -260,15 +261,15 @@ def _nvlabs_layer(target: tuple[str, int | None], name: str, value: torch.Tensor
 def _refuse_other_nvlabs_networks(state: dict) -> None:
     keys = list(state)
     if any(k.startswith("mapping.embed.") for k in keys):
-        raise ValueError("this NVlabs generator is conditional (mapping.embed: c_dim > 0); only unconditional ones")
+        raise InvalidValue("this NVlabs generator is conditional (mapping.embed: c_dim > 0); only unconditional ones")
     if any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in keys):
-        raise ValueError("this is a StyleGAN3 generator (synthesis.input, synthesis.L*); stylegan2: reads StyleGAN2")
+        raise InvalidValue("this is a StyleGAN3 generator (synthesis.input, synthesis.L*); stylegan2: reads StyleGAN2")
     if any(re.match(r"synthesis\.b\d+\.skip\.", k) for k in keys):
-        raise ValueError("this NVlabs generator has the 'resnet' architecture; stylegan2: reads the 'skip' one")
+        raise InvalidValue("this NVlabs generator has the 'resnet' architecture; stylegan2: reads the 'skip' one")
     res = sorted({int(m[1]) for k in keys if (m := re.match(r"synthesis\.b(\d+)\.", k))})
     missing = [f"synthesis.b{r}.torgb" for r in res if f"synthesis.b{r}.torgb.weight" not in state]
     if missing:
-        raise ValueError(f"no {', '.join(missing)}: an 'orig'-architecture generator; stylegan2: reads 'skip' ones")
+        raise InvalidValue(f"no {', '.join(missing)}: an 'orig'-architecture generator; stylegan2: reads 'skip' ones")
 
 
 def _listing(keys: list[str], n: int = 12) -> str:
@@ -282,7 +283,7 @@ def _architecture(state: dict[str, torch.Tensor], source) -> tuple[int, dict[int
         n_mlp += 1
     n_convs = sum(1 for k in state if re.fullmatch(r"convs\.\d+\.conv\.weight", k))
     if not n_mlp or "input.input" not in state or "conv1.conv.weight" not in state or n_convs % 2:
-        raise ValueError(
+        raise InvalidValue(
             f"{source}: not a complete StyleGAN2 generator (style.1.weight, input.input, conv1.conv.weight and pairs "
             f"of convs.N.conv.weight expected); keys: {_listing(sorted(state))}"
         )
@@ -312,7 +313,7 @@ def _load_strictly(G: StyleGAN2Generator, state: dict[str, torch.Tensor], source
     given = {**theirs(shapes_of(ours)), **{k: ("?",) for k in unexpected}}
     problems = state_differences(theirs(shapes_of(expected)), given)
     if problems:
-        raise ValueError(f"{source} does not fit a {G.resolution}×{G.resolution} StyleGAN2 generator: {problems}")
+        raise InvalidValue(f"{source} does not fit a {G.resolution}×{G.resolution} StyleGAN2 generator: {problems}")
     G.load_state_dict({**ours, "w_avg": G.w_avg}, strict=True)
 
 
@@ -328,7 +329,7 @@ def export_hint() -> str:
 def read_generator(path: str | Path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, str]:
     """(rosinality state dict, mean w or None, layout name) from a local file, never unpickling code."""
     if Path(path).suffix.lower() == ".pkl":
-        raise ValueError(f"{path}: {export_hint()}")
+        raise InvalidValue(f"{path}: {export_hint()}")
     with torch.serialization.safe_globals([argparse.Namespace]):  # rosinality's train.py saves its `args`
         obj = read_file(path, WHAT)
     w_avg = obj.get("latent_avg")
@@ -339,7 +340,7 @@ def read_generator(path: str | Path) -> tuple[dict[str, torch.Tensor], torch.Ten
     if "mapping.fc0.weight" in state:
         state, w_avg = nvlabs_to_rosinality(state)
         return state, w_avg, "nvlabs"
-    raise ValueError(
+    raise InvalidValue(
         f"{path} is not a {WHAT}: expected rosinality's keys (style.1.weight, input.input, conv1.*, convs.N.*) in "
         f"g_ema, or NVlabs' (mapping.fc0.weight, synthesis.b4.const, …); found: {_listing(sorted(obj))}"
     )
@@ -361,11 +362,11 @@ def load(
     (`z`, or `w` to feed w directly), `conv_clamp` (NVlabs' activation clipping, see the module doc)."""
     path = argument or weights
     if path is None:
-        raise ValueError(f"stylegan2 needs a local file: stylegan2:PATH, a {WHAT}")
+        raise InvalidValue(f"stylegan2 needs a local file: stylegan2:PATH, a {WHAT}")
     if argument and weights and str(argument) != str(weights):
-        raise ValueError(f"two files given: stylegan2:{argument} and weights={weights}; give one")
+        raise InvalidValue(f"two files given: stylegan2:{argument} and weights={weights}; give one")
     if noise not in NOISE_MODES:
-        raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+        raise InvalidValue(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
     state, w_avg, layout = read_generator(path)
     resolution, channels, dims = _architecture(state, path)
     G = StyleGAN2Generator(resolution, channels, dims, noise=noise, truncation=float(truncation), latent=latent)
@@ -377,7 +378,7 @@ def load(
     set_conv_clamp(G, conv_clamp)
     if w_avg is not None:
         if w_avg.numel() != G.w_dim:
-            raise ValueError(f"{path}: the mean w has {w_avg.numel()} values; the mapping gives w of {G.w_dim}")
+            raise InvalidValue(f"{path}: the mean w has {w_avg.numel()} values; the mapping gives w of {G.w_dim}")
         G.w_avg.copy_(w_avg.reshape(-1))
         G.w_avg_source = "latent_avg" if layout == "rosinality" else "mapping.w_avg"
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.weights import read_file, shapes_of, state_dict_of, state_differences
 from lightning_gd.zoo.segmenting import PublishedSegmenter
 
@@ -48,7 +49,9 @@ def load(
     head = HEADS[name]
     if head not in state:
         found = ", ".join(sorted({k.split(".")[0] for k in state})) or "none"
-        raise ValueError(f"{path} is not a torchvision {name} state dict: no key {head} (its top-level keys: {found})")
+        raise InvalidValue(
+            f"{path} is not a torchvision {name} state dict: no key {head} (its top-level keys: {found})"
+        )
     classes = state[head].shape[0]
     concepts = vocabulary(classes, concepts, path)
     net = build(name, classes, aux=any(k.startswith(AUX) for k in state))
@@ -62,9 +65,9 @@ def parse(argument: str | None) -> tuple[str, str]:
     """(NAME, PATH) from `NAME:PATH`, the NAME checked against the models this loader builds."""
     name, _, path = (argument or "").partition(":")
     if name not in HEADS:
-        raise ValueError(f"unknown torchvision segmentation model {name!r}; valid names: {', '.join(HEADS)}")
+        raise InvalidValue(f"unknown torchvision segmentation model {name!r}; valid names: {', '.join(HEADS)}")
     if not path:
-        raise ValueError(f"name the weights file: torchvision:{name}:PATH (a state dict, .pth or .safetensors)")
+        raise InvalidValue(f"name the weights file: torchvision:{name}:PATH (a state dict, .pth or .safetensors)")
     return name, path
 
 
@@ -80,11 +83,11 @@ def vocabulary(classes: int, concepts, path: str) -> list[str]:
     """The given concepts (one per class), or torchvision's VOC names when the file has their 21 classes."""
     if concepts is not None:
         if len(concepts) != classes:
-            raise ValueError(f"{len(concepts)} concepts given for the {classes} classes of {path}")
+            raise InvalidValue(f"{len(concepts)} concepts given for the {classes} classes of {path}")
         return list(concepts)
     voc = voc_categories()
     if classes != len(voc):
-        raise ValueError(
+        raise InvalidValue(
             f"{path} has {classes} classes, not the {len(voc)} of torchvision's VOC weights: pass concepts=[...] "
             "(its class names, in order)"
         )
@@ -114,7 +117,7 @@ def load_strictly(net: nn.Module, state: dict[str, torch.Tensor], path: str) -> 
     """Load every weight, or a ValueError listing the missing and unexpected keys and the shapes that differ."""
     problems = state_differences(shapes_of(net.state_dict()), shapes_of(state))
     if problems:
-        raise ValueError(f"{path} does not fit torchvision's {type(net).__name__}: {problems}")
+        raise InvalidValue(f"{path} does not fit torchvision's {type(net).__name__}: {problems}")
     net.load_state_dict(state)
 
 
