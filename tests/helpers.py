@@ -395,7 +395,7 @@ def planted_report():
     d = dissect(
         g, list(REPORT_LAYERS), seg, n=REPORT_N, batch_size=REPORT_N, q=REPORT_Q, top_k=REPORT_K, progress=False
     )
-    return g, d, shown_images(g, d, Z_DIM)
+    return g, d, shown_images(g, d, Z_DIM, segmenter=seg)
 
 
 class NaNSegmenter(ColourSegmenter):

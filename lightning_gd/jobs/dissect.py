@@ -105,7 +105,7 @@ def dissect(
         print(
             f"realism filter: {len(dropped)} units of {unit_fid['layer']} with per-unit FID > {max_unit_fid} left out"
         )
-    shown = shown_images(G, result, zd)
+    shown = shown_images(G, result, zd, segmenter=seg)
     info = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter), "torch": torch.__version__}
     with staged(out) as stage:
         # causal searches beside this folder: the browser shows their ranks and links to them

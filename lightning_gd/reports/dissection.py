@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 from lightning_gd.cache import atomic_write
 from lightning_gd.dissection.results import Dissection
+from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.reports.figures import CATEGORY_COLOURS, concept_bar_chart, layer_summary_figure
 from lightning_gd.reports.images import UnitImages, unit_images
 from lightning_gd.reports.page_parts import relative_url
@@ -48,12 +50,19 @@ def to_json(diss: Dissection, info: dict | None = None) -> dict:
 THUMBNAIL = 128  # largest side of a browser thumbnail: 256×256 samples would make a report of ~1,000 images 15 MB
 
 
+def thumbnail_size(height: int, width: int) -> tuple[int, int]:
+    """(h, w) of a browser thumbnail: the image's size, scaled down to THUMBNAIL pixels on its largest side."""
+    scale = min(1.0, THUMBNAIL / max(height, width, 1))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def _jpeg_b64(image: torch.Tensor) -> str:
     """uint8 (3, H, W) → base64 JPEG, at most THUMBNAIL pixels a side. JPEG keeps a page of hundreds of units at a
     few MB (PNGs of noisy samples ran to over 100 MB); each sample is stored once however many units show it."""
     img = Image.fromarray(image.permute(1, 2, 0).numpy())
-    if max(img.size) > THUMBNAIL:
-        img.thumbnail((THUMBNAIL, THUMBNAIL), Image.BILINEAR)
+    h, w = thumbnail_size(*image.shape[-2:])
+    if (h, w) != tuple(image.shape[-2:]):
+        img = img.resize((w, h), Image.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=90)
     return base64.b64encode(buf.getvalue()).decode()
@@ -71,6 +80,23 @@ def _quantized_maps(maps: torch.Tensor, slots: torch.Tensor) -> tuple[bytes, lis
     span = (hi - lo).clamp(min=1e-12)
     q = ((maps - lo[:, None, None, None]) / span[:, None, None, None] * 255).round().clamp(0, 255).to(torch.uint8)
     return zlib.compress(q.numpy().tobytes(), 6), lo.tolist(), hi.tolist()
+
+
+def _segmentations(shown: UnitImages) -> dict:
+    """The shown images' label groups (`UnitImages.segmentations`) at thumbnail size, nearest-resampled, as
+    zlib-compressed little-endian int16 (-1 = none): the page outlines a unit's label on its images and shows the
+    segmentation beside the unit's region. Empty without segmentations (a report made without the segmenter)."""
+    seg = shown.segmentations
+    if seg is None or len(seg) == 0:
+        return {"seg_groups": 0, "seg_size": [0, 0], "segs": ""}
+    size = thumbnail_size(*shown.images.shape[-2:])
+    seg = F.interpolate(seg.float(), size=size, mode="nearest").to(torch.int16)  # (M, G, h, w)
+    raw = seg.numpy().astype("<i2").tobytes()
+    return {
+        "seg_groups": seg.shape[1],
+        "seg_size": list(size),
+        "segs": base64.b64encode(zlib.compress(raw, 6)).decode(),
+    }
 
 
 def causal_ranks(docs: list[dict], layer: str, num_units: int) -> dict[int, list[dict]]:
@@ -158,6 +184,7 @@ def page_data(diss: Dissection, shown: UnitImages, charts: dict[str, bytes], inf
         "colours": category_colours(diss.vocabulary.categories),
         "samples": shown.samples.tolist(),
         "images": [_jpeg_b64(im) for im in shown.images],
+        **_segmentations(shown),
         "layers": layers,
         "start": layers[counts.index(max(counts))]["name"],  # open on the layer with the most interpretable units
     }
@@ -193,13 +220,16 @@ def _ranks(res, samples: torch.Tensor, slots: torch.Tensor) -> list[list[int]]:
     return ranks
 
 
-def shown_images(generator, diss: Dissection, z_dim: int, k: int | None = None) -> UnitImages:
+def shown_images(
+    generator, diss: Dissection, z_dim: int, k: int | None = None, segmenter: Segmenter | None = None
+) -> UnitImages:
     """The browser's top images of every unit of every layer (`LayerDissection.shown_images`: distinct between
-    units where possible), each sample generated once."""
+    units where possible), each sample generated once; with the dissection's `segmenter`, their segmentations too
+    (the evidence the browser shows beside each label), taken now so the report never runs a network again."""
     shown = {}
     for layer, res in diss.layers.items():
         shown[layer] = (res, list(range(res.num_units)), res.shown_images(k))
-    return unit_images(generator, shown, z_dim, diss.settings.seed)
+    return unit_images(generator, shown, z_dim, diss.settings.seed, segmenter=segmenter, vocabulary=diss.vocabulary)
 
 
 def markdown_table(diss: Dissection, layer: str, top: int = 20) -> str:

@@ -12,12 +12,14 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torch.nn import functional as F
 
+from lightning_gd.dissection.concepts import Vocabulary
 from lightning_gd.dissection.featuremaps import upsample
 from lightning_gd.dissection.results import LayerDissection
 from lightning_gd.latents import latents
 from lightning_gd.models.generators import device_of, eval_mode
 from lightning_gd.models.hooks import TraceDict
 from lightning_gd.models.images import to_uint8
+from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.reports.grids import labelled_grid
 
 
@@ -80,13 +82,16 @@ def unit_strips(
 class UnitImages:
     """Top images of many units, each distinct sample stored once: `images` (M, 3, H, W) uint8 of `samples` (M,),
     and per layer `slots` (U, k) rows of `images` (-1 = none), `maps` (U, k, h, w) each unit's own featuremap on
-    each of its images, and the units' `thresholds` (U,)."""
+    each of its images, and the units' `thresholds` (U,). `segmentations` (M, G, H', W'): each image's label
+    groups as vocabulary indices (-1 = none; `Vocabulary.label_groups`), the evidence a unit's label is checked
+    against; None when the images were made without the segmenter."""
 
     samples: torch.Tensor
     images: torch.Tensor
     slots: dict[str, torch.Tensor]
     maps: dict[str, torch.Tensor]
     thresholds: dict[str, torch.Tensor]
+    segmentations: torch.Tensor | None = None
 
     def count(self, layer: str, row: int) -> int:
         return int((self.slots[layer][row] >= 0).sum())
@@ -106,14 +111,18 @@ def unit_images(
     z_dim: int,
     seed: int,
     batch_size: int = 64,
+    segmenter: Segmenter | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> UnitImages:
     """Generate the images `shown` per layer — (result, R units, (R, k) sample indices, -1 = none) — once each,
-    and keep every shown unit's featuremap on each of its images. Row r of a layer is the r-th of its units."""
+    and keep every shown unit's featuremap on each of its images. Row r of a layer is the r-th of its units.
+    With `segmenter` and the dissection's `vocabulary`, also each image's segmentation (`vocabulary_labels`)."""
     samples = sorted({int(i) for _, _, idx in shown.values() for i in idx.flatten().tolist() if i >= 0})
     pos = {i: n for n, i in enumerate(samples)}
     slots = {layer: idx.clone().apply_(lambda i: pos.get(i, -1)) for layer, (_, _, idx) in shown.items()}
     dev = device_of(generator)
     images: list[torch.Tensor] = []
+    segmentations: list[torch.Tensor] = []
     maps: dict[str, torch.Tensor] = {}
     layers = list(shown)
     with eval_mode(generator):  # a generator in train mode would update its BatchNorm statistics here
@@ -121,6 +130,8 @@ def unit_images(
             with TraceDict(generator, layers) as tr:
                 x = generator(latents(samples[start : start + batch_size], z_dim, seed).to(dev))
             images.append(to_uint8(x).cpu())
+            if segmenter is not None and vocabulary is not None:
+                segmentations.append(vocabulary_labels(vocabulary, segmenter.labels(x).cpu()))
             for layer, (_, units, idx) in shown.items():
                 fm = tr[layer].output.float().cpu()  # (b, U, h, w)
                 if layer not in maps:
@@ -135,7 +146,16 @@ def unit_images(
         slots,
         {layer: maps.get(layer, torch.zeros(*idx.shape, 0, 0)) for layer, (_, _, idx) in shown.items()},
         {layer: result.thresholds[units].float() for layer, (result, units, _) in shown.items()},
+        torch.cat(segmentations) if segmentations else None,
     )
+
+
+def vocabulary_labels(vocabulary: Vocabulary, labels: torch.Tensor) -> torch.Tensor:
+    """Segmenter labels (B, H, W) → (B, G, H, W) int16: per label group, the vocabulary index of each pixel's
+    concept (-1 = none), so a part concept is found in its own group as an object is in group 0."""
+    groups = vocabulary.label_groups(labels)
+    out = [torch.where(g >= 0, g + offset, -1) for g, offset in zip(groups, vocabulary.offsets)]
+    return torch.stack(out, 1).to(torch.int16)
 
 
 def unit_rows_image(strips: dict[int, torch.Tensor], record: dict, caption_width: int = 96) -> np.ndarray:
