@@ -11,10 +11,11 @@ And what `test` can check against the fit: that the checkpoint it reads is the o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+
+from lightning_gd.results import CausalSearchResult, ResultError
 
 COLLAPSED = 0.05  # every α below this: λ has shrunk the whole vector, no unit has grown away from 0
 SATURATED = 0.999  # α at the top of its range (the projection clamps at 1)
@@ -42,14 +43,16 @@ def diagnose(alpha: torch.Tensor, top_n: int, lam: float) -> str | None:
 
 def stale_checkpoint(out: Path, top_units: list[int]) -> str | None:
     """When `test` reads a checkpoint whose top-n is not the one `out/causal.json` holds: a sentence saying so
-    (another fit wrote that file, e.g. a later one into the same folder); None when they agree or there is no
-    file to compare with."""
+    (another fit wrote that file, e.g. a later one into the same folder), or that the file is malformed (named,
+    with its field); None when they agree or there is no file to compare with."""
     saved = Path(out) / "causal.json"
-    try:
-        recorded = json.loads(saved.read_text()).get("top_units")
-    except (OSError, ValueError):
+    if not saved.is_file():
         return None
-    if recorded is None or list(recorded) == list(top_units):
+    try:
+        recorded = CausalSearchResult.load(saved).top_units
+    except ResultError as err:
+        return f"{err}; the test cannot check that its checkpoint is the one that file was written from"
+    if list(recorded) == list(top_units):
         return None
     return (
         f"the checkpoint's top-{len(top_units)} units ({', '.join(map(str, top_units[:5]))}, …) are not those of "

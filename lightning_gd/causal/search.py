@@ -17,7 +17,6 @@ the insertion effect on held-out z (`lightning_gd.causal.ace`).
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +26,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_gd import zoo
-from lightning_gd.cache import Cache, atomic_write, check_writable, fingerprint, save_atomic, staged
+from lightning_gd.cache import Cache, check_writable, fingerprint, save_atomic, staged
 from lightning_gd.causal import ace
 from lightning_gd.causal import tensorboard as tb_views
 from lightning_gd.causal.diagnosis import diagnose, stale_checkpoint
@@ -39,6 +38,7 @@ from lightning_gd.errors import InvalidValue, NotReady
 from lightning_gd.latents import latents
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import LayerSplit
+from lightning_gd.results import CausalSearchResult
 
 InitMode = Literal["iou", "uniform"]
 
@@ -337,7 +337,7 @@ class CausalSearch(LightningModule):
         tensors = {"alpha": self.alpha.detach(), "k_c": self.k_c, "iou": self.iou, "ranking": self.ranking()}
         with staged(self.out) as stage:
             save_atomic(tensors, stage / "alpha.safetensors")
-            atomic_write(stage / "causal.json", json.dumps(self.result(), indent=1).encode())
+            CausalSearchResult.from_document(self.result(), "the search's result").save(stage)
         return self.out
 
     def on_fit_end(self) -> None:

@@ -4,7 +4,6 @@ which command comes next (`lightning_gd.cli.console.print_outputs`)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from lightning_gd.jobs.context import context
 from lightning_gd.jobs.dissect import compare, dissect
 from lightning_gd.jobs.emergence import dissect_checkpoints
 from lightning_gd.jobs.paint import paint
+from lightning_gd.results import AceResult
 
 Report = Callable[[Any, dict, float], None]  # (the function's result, its arguments, its start time) → printed lines
 
@@ -111,8 +111,8 @@ def _compare(rows: list[dict], options: dict, started: float) -> None:
 def _causal_summary(table: str, options: dict, started: float) -> None:
     print(table)
     runs = [Path(r) if Path(r).is_dir() else Path(r).parent for r in options["runs"]]
-    first = json.loads((runs[0] / "ace.json").read_text())
-    concept, layer = first["concept"], first.get("layer", "layer4")
+    first = AceResult.load(runs[0])
+    concept, layer = first.concept, first.layer or "layer4"
     steps = [
         command("context", "--causal", runs[0], "--concept", concept, "--layer", layer,
                 "--out", f"out/context/{runs[0].name}") + f"   (where {concept} can be inserted)",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lightning_gd.cache import atomic_write, check_writable, staged
 from lightning_gd.errors import InvalidValue
+from lightning_gd.results import AceResult, CausalSummaryResult
 
 
 def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> str:
@@ -29,13 +29,14 @@ def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> str:
                 f"no ace.json at {path}: test the run first "
                 "(`python -m lightning_gd test --config <its config> --ckpt_path <run>/checkpoints/last.ckpt`)"
             )
-        summaries.append(json.loads(path.read_text()))
+        summaries.append(AceResult.load(path))
     if not summaries:
         raise InvalidValue("name at least one run folder")
     check_writable(out)
-    table = summary_table(summaries)
+    result = CausalSummaryResult.of(summaries)
+    table = summary_table(result.runs)
     with staged(out) as stage:
-        atomic_write(stage / "causal_summary.json", json.dumps(summaries, indent=1).encode())
+        result.save(stage)
         atomic_write(stage / "causal_summary.md", (table + "\n").encode())
-        removal_figure(summaries, stage / "causal_removal.png")
+        removal_figure(result.runs, stage / "causal_removal.png")
     return table

@@ -3,7 +3,6 @@ does an insertion travel through the later layers."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from lightning_gd.cache import check_writable, staged
 from lightning_gd.errors import InvalidValue
 from lightning_gd.models.generators import device_of, resolve_device
 from lightning_gd.models.segmenters import Segmenter
+from lightning_gd.results import CausalSearchResult
 
 
 def context(
@@ -171,7 +171,7 @@ def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_sampl
         doc, tensors = _read_causal(Path(causal), concept, layer)
         k_c = tensors["k_c"]
         sources |= {"units_from": f"α ranking of {causal}", "k_c_from": str(causal)}
-        chosen = [int(e["unit"]) for e in doc["units"]][:top_n]  # ranked by α
+        chosen = doc.ranking[:top_n]  # ranked by α
     if units is not None:
         chosen, sources["units_from"] = [int(u) for u in units], "--units"
     elif causal is None:
@@ -188,17 +188,15 @@ def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_sampl
     return chosen, k_c.to(device_of(G)), sources
 
 
-def _read_causal(folder: Path, concept: str, layer: str) -> tuple[dict, dict]:
+def _read_causal(folder: Path, concept: str, layer: str) -> tuple[CausalSearchResult, dict]:
     from safetensors.torch import load_file
 
     path = folder / "causal.json" if folder.is_dir() else folder
     if not path.is_file():
         raise FileNotFoundError(f"no causal.json at {path}: run the causal search first (python -m lightning_gd fit)")
-    doc = json.loads(path.read_text())
-    if doc.get("layer") != layer or doc.get("concept") != concept:
-        raise InvalidValue(
-            f"{path} is a search for {doc.get('concept')!r} at {doc.get('layer')!r}, not {concept!r} at {layer!r}"
-        )
+    doc = CausalSearchResult.load(path)
+    if doc.layer != layer or doc.concept != concept:
+        raise InvalidValue(f"{path} is a search for {doc.concept!r} at {doc.layer!r}, not {concept!r} at {layer!r}")
     tensors = path.parent / "alpha.safetensors"
     if not tensors.is_file():
         raise FileNotFoundError(f"{tensors} is missing: the causal search's k_c is stored there next to causal.json")

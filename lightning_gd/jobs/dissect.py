@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from jsonargparse.typing import ClosedUnitInterval, OpenUnitInterval, PositiveIn
 from torch import nn
 
 from lightning_gd import zoo
-from lightning_gd.cache import atomic_write, check_writable, staged
+from lightning_gd.cache import check_writable, staged
 from lightning_gd.dissection.recipe import dissect as run_dissection
 from lightning_gd.dissection.results import DissectSettings, ThresholdMode
 from lightning_gd.errors import InvalidValue, UnknownName
@@ -19,6 +18,7 @@ from lightning_gd.jobs import run_name
 from lightning_gd.models.generators import resolve_device, z_dim_of
 from lightning_gd.models.hooks import layer_names
 from lightning_gd.models.segmenters import Segmenter
+from lightning_gd.results import CompareResult, DissectionResult
 
 
 def dissect(
@@ -97,19 +97,18 @@ def dissect(
     if (realism is None) != (max_unit_fid is None):
         raise InvalidValue("the realism filter needs both --realism (a unit_fid.json) and --max_unit_fid")
     unit_fid = load_unit_fid(realism, layers, G) if realism is not None else None  # checked before the long passes
+    info = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter), "torch": torch.__version__}
+    # causal searches beside this folder: the browser shows their ranks and links to them (read now, so that a
+    # malformed causal.json is named before the long passes, not after them)
+    causal = find_causal(Path(out).resolve().parent, info, links_from=Path(out).resolve())
     zd = z_dim_of(G, z_dim)
     announce_time(G, seg, settings, zd)
     result = run_dissection(G, layers, seg, settings, z_dim=zd, cache_dir=cache_dir)
     if unit_fid is not None:
-        dropped = result.filter_unrealistic(unit_fid["layer"], unit_fid["unit_fid"], max_unit_fid)
-        print(
-            f"realism filter: {len(dropped)} units of {unit_fid['layer']} with per-unit FID > {max_unit_fid} left out"
-        )
+        dropped = result.filter_unrealistic(unit_fid.layer, unit_fid.unit_fid, max_unit_fid)
+        print(f"realism filter: {len(dropped)} units of {unit_fid.layer} with per-unit FID > {max_unit_fid} left out")
     shown = shown_images(G, result, zd, segmenter=seg)
-    info = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter), "torch": torch.__version__}
     with staged(out) as stage:
-        # causal searches beside this folder: the browser shows their ranks and links to them
-        causal = find_causal(Path(out).resolve().parent, info, links_from=Path(out).resolve())
         return write_dissection(
             result, stage, shown, info, causal=causal, tb_dir=tb_dir, tb_name=run_name("dissect", out, layers)
         )
@@ -177,20 +176,17 @@ def compare(
         path = path / "dissect.json" if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"no dissection at {path} (run `python -m lightning_gd dissect --out ...` first)")
-        try:
-            doc = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise InvalidValue(f"{path} is not a readable dissect.json: {err}") from err
-        lay = layer or doc["settings"]["layers"][0]
-        if lay not in doc["layers"]:
-            raise UnknownName(f"{path} has no layer '{lay}'; it has {', '.join(doc['layers'])}")
-        units = [u for u in doc["layers"][lay]["units"] if u["interpretable"]]
-        summ = doc["layers"][lay]["summary"]
+        doc = DissectionResult.load(path)
+        lay = layer or doc.settings["layers"][0]
+        if lay not in doc.layers:
+            raise UnknownName(f"{path} has no layer '{lay}'; it has {', '.join(doc.layers)}")
+        units = doc.interpretable(lay)
+        summ = doc.summary(lay)
         rows.append(
             {
                 "name": names[i] if names and i < len(names) else path.resolve().parent.name,
                 "layer": lay,
-                "threshold": doc["settings"]["threshold"],
+                "threshold": doc.threshold,
                 "interpretable": summ["interpretable"],
                 "object_units": sum(u["category"] == "object" for u in units),
                 "distinct_concepts": summ["distinct_concepts"],
@@ -202,6 +198,6 @@ def compare(
         from lightning_gd.reports.figures import comparison_figure
 
         with staged(out) as stage:
-            atomic_write(stage / "compare.json", json.dumps(rows, indent=1).encode())
+            CompareResult(rows).save(stage)
             comparison_figure(rows, "comparison: " + ", ".join(r["name"] for r in rows), stage / "compare.png")
     return rows

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from lightning_gd.models.images import to_uint8
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import LayerSplit
 from lightning_gd.reports.grids import colorize
+from lightning_gd.results import CausalSearchResult, DissectionResult
 
 ACTIONS = ("draw", "remove")
 MAX_IMAGES = 64  # images kept per server (least recently used dropped)
@@ -72,22 +72,21 @@ def find_results(folder: Path | None, layer: str) -> list[Brush]:
     brushes: dict[str, Brush] = {}
     if folder is None or not Path(folder).is_dir():
         return []
-    for path in sorted(Path(folder).rglob("causal.json")):
-        doc = json.loads(path.read_text())
+    for path in sorted(Path(folder).rglob("causal.json")):  # a malformed file stops start-up, named
+        search = CausalSearchResult.load(path)
         tensors = path.parent / "alpha.safetensors"
-        if doc.get("layer") != layer or not tensors.is_file():
+        if search.layer != layer or not tensors.is_file():
             continue
         k_c = load_file(str(tensors))["k_c"]
-        name = f"{doc['concept']} (α)"
-        brushes.setdefault(name, Brush(name, doc["concept"], "alpha", [int(e["unit"]) for e in doc["units"]], k_c,
-                                       str(path.parent)))  # fmt: skip
+        name = f"{search.concept} (α)"
+        brushes.setdefault(name, Brush(name, search.concept, "alpha", search.ranking, k_c, str(path.parent)))
     for path in sorted(Path(folder).rglob("dissect.json")):
-        doc = json.loads(path.read_text())
+        doc = DissectionResult.load(path)
         table = path.parent / f"iou-{layer}.npy"
-        if layer not in doc.get("layers", {}) or not table.is_file():
+        if layer not in doc.layers or not table.is_file():
             continue
-        iou, names = torch.from_numpy(np.load(table)), doc["vocabulary"]["names"]
-        labels = {u["label"] for u in doc["layers"][layer]["units"] if u["interpretable"]}
+        iou, names = torch.from_numpy(np.load(table)), doc.vocabulary["names"]
+        labels = {u["label"] for u in doc.interpretable(layer)}
         for concept in sorted(labels):
             ranking = concept_ranking(iou, names.index(concept))
             brushes.setdefault(f"{concept} (IoU)", Brush(f"{concept} (IoU)", concept, "iou", ranking, None,

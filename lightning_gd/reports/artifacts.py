@@ -3,7 +3,6 @@ before/after image grids (Figs. 8, 13)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from lightning_gd.realism.artifacts import generate_ablated
 from lightning_gd.reports.figures import unit_fid_figure
 from lightning_gd.reports.images import save_rows
 from lightning_gd.reports.pages import write_page
+from lightning_gd.results import UnitFidResult
 
 
 def ablation_markdown(rows: list[dict]) -> str:
@@ -75,7 +75,7 @@ def write_artifacts(
         "ablation": rows,
         **info,
     }
-    atomic_write(out / "unit_fid.json", json.dumps(doc, indent=1).encode())
+    UnitFidResult.from_document(doc, "the per-unit FIDs").save(out)
     unit_fid_figure(unit_fid, n_ablate, f"{layer}: per-unit FID (top {top_k} of {n} images each)", out / "unit_fid.png")
     atomic_write(out / "ablation.md", (ablation_markdown(rows) + "\n").encode())
     shown = ranking[:6]

@@ -3,18 +3,19 @@ top-n units (Fig. 9), before/after image grids (Figs. 1c, 1d, 4), JSON and Tenso
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from lightning_gd.cache import atomic_write, staged
+from lightning_gd.cache import staged
 from lightning_gd.causal.ace import window_mask
 from lightning_gd.causal.interventions import intervene, location_mask, unit_indicator
 from lightning_gd.models.images import to_uint8
 from lightning_gd.reports.figures import ace_curve_figure, save_png
 from lightning_gd.reports.grids import Grid, colorize, concept_legend
 from lightning_gd.reports.images import outline
+from lightning_gd.reports.page_parts import num, pct
+from lightning_gd.results import AceResult
 
 WINDOW_ON_LABELS = torch.tensor([0, 0, 0], dtype=torch.uint8)  # black: yellow is the sun's label colour
 
@@ -63,8 +64,9 @@ def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> Path:
     out = Path(module.out)
     summary = {**summary, "generator": module.names["generator"]}  # what the results page matches pages by
     grids = {name: grid.image() for name, grid in image_grids(module, *grid_batch).items()} if grid_batch else {}
+    result = AceResult.from_summary(summary)  # an undefined share (the concept never present) as null, not NaN
     with staged(out) as stage:
-        atomic_write(stage / "ace.json", json.dumps(summary, indent=1).encode())
+        result.save(stage)
         curve = ace_curve_figure(summary, stage / "ace_curve.png")
         for name, image in grids.items():
             save_png(image, stage / f"grid_{name}.png")
@@ -81,18 +83,19 @@ def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> Path:
         tensorboard.add_image("ace_curve", image, step, dataformats="HWC")
         for name, image in grids.items():
             tensorboard.add_image(f"grid_{name}", image, step, dataformats="HWC")
-    at_n = summary["removed_at_top_n"]
+    at_n = result.removed_at_top_n
     print(
-        f"{summary['concept']} @ {summary.get('layer')}: ablating the top-{summary['top_n']} units removes "
-        f"{at_n.get('alpha', float('nan')):.1%} of its pixels (α), {at_n.get('iou', float('nan')):.1%} (IoU), "
-        f"{at_n.get('random_mean', float('nan')):.1%} ± {at_n.get('random_std', 0.0):.1%} (random)"
+        f"{result.concept} @ {result.layer}: ablating the top-{result.top_n} units removes {pct(at_n.get('alpha'))} "
+        f"of its pixels (α), {pct(at_n.get('iou'))} (IoU), {pct(at_n.get('random_mean'))} ± "
+        f"{pct(at_n.get('random_std'))} (random)"
     )
     print("wrote " + ", ".join(str(p) for p in written))
     return out
 
 
 def summary_table(summaries: list[dict]) -> str:
-    """A markdown table of finished runs: share of c removed by the top-n units of each ranking, insertion effect."""
+    """A markdown table of finished runs (`ace.json` documents): share of c removed by the top-n units of each
+    ranking, insertion effect ("–" where undefined)."""
     lines = [
         "| concept | layer | c's pixel share | top-n | removed, α top-n | removed, IoU top-n | removed, n random "
         "| insertion effect, α top-n | held-out z |",
@@ -101,8 +104,8 @@ def summary_table(summaries: list[dict]) -> str:
     for s in summaries:
         at_n, ins = s["removed_at_top_n"], s["insertion_at_top_n"]
         lines.append(
-            f"| {s['concept']} | {s.get('layer', '')} | {s['presence']:.1%} | {s['top_n']} | {at_n['alpha']:.1%} "
-            f"| {at_n['iou']:.1%} | {at_n['random_mean']:.1%} ± {at_n['random_std']:.1%} "
-            f"| {ins['alpha']['ace']:.3f} | {s.get('n_test', '')} |"
+            f"| {s['concept']} | {s.get('layer', '')} | {pct(s['presence'])} | {s['top_n']} | {pct(at_n.get('alpha'))} "
+            f"| {pct(at_n.get('iou'))} | {pct(at_n.get('random_mean'))} ± {pct(at_n.get('random_std'))} "
+            f"| {num(ins.get('alpha', {}).get('ace'))} | {s.get('n_test', '')} |"
         )
     return "\n".join(lines)

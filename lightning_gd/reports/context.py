@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_gd.cache import atomic_write
 from lightning_gd.causal.context import bootstrap_by_group, region_masks
 from lightning_gd.latents import latents
 from lightning_gd.models.generators import device_of, z_dim_of
@@ -19,6 +18,8 @@ from lightning_gd.models.images import to_uint8
 from lightning_gd.reports.figures import figure, save
 from lightning_gd.reports.images import outline, save_rows
 from lightning_gd.reports.pages import write_page
+from lightning_gd.results import ContextResult
+from lightning_gd.results.schema import finite_or_none
 
 
 def gains(found: dict) -> torch.Tensor:
@@ -181,7 +182,8 @@ def write_context(out: Path, found: dict, seg, units: list[int], k_c: torch.Tens
     if trace:
         doc["trace"] = trace
     doc["where_images"] = where_image(G, found, settings, settings["respond"], overlays, out / "where.png")
-    atomic_write(out / "context.json", json.dumps(doc, indent=1).encode())
+    doc = finite_or_none(doc)  # the heatmap's unsampled cells as null: JSON has no NaN
+    ContextResult.from_document(doc, "the context result").save(out)
     context_figure(doc, out / "context.png")
     if trace:
         trace_figure(trace, out / "trace.png")

@@ -25,8 +25,9 @@ from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.reports.figures import CATEGORY_COLOURS, concept_bar_chart, layer_summary_figure
 from lightning_gd.reports.images import UnitImages, unit_images
 from lightning_gd.reports.page_parts import relative_url
+from lightning_gd.results import CausalSearchResult, DissectionResult
 
-JSON_VERSION = 1
+JSON_VERSION = DissectionResult.VERSION
 
 
 def to_json(diss: Dissection, info: dict | None = None) -> dict:
@@ -121,7 +122,7 @@ def find_causal(root: Path, info: dict | None = None, depth: int = 3, links_from
     docs = []
     found = sorted(p for d in range(depth + 1) for p in Path(root).glob("/".join(["*"] * d + ["causal.json"])))
     for path in found:
-        doc = json.loads(path.read_text())
+        doc = CausalSearchResult.load(path).document()  # a malformed file is named, never half-read
         theirs, ours = (doc.get("settings") or {}).get("generator"), (info or {}).get("generator")
         if theirs is not None and ours is not None and str(theirs) != str(ours):
             continue
@@ -262,7 +263,7 @@ def write_dissection(
         buf = io.BytesIO()
         np.save(buf, res.iou.numpy())
         atomic_write(out / f"iou-{layer}.npy", buf.getvalue())
-    atomic_write(out / "dissect.json", json.dumps(doc, indent=1).encode())
+    DissectionResult.from_document(doc, "the dissection").save(out)
     mode = diss.settings.threshold
     charts = {
         layer: concept_bar_chart(

@@ -3,7 +3,6 @@ heatmap and the fixed units' top images at each measurement."""
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,13 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_gd.cache import atomic_write
 from lightning_gd.dissection.results import Dissection
 from lightning_gd.models.generators import quiet_measurement, z_dim_of
 from lightning_gd.reports.emergence_figures import emergence_figure, heatmap_image, units_over_time_figure
 from lightning_gd.reports.figures import save_png
 from lightning_gd.reports.images import unit_rows_image, unit_strips
 from lightning_gd.reports.pages import write_page
+from lightning_gd.results import EmergenceResult
 
 TAG = "emergence"
 _LAID_OUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # writer → custom-scalar layouts it holds
@@ -109,7 +108,7 @@ def write_emergence(
     finally:
         if writer is not None:
             writer.close()
-    atomic_write(out / "emergence.json", json.dumps(history, indent=1).encode())
+    EmergenceResult(history).save(out)
     written = [
         save_png(emergence_figure(history, title), out / "emergence.png"),
         save_png(heatmap_image(history), out / "emergence_heatmap.png"),

@@ -15,11 +15,13 @@ is linked by layer alone, and the link says so.
 from __future__ import annotations
 
 import html
-import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+from lightning_gd.results import CLASSES, ResultError
 
 PAGE = "index.html"
 SKIP = {"cache", "checkpoints", "tb_logs", "lightning_logs"}  # folders that never hold a result
@@ -63,21 +65,21 @@ def relative_url(path: str | Path) -> str:
     return url if url.startswith(".") else "./" + url
 
 
-def read_result(folder: Path) -> Result | None:
-    """The result a folder holds, from its JSON files; None when it holds none (or only unreadable ones)."""
+def read_result(folder: Path, strict: bool = True) -> Result | None:
+    """The result a folder holds, from its JSON files read through their loaders (`lightning_gd.results`: each
+    document checked, in its current layout); None when it holds none. A malformed file raises `ResultError`
+    naming it and the field; with `strict=False` (a folder found beside the one whose page is written) it is
+    named in a warning and the folder is left unlinked, so one broken neighbour does not stop a page."""
     docs = {}
     for name in KINDS:
         if (folder / name).is_file():
             try:
-                docs[name] = json.loads((folder / name).read_text())
-            except (OSError, ValueError):
-                continue  # a half-written or foreign file: the folder is not linked, the page still builds
-    if not docs:
-        return None
-    try:
-        return _result(folder, docs)
-    except (KeyError, IndexError, TypeError):  # JSON of another schema (or an empty history): not a result
-        return None
+                docs[name] = CLASSES[name].load(folder / name).document()
+            except (ResultError, OSError) as err:
+                if strict:
+                    raise
+                warnings.warn(f"{err}; {folder} is not linked from the results pages", stacklevel=2)
+    return _result(folder, docs) if docs else None
 
 
 def _result(folder: Path, docs: dict) -> Result:
@@ -94,7 +96,7 @@ def _result(folder: Path, docs: dict) -> Result:
         doc = docs["unit_fid.json"]
         return Result(kind, folder, "artifact units (per-unit FID)", [doc["layer"]], doc.get("generator"), docs)
     if kind == "emergence":
-        history = docs["emergence.json"]
+        history = docs["emergence.json"]["history"]
         return Result(kind, folder, "unit emergence over training", [history[-1]["layer"]], None, docs)
     s = docs["context.json"]["settings"]
     return Result(kind, folder, f"where {s['concept']} can be inserted", [s["layer"]], s.get("generator"), docs)
@@ -118,7 +120,7 @@ def find_results(root: Path) -> list[Result]:
         for folder in sorted(root.glob(level)):
             parts = folder.relative_to(root).parts
             if folder.is_dir() and not any(p.startswith(".") or p in SKIP for p in parts):
-                result = read_result(folder)
+                result = read_result(folder, strict=False)
                 if result is not None:
                     found.append(result)
     return found

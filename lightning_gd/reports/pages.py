@@ -108,7 +108,7 @@ def artifacts_body(me: Result, final: Path) -> tuple[str, str, str]:
 
 
 def emergence_body(me: Result, final: Path) -> tuple[str, str, str]:
-    history = me.docs["emergence.json"]
+    history = me.docs["emergence.json"]["history"]
     last = history[-1]
     concepts = [c for c in last["per_concept"] if any(r["per_concept"].get(c, 0) for r in history)]
     head = ["step", "checkpoint", "interpretable units", "distinct concepts", "mean IoU", *map(esc, concepts)]

@@ -7,25 +7,13 @@ stored as null, never NaN."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 from lightning_gd.results.base import ResultFile
-from lightning_gd.results.schema import INT, NUMBER, STR, Fields, ListOf, MapOf, Maybe, require
+from lightning_gd.results.schema import INT, NUMBER, STR, Fields, ListOf, MapOf, Maybe, finite_or_none, require
 
 SHARE = Maybe(NUMBER)  # null: undefined (see the module's docstring)
-
-
-def finite_or_none(value):
-    """NaN and ±inf as None, through lists and dicts: how an undefined share is stored."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite_or_none(v) for v in value]
-    return value
 
 
 @dataclass
@@ -64,12 +52,11 @@ class CausalSearchResult(ResultFile):
     @classmethod
     def rules(cls, doc: dict) -> None:
         require(doc["top_n"] >= 1, "top_n", f"expected at least 1, got {doc['top_n']}")
-        ranked = [u["unit"] for u in doc["units"]]
-        require(
-            sorted(ranked) == list(range(len(ranked))),
-            "units",
-            f"expected each of the units 0 … {len(ranked) - 1} once, got {len(set(ranked))} distinct",
-        )
+        seen: set[int] = set()
+        for i, entry in enumerate(doc["units"]):
+            require(entry["unit"] >= 0, f"units[{i}].unit", f"expected a unit number ≥ 0, got {entry['unit']}")
+            require(entry["unit"] not in seen, f"units[{i}].unit", f"unit {entry['unit']} is ranked twice")
+            seen.add(entry["unit"])
 
     @property
     def ranking(self) -> list[int]:
@@ -84,6 +71,7 @@ class CausalSearchResult(ResultFile):
 ACE_SCHEMA = Fields(
     {
         "concept": STR,
+        "layer": STR,
         "presence": NUMBER,
         "sizes": ListOf(INT),
         "top_n": INT,
@@ -92,7 +80,6 @@ ACE_SCHEMA = Fields(
         "insertion_at_top_n": MapOf(MapOf(SHARE)),
     },
     {
-        "layer": STR,
         "side_effects_at_top_n": MapOf(MapOf(SHARE)),
         "n_test": INT,
         "top_units": ListOf(INT),
@@ -112,13 +99,13 @@ class AceResult(ResultFile):
     SCHEMA: ClassVar[Fields] = ACE_SCHEMA
 
     concept: str
+    layer: str
     presence: float
     sizes: list[int]
     top_n: int
     ablation_removed: dict[str, list[float | None]]
     removed_at_top_n: dict[str, float | None]
     insertion_at_top_n: dict[str, dict[str, float | None]]
-    layer: str | None = None
     side_effects_at_top_n: dict | None = None
     n_test: int | None = None
     top_units: list[int] | None = None

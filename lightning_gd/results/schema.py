@@ -13,8 +13,10 @@ import math
 import re
 from collections.abc import Iterable
 
+from lightning_gd.errors import InvalidValue
 
-class ResultError(ValueError):
+
+class ResultError(InvalidValue):
     """A results file that is not the result it should be (unreadable JSON, an unknown schema version, a field of
     the wrong shape), or a result that cannot be saved as one; the message names the file and the field."""
 
@@ -106,8 +108,14 @@ class Maybe(Checker):
         self.expected = f"{inner.expected} or null"
 
     def check(self, value, path: str) -> None:
-        if value is not None:
+        if value is None:
+            return
+        try:
             self.inner.check(value, path)
+        except FieldError as err:
+            if err.path != path:  # wrong deeper inside: that field says more
+                raise
+            raise FieldError(path, f"expected {self.expected}, got {describe(value)}") from None
 
 
 class Either(Checker):
@@ -137,7 +145,7 @@ class ListOf(Checker):
         self.expected = f"a list of {item.expected.removeprefix('a ').removeprefix('an ')}s"
 
     def check(self, value, path: str) -> None:
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):  # a tuple is a list once written
             raise FieldError(path, f"expected {self.expected}, got {describe(value)}")
         if self.length is not None and len(value) != self.length:
             raise FieldError(path, f"expected {self.length} items, got {len(value)}")
@@ -189,3 +197,15 @@ def require(condition: bool, path: str, message: str) -> None:
     """A rule between fields (a ranking that indexes the table beside it, a label in the vocabulary)."""
     if not condition:
         raise FieldError(path, message)
+
+
+def finite_or_none(value):
+    """NaN and ±inf as None, through lists and dicts: how a value that is undefined (a share of an
+    empty set, an unsampled cell) is stored."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    return value

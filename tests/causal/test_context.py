@@ -98,8 +98,10 @@ def test_region_masks():
 def test_context_command_writes_its_outputs(tmp_path, capsys):
     run = tmp_path / "search"
     run.mkdir()
-    ranking = [{"unit": 1, "alpha": 1.0}, {"unit": 2, "alpha": 0.0}]
-    (run / "causal.json").write_text(json.dumps({"concept": "door", "layer": "layer1", "units": ranking}))
+    ranking = [{"unit": 1, "alpha": 1.0, "iou": 0.5}, {"unit": 2, "alpha": 0.0, "iou": 0.1}]
+    search = {"concept": "door", "layer": "layer1", "settings": {}, "presence": 0.1, "top_n": 1, "top_units": [1],
+              "units": ranking, "epochs": 1, "global_step": 4}  # fmt: skip
+    (run / "causal.json").write_text(json.dumps(search))
     save_file({"k_c": K_C}, str(run / "alpha.safetensors"))
     out = tmp_path / "context"
     args = ["context", "--generator", '{"class_path": "tests.helpers.DoorGenerator"}', "--segmenter",

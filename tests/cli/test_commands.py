@@ -128,7 +128,7 @@ def two_modes(tmp_path_factory):
 def test_compare_subcommand(two_modes, tmp_path, monkeypatch, capsys):
     files = [str(two_modes["quantile"]), str(two_modes["iqr"].parent)]  # a file, or the folder holding it
     cli.main(["compare", "--dissections", json.dumps(files), "--names", "[q, iqr]", "--out", str(tmp_path)])
-    rows = json.loads((tmp_path / "compare.json").read_text())
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["q", "iqr"] and [r["threshold"] for r in rows] == ["quantile", "iqr"]
     for row, mode in zip(rows, ("quantile", "iqr")):
         src = json.loads(two_modes[mode].read_text())["layers"]["layer1"]
@@ -144,7 +144,7 @@ def test_compare_subcommand(two_modes, tmp_path, monkeypatch, capsys):
     # default names: the folders holding the files, also for paths relative to the working directory
     monkeypatch.chdir(two_modes["quantile"].parent)
     cli.main(["compare", "--dissections", json.dumps([".", "dissect.json"]), "--out", str(tmp_path / "default")])
-    default = json.loads((tmp_path / "default" / "compare.json").read_text())
+    default = json.loads((tmp_path / "default" / "compare.json").read_text())["rows"]
     assert [r["name"] for r in default] == [two_modes["quantile"].parent.name] * 2
 
     missing = tmp_path / "nowhere" / "dissect.json"
@@ -274,7 +274,7 @@ def test_dissect_checkpoints_command_and_bad_prefix(foreign_resumed, tmp_path, m
     seg = ["--segmenter", '{"class_path": "tests.helpers.ColourSegmenter"}']
     cli.main(["dissect-checkpoints", str(ckdir / "step=8.ckpt"), *gen, *seg, "--prefix", "nets.G", *common])
     assert "interpretable" in capsys.readouterr().out  # the printed table
-    (doc,) = json.loads((tmp_path / "o" / "emergence.json").read_text())
+    (doc,) = json.loads((tmp_path / "o" / "emergence.json").read_text())["history"]
     assert doc["step"] == 8 and doc["interpretable"] == 1 and doc["per_concept"]["dome"] == 1
     with pytest.raises(KeyError, match="no weights under 'generator.'; its state_dict prefixes: nets"):
         cli.main(["dissect-checkpoints", str(ckdir / "step=8.ckpt"), *gen, *seg, *common])
@@ -310,7 +310,7 @@ def test_causal_summary_subcommand(tmp_path, monkeypatch, capsys):
     assert "| door | layer4 |" in printed and "causal_removal.png" in printed
     context = f"next: python -m lightning_gd context --causal {runs[0]} --concept tree --layer layer4"
     assert context in printed and f"next: python -m lightning_gd paint --results {tmp_path}" in printed
-    assert [s["concept"] for s in json.loads((out / "causal_summary.json").read_text())] == ["tree", "door"]
+    assert [s["concept"] for s in json.loads((out / "causal_summary.json").read_text())["runs"]] == ["tree", "door"]
     assert (out / "causal_summary.md").read_text().startswith("| concept | layer |")
     assert is_png(out / "causal_removal.png")
     with pytest.raises(FileNotFoundError, match="no ace.json at .*nowhere.*test the run first"):

@@ -28,7 +28,7 @@ def test_dissect_checkpoints_of_a_foreign_run(foreign_resumed, tmp_path):
     for r, monitored in zip(history, second.history):  # the same probe z and weights as the monitor saw
         assert r["best_concept"] == monitored["best_concept"]
         torch.testing.assert_close(torch.tensor(r["best_iou"]), torch.tensor(monitored["best_iou"]), atol=1e-5, rtol=0)
-    assert json.loads((out / "emergence.json").read_text())[0]["step"] == 4
+    assert json.loads((out / "emergence.json").read_text())["history"][0]["step"] == 4
     for name in ("emergence.png", "emergence_heatmap.png", "emergence_units.png"):
         assert (out / name).stat().st_size > 1000
     acc = EventAccumulator(str(tmp_path / "emergence-mix"))  # the kind and the layer, not the folder twice

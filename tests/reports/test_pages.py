@@ -27,8 +27,11 @@ def dissection(folder: Path, generator: str = "world", layer: str = "layer4", th
     units = [{"unit": u, "label": LABELS[u], "category": "object", "iou": IOU[u], "threshold": 1.0,
               "interpretable": IOU[u] > 0.05, "realistic": True} for u in range(6)]  # fmt: skip
     settings = {"layers": [layer], "threshold": threshold, "generator": generator}
-    doc = {"version": 1, "settings": settings, "vocabulary": {"names": ["tree"], "categories": ["object"]},
-           "layers": {layer: {"units": units}}}  # fmt: skip
+    names = sorted(set(LABELS))
+    summary = {"units": 6, "interpretable": 4, "distinct_concepts": 4, "mean_iou": 0.18,
+               "per_concept": {"tree": 1, "road": 1, "building": 1, "door": 1}}  # fmt: skip
+    doc = {"version": 1, "settings": settings, "vocabulary": {"names": names, "categories": ["object"] * len(names)},
+           "layers": {layer: {"units": units, "summary": summary}}}  # fmt: skip
     write(folder, {"dissect.json": doc, "report.html": "<html></html>"})
 
 
@@ -196,11 +199,15 @@ def test_causal_page_in_chromium_loads_everything_and_asks_nothing_of_the_networ
     assert requests and all(r.startswith("file://") for r in requests), requests
 
 
-def test_foreign_json_is_not_a_result_and_urls_are_quoted(tmp_path):
+def test_foreign_json_is_named_and_urls_are_quoted(tmp_path):
     from lightning_gd.reports.page_parts import read_result, relative_url
+    from lightning_gd.results import ResultError
 
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "context.json").write_text('{"foo": 1}')  # another program's context.json
-    assert read_result(tmp_path / "b") is None
+    with pytest.raises(ResultError, match=r"b/context.json: settings: missing \(expected an object\)"):
+        read_result(tmp_path / "b")  # the folder whose page is written
+    with pytest.warns(UserWarning, match=r"b/context.json: settings: missing .*b is not linked"):
+        assert read_result(tmp_path / "b", strict=False) is None  # a folder found beside it
     assert relative_url("../run#2/index.html") == "../run%232/index.html"
     assert relative_url("javascript:alert(1)/index.html").startswith("./")
