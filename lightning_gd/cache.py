@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lightning_gd.outputs import check_owned, record_written
+
 CACHE_VERSION = 3  # part of every key: bump when a cached computation changes
 
 
@@ -35,12 +37,17 @@ STALE_TMP_SECONDS = 3600  # a temporary file this old belongs to no running writ
 def atomic_write(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
     """Write `data` to `path` through a temporary file and a rename, which is removed if anything fails."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot create the folder of {path}: {err.strerror or err}") from err
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
         tmp.write_bytes(data)
         tmp.chmod(mode)
         os.replace(tmp, path)
+    except OSError as err:  # the message names the file being written, not its hidden temporary
+        raise type(err)(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -170,6 +177,14 @@ class Cache:
         warnings.warn(f"cache file {path} is {problem}; computing it again", stacklevel=4)
         return None
 
+    def _store(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
+        """Write one cache file; a failure (a full or read-only cache disk) is a warning that names the file, never
+        the end of the run: the result in hand is still used and written to the output folder."""
+        try:
+            save_atomic(tensors, path)
+        except OSError as err:
+            warnings.warn(f"{err}; the result is used without caching it", stacklevel=2)
+
     def tensors(
         self,
         stage: str,
@@ -202,7 +217,7 @@ class Cache:
         if self.write:
             for label, path in paths.items():
                 if path is not None:
-                    save_atomic(result[label], path)
+                    self._store(result[label], path)
         return result
 
 
@@ -218,8 +233,9 @@ def _all_ranks_agree(hit: bool) -> bool:
 
 
 def check_writable(folder: str | Path) -> Path:
-    """Check, before any long computation, that `folder` can be created and written to (nothing is created)."""
-    folder = Path(folder)
+    """Check, before any long computation, that `folder` is one a run may own (`outputs.check_owned`) and can be
+    created and written to (nothing is created)."""
+    folder = check_owned(folder)
     existing = folder
     while not existing.exists():
         if existing.is_symlink() or existing.parent == existing:
@@ -256,5 +272,6 @@ def staged(folder: str | Path) -> Iterator[Path]:
                 dst = folder / src.relative_to(stage)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
+                record_written(dst)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -4,12 +4,14 @@ which command comes next (`lightning_gd.cli.console.print_outputs`)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_gd.cache import check_writable
 from lightning_gd.cli.console import command, print_outputs
 from lightning_gd.jobs import run_name
 from lightning_gd.jobs.artifacts import artifacts
@@ -18,6 +20,7 @@ from lightning_gd.jobs.context import context
 from lightning_gd.jobs.dissect import compare, dissect
 from lightning_gd.jobs.emergence import dissect_checkpoints
 from lightning_gd.jobs.paint import paint
+from lightning_gd.outputs import check_not_cache, first_process, output_lock, written_under
 from lightning_gd.results import AceResult
 
 Report = Callable[[Any, dict, float], None]  # (the function's result, its arguments, its start time) → printed lines
@@ -30,6 +33,15 @@ class Command:
 
     def __call__(self, **options) -> Any:
         started = time.time()
+        out = options.get("out")
+        if out is None:
+            return self._run(options, started)
+        check_writable(out)  # before the lock creates it: a folder the run may not own is never created
+        check_not_cache(out, options.get("cache_dir"))
+        with output_lock(out) if first_process() else contextlib.nullcontext():
+            return self._run(options, started)
+
+    def _run(self, options: dict, started: float) -> Any:
         result = self.run(**options)
         if self.report is not None:
             self.report(result, options, started)
@@ -40,21 +52,13 @@ MAX_LISTED = 12  # files listed one per line; the rest are counted
 
 
 def files_since(folder: str | Path | None, started: float, options: dict | None = None) -> list[str]:
-    """The files under `folder` that this run wrote (modified since it started), hidden ones (staging folders,
-    temporaries) and the cache and TensorBoard folders of `options` left out; beyond `MAX_LISTED`, a line that
-    counts the rest."""
-    if folder is None or not Path(folder).is_dir():
+    """The files under `folder` that this run put in place since it started (`outputs.written_under`: never other
+    files, however recent), the cache and TensorBoard folders of `options` left out; beyond `MAX_LISTED`, a line
+    that counts the rest."""
+    if folder is None:
         return []
-    slack = 1.0  # some file systems store modification times to the second
     skip = [Path(options[k]).resolve() for k in ("cache_dir", "tb_dir") if (options or {}).get(k) is not None]
-    found = sorted(
-        p
-        for p in Path(folder).rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and not any(p.resolve().is_relative_to(s) for s in skip)
-        and p.stat().st_mtime >= started - slack
-    )
+    found = [p for p in written_under(folder, started) if not any(p.resolve().is_relative_to(s) for s in skip)]
     listed = [str(p) for p in found[:MAX_LISTED]]
     if len(found) > MAX_LISTED:
         listed.append(f"… and {len(found) - MAX_LISTED} more under {folder}")

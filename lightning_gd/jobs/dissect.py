@@ -89,7 +89,7 @@ def dissect(
     device = resolve_device(device)
     G = zoo.generator(generator, weights=generator_weights).to(device).eval()
     seg = zoo.segmenter(segmenter).to(device).eval()
-    layers = _layers(G, [layers] if isinstance(layers, str) else list(layers or []), all_layers, generator is None)
+    layers = _layers(G, _named_layers(layers), all_layers, generator is None)
     settings = DissectSettings(
         layers=tuple(layers), n=n, seed=seed, batch_size=batch_size, threshold=threshold, q=q, iqr_n=iqr_n,
         iqr_seed=iqr_seed, stride=stride, parts=parts, iou_threshold=iou_threshold, top_k=top_k,
@@ -139,6 +139,19 @@ def announce_time(G: nn.Module, seg: Segmenter, settings: DissectSettings, z_dim
     return seconds
 
 
+def _named_layers(layers: list[str] | str | None) -> list[str]:
+    """The layers named by --layers; None (not given) is no names. An empty list or an empty name is a mistake: it
+    would dissect the default layer, or the whole generator's RGB output as three "units"."""
+    if layers is None:
+        return []
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if not names:
+        raise InvalidValue("--layers is empty: name at least one layer (or leave --layers out for the default)")
+    if any(not isinstance(name, str) or not name.strip() for name in names):
+        raise InvalidValue(f"--layers {names}: an empty layer name; name layers such as layer4")
+    return names
+
+
 def _layers(G: nn.Module, layers: list[str], all_layers: bool, default_generator: bool) -> list[str]:
     if all_layers:
         layers = [name for name in layer_names(G) if name.startswith("layer") and "." not in name]
@@ -170,6 +183,10 @@ def compare(
         layer: the layer to compare (default: each dissection's first layer).
         out: output folder for compare.json and compare.png (None: no files).
     """
+    if not dissections:  # checked first: an empty comparison would replace a folder's compare.json with nothing
+        raise InvalidValue("dissections is empty: name at least one dissect.json or the folder holding it")
+    if out is not None:
+        check_writable(out)
     rows = []
     for i, path in enumerate(dissections):
         path = Path(path)
