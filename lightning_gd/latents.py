@@ -24,6 +24,7 @@ from lightning_gd.errors import InvalidValue
 # seed · SAMPLE_STRIDE + index seeds sample `index`: distinct (seed, index) pairs never share a generator seed
 # for indices below the stride.
 SAMPLE_STRIDE = 1_000_003
+MAX_SEED = 2**40  # seed · SAMPLE_STRIDE + index + a stream's offset must fit torch's 64-bit seed
 # Offsets of the independent streams drawn from one user seed (kept as published: results depend on them).
 STREAMS = {
     "z": 0,  # latents
@@ -39,6 +40,8 @@ def rng(seed: int, index: int | None = None, stream: str = "z") -> torch.Generat
     """A CPU generator for `stream`, seeded by (seed, sample index) or, without an index, by the seed alone."""
     if stream not in STREAMS:
         raise KeyError(f"unknown random stream {stream!r}; streams: {', '.join(STREAMS)}")
+    if not -MAX_SEED <= int(seed) <= MAX_SEED:  # beyond it, torch's 64-bit seed overflows with an unclear message
+        raise InvalidValue(f"seed {seed} is out of range: seeds are integers in [0, {MAX_SEED}]")
     base = int(seed) if index is None else int(seed) * SAMPLE_STRIDE + int(index)
     return torch.Generator().manual_seed(base + STREAMS[stream])
 

@@ -24,9 +24,11 @@ from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 from lightning_gd import allocator, zoo
 from lightning_gd.cli.commands import COMMANDS, Command
+from lightning_gd.cli.config_files import install_bounded_yaml
 from lightning_gd.cli.console import quiet_third_party
 from lightning_gd.cli.lightning import SUBCOMMANDS, run_lightning
-from lightning_gd.errors import UserError
+from lightning_gd.errors import InvalidValue, UserError
+from lightning_gd.latents import MAX_SEED
 
 
 def project_commands() -> dict[str, Command]:
@@ -134,6 +136,9 @@ def run_project_subcommand(name: str, argv: list[str]):
     _zoo_help(parser)
     cfg = parser.parse_args(argv)
     kwargs = {k: v for k, v in parser.instantiate_classes(cfg).items() if k not in ("config", "__path__")}
+    for key, value in kwargs.items():  # here, where the option's name is known; latents.rng checks them too
+        if key.endswith("seed") and isinstance(value, int) and not 0 <= value <= MAX_SEED:
+            raise InvalidValue(f"--{key} {value}: a seed is an integer in [0, {MAX_SEED}]")
     return command(**kwargs)
 
 
@@ -151,6 +156,7 @@ BUG_LINE = (
 
 def main(argv: list[str] | None = None) -> None:
     quiet_third_party()
+    install_bounded_yaml()
     allocator.tune()
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -86,6 +86,8 @@ def context(
 
     if not 0.0 <= respond <= 1.0:
         raise InvalidValue(f"respond is a share of the window's pixels, in [0, 1]; got {respond}")
+    if units is not None and len(units) == 0:  # inserting nothing gives a table of zeros that looks like a result
+        raise InvalidValue("--units is empty: name the units to insert, or leave it out to rank them by IoU")
     check_writable(out)
     dev = resolve_device(device)
     G = zoo.generator(generator, weights=generator_weights).to(dev).eval()

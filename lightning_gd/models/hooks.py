@@ -102,6 +102,11 @@ def layer_names(model: nn.Module, kind: type | tuple[type, ...] | None = None) -
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     """Look a layer up by dotted name, accepting both ``"0"`` and ``"_orig_mod.0"`` for a compiled model."""
     root = _unwrap(model)
+    if not isinstance(name, str) or not name.strip():  # "" is the whole network in named_modules(), never a layer
+        raise InvalidValue(
+            f"empty layer name {name!r}; name one of {type(root).__name__}'s layers: "
+            f"{', '.join(layer_names(root)[:20])}"
+        )
     modules = dict(root.named_modules())
     if name in modules:
         return _unwrap(modules[name])

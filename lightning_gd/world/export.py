@@ -26,6 +26,8 @@ def _run_wall_time(ckpt: Path) -> float | None:
 
 
 GAN_WEIGHTS = ("ema", "generator")
+NEEDED_HYPER_PARAMETERS = {"gan": ("sizes",), "segmenter": ("width",), "features": ("feature_dim", "grid", "width")}
+WORLD_CONFIGS = {"gan": "gan.yaml", "segmenter": "segmenter.yaml", "features": "features.yaml"}
 
 
 def portable(checkpoint: str | Path) -> str:
@@ -54,6 +56,13 @@ def export(model: str, checkpoint: str | Path, out: str | Path | None = None, ga
         raise InvalidValue(f"unknown gan_weights '{gan_weights}'; choose one of {', '.join(GAN_WEIGHTS)}")
     ckpt = read_checkpoint(checkpoint)
     hp = ckpt.get("hyper_parameters", {})
+    missing = [k for k in NEEDED_HYPER_PARAMETERS[model] if k not in hp]
+    if missing:  # e.g. a causal search's checkpoint given to `export-world gan`
+        raise InvalidValue(
+            f"{checkpoint} is not a world {model} training checkpoint: its hyper-parameters lack "
+            f"{', '.join(missing)} (it has: {', '.join(hp) or 'none'}); export-world {model} takes a checkpoint of "
+            f"`python -m lightning_gd fit --config configs/world/{WORLD_CONFIGS[model]}`"
+        )
     provenance = {
         "checkpoint": portable(checkpoint),
         "global_step": ckpt.get("global_step"),

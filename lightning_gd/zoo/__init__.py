@@ -114,18 +114,62 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidValue(f"spec option {pair!r} in {spec!r} is not key=value")
+        if key in options:
+            raise InvalidValue(f"spec option {key!r} is given twice in {spec!r}")
+        if value.lower() in ("true", "false"):  # as YAML and the command line's own options spell booleans
+            options[key] = value.lower() == "true"
+            continue
         try:
             options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             options[key] = value
     return name, argument or None, options
+
+
+def _check_spec_options(spec: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
+    """The options written in a spec string against the loader's signature: unknown keys, and values of the wrong
+    type for a `bool`, `int` or `float` parameter (`?tanh=maybe` is not true), are a user error naming both."""
+    import inspect
+    import typing
+
+    fn = getattr(factory, "target_function", lambda: factory)()
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        valid = [n for n in list(params)[1:] if params[n].kind is not inspect.Parameter.VAR_POSITIONAL]
+        for key in options:
+            if key not in valid:
+                raise InvalidValue(f"unknown option {key!r} in the spec {spec!r}; its options: {', '.join(valid)}")
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):  # an annotation that does not resolve here: the loader checks its own values
+        return
+    wanted = {bool: "true or false", int: "an integer", float: "a number"}
+    for key, value in options.items():
+        kind = hints.get(key)
+        ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}.get(kind)  # fmt: skip
+        if ok is not None and not ok(value):
+            raise InvalidValue(f"spec option {key}={value!r} in {spec!r}: expected {wanted[kind]}")
+
+
+def _merge_options(spec: str, in_spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The spec's options with those given beside it (keyword arguments, command-line options). A value given as
+    None is an unset default and never replaces the spec's (`world?weights=g.safetensors` with no
+    --generator_weights); two different values for one option are a user error."""
+    merged = dict(in_spec)
+    for key, value in given.items():
+        if value is None and key in in_spec:
+            continue
+        if key in in_spec and in_spec[key] != value:
+            raise InvalidValue(f"{key} is given twice: {in_spec[key]!r} in the spec {spec!r} and {value!r}; give one")
+        merged[key] = value
+    return merged
 
 
 def build(kind: str, spec: str | None, **options) -> Any:
     """The object that the spec names, built by its registered factory."""
     _load_plugins()
     name, argument, in_spec = parse_spec(spec or DEFAULT)
-    options = {**in_spec, **options}
     if name not in _REGISTRY[kind]:
         import difflib
 
@@ -134,7 +178,9 @@ def build(kind: str, spec: str | None, **options) -> Any:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         listing = "; ".join(f"{n}: {_REGISTRY[kind][n].help}" if _REGISTRY[kind][n].help else n for n in known)
         raise InvalidValue(f"unknown {kind} {name!r}{hint}; the zoo has {listing or 'none'}")
-    return _REGISTRY[kind][name].factory(argument, **options)
+    factory = _REGISTRY[kind][name].factory
+    _check_spec_options(spec or DEFAULT, factory, in_spec)
+    return factory(argument, **_merge_options(spec or DEFAULT, in_spec, options))
 
 
 def _from_config(config: dict) -> Any:
@@ -247,9 +293,13 @@ def _lazy(target: str) -> Callable[..., Any]:
     """A factory imported on first use ("module:function"), so naming the zoo's loaders costs no imports."""
 
     def factory(argument: str | None, **options) -> Any:
-        module, _, function = target.partition(":")
-        return getattr(importlib.import_module(module), function)(argument, **options)
+        return target_function()(argument, **options)
 
+    def target_function() -> Callable[..., Any]:
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+    factory.target_function = target_function  # the real signature, for checking a spec's options
     return factory
 
 
