@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 
 from jsonargparse.typing import PositiveInt
@@ -86,6 +88,7 @@ def paint(
 
     if not 0 < port < 65536:
         raise InvalidValue(f"port must be in 1-65535, got {port}")
+    sock = bind(host, port)  # first: a busy port fails before the palette is prepared, and no URL names another server
     session = paint_session(layer, generator, generator_weights, segmenter, z_dim, results, dissect_samples,
                             kc_samples, cache_dir, device)  # fmt: skip
     names = ", ".join(session.brushes)
@@ -93,4 +96,19 @@ def paint(
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: other machines on the network can reach this page")
     print(f"paint at http://{'[' + host + ']' if ':' in host else host}:{port}/  (Ctrl-C stops the server)")
-    uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(create_app(session, host, port), host=host, port=port, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or a user error that says why not (the port in use, an unknown host)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as err:
+        raise InvalidValue(f"--host {host}: not an address of this machine ({err.strerror})") from None
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise InvalidValue(f"port {port} on {host} is in use (another server?): choose another --port") from None
+        raise InvalidValue(f"cannot listen on {host}:{port}: {err.strerror or err}") from None

@@ -94,6 +94,33 @@ def find_results(folder: Path | None, layer: str) -> list[Brush]:
     return list(brushes.values())
 
 
+def brush_problem(brush: Brush, units: int) -> str | None:
+    """What makes `brush` unusable on a layer of `units` units (a ranking of another layer, a k_c that is not
+    (units,) or not finite, as a hand-edited causal.json can hold), or None."""
+    bad = [u for u in brush.units if not isinstance(u, int) or not 0 <= u < units]
+    if bad or not brush.units:
+        return f"its units {bad[:5] or '[]'} are not in 0 … {units - 1}"
+    if brush.k_c is not None and (tuple(brush.k_c.shape) != (units,) or not torch.isfinite(brush.k_c).all()):
+        return f"its k_c (shape {tuple(brush.k_c.shape)}) is not {units} finite numbers"
+    return None
+
+
+def usable_brushes(brushes: dict[str, Brush], units: int) -> dict[str, Brush]:
+    """The brushes a stroke can use; each other one is left out of the palette with a warning naming its source."""
+    import warnings
+
+    kept = {}
+    for name, brush in brushes.items():
+        problem = brush_problem(brush, units)
+        if problem is None:
+            kept[name] = brush
+        else:
+            warnings.warn(f"palette: {name} from {brush.source or 'the palette'} left out: {problem}", stacklevel=3)
+    if not kept:
+        raise InvalidValue("the palette is empty: every brush found was left out (see the warnings above)")
+    return kept
+
+
 class PaintSession:
     """Images being edited with the brushes of a palette, for one generator layer and segmenter."""
 
@@ -108,6 +135,7 @@ class PaintSession:
         with torch.no_grad():
             r = self.split.h(latents([0], self.split.z_dim, 0).to(device_of(generator)))
         self.units, self.size = r.shape[1], tuple(r.shape[-2:])
+        self.brushes = usable_brushes(self.brushes, self.units)
         self.strengths = tuple(n for n in strengths if n <= self.units) or (self.units,)
         self._counter = 0
 
@@ -148,8 +176,9 @@ class PaintSession:
         canvas = self.canvas(key)
         if action not in ACTIONS:
             raise PaintError(f"action must be one of {', '.join(ACTIONS)}")
-        if concept not in self.brushes:
-            raise PaintError(f"unknown concept {concept!r}; the palette has: {', '.join(self.brushes)}")
+        if not isinstance(concept, str) or concept not in self.brushes:
+            shown = repr(concept) if isinstance(concept, str) else f"of type {type(concept).__name__}"
+            raise PaintError(f"unknown concept {shown[:80]}; the palette has: {', '.join(self.brushes)}")
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.units:
             raise PaintError(f"n (the number of units) must be an integer in [1, {self.units}]")
         mask = self.check_mask(mask)
@@ -158,7 +187,12 @@ class PaintSession:
             self.k_c(self.brushes[concept])  # computed on an IoU brush's first use, timed apart from the render
         prepared = round(1000 * (time.perf_counter() - t0), 1)
         canvas.strokes.append((action, concept, mask, n))
-        return {**self.render(key), **({"prepare_ms": prepared} if prepared >= 50 else {})}
+        try:
+            rendered = self.render(key)
+        except BaseException:  # a stroke that cannot be drawn leaves the image as it was
+            canvas.strokes.pop()
+            raise
+        return {**rendered, **({"prepare_ms": prepared} if prepared >= 50 else {})}
 
     def check_mask(self, mask) -> torch.Tensor:
         """A (h, w) list of 0/1 rows → a (1, 1, h, w) float mask; anything else is a PaintError."""
@@ -184,6 +218,8 @@ class PaintSession:
     def k_c(self, brush: Brush) -> torch.Tensor:
         if brush.k_c is None:  # an IoU ranking: k_c from the concept's mean activations (§S-6.4), once
             brush.k_c = concept_means(self.split, self.segmenter, brush.concept, self.kc_samples, progress=False)["k_c"]
+        if not torch.isfinite(brush.k_c).all():
+            raise PaintError(f"{brush.name} has no usable k_c (not finite): draw with another brush", 409)
         return brush.k_c
 
     @torch.no_grad()

@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from starlette.testclient import TestClient
-
 from lightning_gd.causal.interventions import ablate, insert
 from lightning_gd.latents import latents
 from lightning_gd.models.images import to_uint8
+from PIL import Image
+from starlette.testclient import TestClient
+
 from lightning_gd.paint.server import MAX_BODY, create_app
 
 BRUSH = "building (IoU)"
