@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from lightning_gd.causal.interventions import ablate, insert
-from lightning_gd.latents import latents
-from lightning_gd.models.images import to_uint8
 from PIL import Image
 from starlette.testclient import TestClient
 
+from lightning_gd.causal.interventions import ablate, insert
+from lightning_gd.latents import latents
+from lightning_gd.models.images import to_uint8
 from lightning_gd.paint.server import MAX_BODY, create_app
 
 BRUSH = "building (IoU)"
@@ -33,7 +33,7 @@ def square(session, y0: int, x0: int, k: int = 3) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def client(session):
-    return TestClient(create_app(session))
+    return TestClient(create_app(session), base_url="http://127.0.0.1")  # the server answers its own address only
 
 
 def test_palette_names_concepts_of_the_layer(client, session):
@@ -103,9 +103,10 @@ def test_bad_requests_get_a_clear_4xx(client, session, path, body, status, messa
 def test_malformed_and_oversized_bodies(client):
     res = client.post("/api/sample", content=b"{not json", headers={"content-type": "application/json"})
     assert res.status_code == 400 and res.json()["error"] == "the request body is not JSON"
-    res = client.post("/api/sample", content=b"[1, 2]")
+    json_body = {"content-type": "application/json"}
+    res = client.post("/api/sample", content=b"[1, 2]", headers=json_body)
     assert res.status_code == 400 and "JSON object" in res.json()["error"]
     big = json.dumps({"seed": 1, "pad": "x" * MAX_BODY}).encode()
-    res = client.post("/api/sample", content=big)
+    res = client.post("/api/sample", content=big, headers=json_body)
     assert res.status_code == 413 and "too large" in res.json()["error"]
     assert client.get("/api/edit").status_code == 405
