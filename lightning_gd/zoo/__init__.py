@@ -312,6 +312,7 @@ _PUBLISHED = {
     ("segmenter", "ade20k"): ("lightning_gd.zoo.csail:load_ade20k", "CSAIL ADE20K encoder+decoder, ade20k:DIR"),
     ("segmenter", "upp"): ("lightning_gd.zoo.csail:load_upp", "Unified Perceptual Parsing, upp:DIR"),
     ("segmenter", "hf"): ("lightning_gd.zoo.hf:load", "Hugging Face semantic segmentation folder, hf:DIR"),
+    ("segmenter", "clipseg"): ("lightning_gd.zoo.clipseg:load", "CLIPSeg on your words, clipseg:DIR?concepts=a,b"),
     ("segmenter", "torchvision"): ("lightning_gd.zoo.tv:load", "torchvision segmentation, torchvision:NAME:PATH"),
 }
 for (_kind, _name), (_target, _help) in _PUBLISHED.items():
