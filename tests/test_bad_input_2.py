@@ -1,0 +1,273 @@
+"""The second hardening round (issue 26), from the command line as a user meets each case: output folders a run
+may not own, two runs into one folder, a full cache disk, empty and degenerate arguments, YAML bombs, unclear
+one-liners, and the line between a user's mistake (one line, exit 2) and a bug (traceback, exit 1)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightning_gd
+from lightning_gd.cli import main
+from lightning_gd.outputs import LOCK_NAME, output_lock
+from tests.test_bad_input import COLOUR, PLANTED, SMALL, fails, snapshot
+
+
+def dissect_args(out: Path | str, cache: Path) -> list[str]:
+    return ["dissect", *PLANTED, *COLOUR, *SMALL, "--out", str(out), "--cache_dir", str(cache)]
+
+
+@pytest.fixture
+def dissected(tmp_path, one_thread) -> Path:
+    out = tmp_path / "run"
+    main(dissect_args(out, out / "cache"))
+    return out
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    import lightning_gd.jobs.dissect as job
+
+    monkeypatch.setattr(job, "run_dissection", lambda *a, **k: pytest.fail("computed before checking its inputs"))
+
+
+# ----------------------------------------------------------------------------------------------- output folders
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("/", "is a shared folder"),
+        ("/etc/lightning_gd", "is a system folder"),
+        ("/proc/self", "is a system folder"),
+        ("/tmp", "is a shared folder"),
+        ("PACKAGE/reports", "is inside the lightning_gd package"),
+        (".", "is the working folder or one that holds it"),
+        ("..", "is the working folder or one that holds it"),
+    ],
+)
+def test_an_output_folder_the_run_may_not_own(out, message, tmp_path, capsys, no_work):
+    out = out.replace("PACKAGE", str(Path(lightning_gd.__file__).parent))
+    err = fails(dissect_args(out, tmp_path / "cache"), capsys)
+    assert f"output folder {out} {message}" in err, err
+    assert not (Path(lightning_gd.__file__).parent / "reports" / "dissect.json").exists()
+
+
+def test_the_output_folder_is_not_the_cache(tmp_path, capsys, no_work):
+    err = fails(dissect_args(tmp_path / "cache" / "d", tmp_path / "cache"), capsys)
+    assert "is inside --cache_dir" in err and not (tmp_path / "cache").exists()
+
+
+def test_compare_with_no_dissections_keeps_the_folder(tmp_path, capsys):
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "compare.json").write_text('[{"kept": 1}]')
+    (out / "compare.png").write_bytes(b"png")
+    before = snapshot(out)
+    err = fails(["compare", "--dissections", "[]", "--out", str(out)], capsys)
+    assert "dissections is empty" in err and snapshot(out) == before
+
+
+def test_wrote_lists_only_the_runs_own_files(tmp_path, capsys, one_thread):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("a file of the user's, changed just before the run")
+    main(dissect_args(out, tmp_path / "cache"))
+    listing = capsys.readouterr().out.split("wrote:")[1]
+    assert "dissect.json" in listing and "notes.txt" not in listing and LOCK_NAME not in listing
+    assert not (out / LOCK_NAME).exists()
+
+
+# ----------------------------------------------------------------------------------------------- two runs
+
+
+def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path, capsys, no_work):
+    out = tmp_path / "shared"
+    with output_lock(out):  # the first run, still writing
+        err = fails(dissect_args(out, tmp_path / "cache"), capsys)
+    assert f"another run is writing into {out} (process " in err and "choose another output folder" in err
+    assert not out.exists()  # the first run created it and, with nothing written, removed it
+
+
+def test_the_lock_is_free_again_after_a_failure(tmp_path, capsys, one_thread):
+    out = tmp_path / "o"
+    fails([*dissect_args(out, tmp_path / "cache"), "--layers", "layer9"], capsys)  # fails inside the run
+    with output_lock(out):
+        assert (out / LOCK_NAME).is_file()
+    assert not out.exists()
+
+
+def test_two_threads_cannot_hold_one_folder(tmp_path):
+    held, results = threading.Event(), []
+
+    def first():
+        with output_lock(tmp_path / "x"):
+            held.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait(5)
+    with pytest.raises(lightning_gd.errors.UserError, match="another run is writing"):
+        with output_lock(tmp_path / "x"):
+            results.append("second")
+    thread.join()
+    assert results == []
+
+
+# ----------------------------------------------------------------------------------------------- faults
+
+
+def test_a_full_cache_disk_keeps_the_work(tmp_path, capsys, monkeypatch, one_thread):
+    import lightning_gd.cache as cache
+
+    real = cache.save_atomic
+
+    def full(tensors, path, metadata=None):
+        if Path(path).is_relative_to(tmp_path / "cache"):
+            raise OSError(28, "No space left on device", str(path))
+        return real(tensors, path, metadata)
+
+    monkeypatch.setattr(cache, "save_atomic", full)
+    with pytest.warns(UserWarning, match=r"No space left on device.*used without caching it") as caught:
+        main(dissect_args(tmp_path / "out", tmp_path / "cache"))
+    assert any(str(tmp_path / "cache") in str(w.message) for w in caught)
+    assert (tmp_path / "out" / "dissect.json").is_file()
+
+
+def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
+    from lightning_gd.cache import atomic_write
+
+    def full(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match=f"cannot write {tmp_path / 'a.json'}: No space left on device"):
+        atomic_write(tmp_path / "a.json", b"{}")
+
+
+# ----------------------------------------------------------------------------------------------- empty arguments
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layers", ""], r"empty layer name"),
+        (["--layers", "[]"], r"--layers is empty: name at least one layer"),
+        (["--layers", "layer1,"], None),  # a trailing comma is no empty name: the bare list drops it
+        (["--seed", "1e23"], r"key \"seed\":\s+Expected a <class 'int'>. Got value: 1e\+23"),
+        (["--seed", "10" * 12], r"--seed 101010101010101010101010: a seed is an integer in \[0, 1099511627776\]"),
+        (["--iqr_seed", "-5"], r"--iqr_seed -5: a seed is an integer in \[0,"),
+    ],
+)
+def test_empty_and_degenerate_arguments(args, message, tmp_path, capsys, one_thread):
+    base = dissect_args(tmp_path / "o", tmp_path / "cache")
+    if message is None:
+        main([*base, *args])
+        assert (tmp_path / "o" / "dissect.json").is_file()
+        return
+    err = fails([*base, *args], capsys)
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_context_with_no_units(tmp_path, capsys):
+    err = fails(["context", "--concept", "tree", "--units", "[]", "--out", str(tmp_path / "c")], capsys)
+    assert "--units is empty" in err and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("progan:g.pth?tanh=maybe", "spec option tanh='maybe' in 'progan:g.pth?tanh=maybe': expected true or false"),
+        ("progan:g.pth?tanh=1", "expected true or false"),
+        ("progan:g.pth?tanh=true&tanh=false", "spec option 'tanh' is given twice"),
+        ("progan:g.pth?tahn=true", "unknown option 'tahn' in the spec 'progan:g.pth?tahn=true'; its options: weights"),
+    ],
+)
+def test_spec_options_are_parsed_strictly(spec, message, tmp_path, capsys):
+    err = fails(["dissect", "--generator", spec, "--layers", "layer4", "--out", str(tmp_path / "o")], capsys)
+    assert message in err, err
+
+
+def test_a_specs_weights_are_not_replaced_by_an_unset_option(tmp_path, capsys):
+    (tmp_path / "mine.pt").write_bytes(b"not weights")
+    spec = f"world?weights={tmp_path / 'mine.pt'}"
+    err = fails(["dissect", "--generator", spec, *SMALL, "--out", str(tmp_path / "o")], capsys)
+    assert f"{tmp_path / 'mine.pt'}" in err  # the spec's file was read, not the shipped weights
+    other = ["--generator_weights", str(tmp_path / "other.pt")]
+    err = fails(["dissect", "--generator", spec, *other, *SMALL, "--out", str(tmp_path / "o")], capsys)
+    assert "weights is given twice" in err
+
+
+# ----------------------------------------------------------------------------------------------- configs
+
+
+def test_a_yaml_bomb_is_refused_quickly(tmp_path, capsys):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{c}: &{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\nn: *i\n")
+    started = time.perf_counter()
+    err = fails(["dissect", "--config", str(tmp_path / "bomb.yaml"), "--out", str(tmp_path / "o")], capsys)
+    assert time.perf_counter() - started < 30
+    assert "expands to more than 100,000 values through its aliases" in err
+
+
+def test_a_deeply_nested_yaml_is_refused(tmp_path, capsys):
+    (tmp_path / "deep.yaml").write_text("layers: " + "[" * 5000 + "]" * 5000 + "\n")
+    err = fails(["dissect", "--config", str(tmp_path / "deep.yaml"), "--out", str(tmp_path / "o")], capsys)
+    assert "nested more than 64 levels deep" in err or "exceeded maximum nesting depth" in err  # PyYAML's own limit
+
+
+# ----------------------------------------------------------------------------------------------- unclear one-liners
+
+
+def test_a_dissect_json_without_settings_is_named(dissected, tmp_path, capsys):
+    doc = json.loads((dissected / "dissect.json").read_text())
+    del doc["settings"]
+    (dissected / "dissect.json").write_text(json.dumps(doc))
+    err = fails(["compare", "--dissections", f"[{dissected}]", "--out", str(tmp_path / "c")], capsys)
+    assert str(dissected / "dissect.json") in err and "settings" in err and err.strip() != "error: settings"
+
+
+def test_a_string_mean_iou_is_named(dissected, tmp_path, capsys):
+    doc = json.loads((dissected / "dissect.json").read_text())
+    doc["layers"]["layer1"]["summary"]["mean_iou"] = "high"
+    (dissected / "dissect.json").write_text(json.dumps(doc))
+    err = fails(["compare", "--dissections", f"[{dissected}]", "--out", str(tmp_path / "c")], capsys)
+    assert str(dissected / "dissect.json") in err and "mean_iou" in err and "ufunc" not in err
+
+
+def test_a_causal_checkpoint_given_to_export_world_gan(tmp_path, capsys):
+    torch.save({"state_dict": {}, "hyper_parameters": {"concept": "tree", "layer": "layer4"}}, tmp_path / "c.ckpt")
+    err = fails(["export-world", "gan", "--checkpoint", str(tmp_path / "c.ckpt")], capsys)
+    assert f"{tmp_path / 'c.ckpt'} is not a world gan training checkpoint: its hyper-parameters lack sizes" in err
+    assert "(it has: concept, layer)" in err
+
+
+# ----------------------------------------------------------------------------------------------- mistakes and bugs
+
+
+def test_a_bug_shows_its_traceback_and_says_so(tmp_path, capsys, monkeypatch):
+    import lightning_gd.jobs.dissect as job
+
+    def bug(*args, **kwargs):
+        return {}["a key the code forgot"]
+
+    monkeypatch.setattr(job, "run_dissection", bug)
+    with pytest.raises(SystemExit) as exit_info:
+        main(dissect_args(tmp_path / "o", tmp_path / "cache"))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert "Traceback" in err and "KeyError: 'a key the code forgot'" in err
+    assert "this is a bug in lightning_gd" in err
+
+
+def test_a_user_error_raised_inside_a_class_is_still_one_line(tmp_path, capsys):
+    err = fails(["fit", "--model.init_args.concept", "tre", "--model.init_args.out", str(tmp_path / "o")], capsys)
+    assert err.startswith("error: unknown concept 'tre' (did you mean tree?)")
