@@ -32,7 +32,7 @@ def paint_session(
     unit's best match, interpretable or not: a brush needs a ranking, not a label)."""
     from lightning_gd.dissection import dissect
     from lightning_gd.dissection.results import concept_ranking
-    from lightning_gd.paint.session import Brush, PaintSession, find_results
+    from lightning_gd.paint.session import Brush, PaintSession, brush_concepts, find_results
 
     allocator.tune()  # each stroke's blocks reused from the heap, as in the command line (`allocator`)
     dev = resolve_device(device)
@@ -40,13 +40,22 @@ def paint_session(
     seg = zoo.segmenter(segmenter).to(dev).eval()
     brushes = find_results(results, layer)
     if not brushes:
+        cached = f" (cached in {cache_dir})" if cache_dir else ""
+        print(
+            f"paint: no causal search or dissection of {layer} under {results}; dissecting {dissect_samples} samples "
+            f"for IoU-ranked brushes{cached}",
+            flush=True,
+        )
         d = dissect(G, layer, seg, n=dissect_samples, z_dim=z_dim, cache_dir=cache_dir, progress=False)
         units = d.units(layer)
-        labels = sorted({u["label"] for u in units})
-        for concept in labels:
+        matches = brush_concepts(d.layers[layer].iou, list(d.vocabulary.names))
+        for concept in sorted({u["label"] for u in units} | set(matches)):
             order = concept_ranking(d.layers[layer].iou, d.vocabulary.index(concept))
-            brushes.append(Brush(f"{concept} (IoU)", concept, "iou", order, None, f"dissection of {dissect_samples}"))
-    return PaintSession(G, seg, layer, brushes, z_dim, kc_samples)
+            source = f"dissection of {dissect_samples}"
+            brushes.append(Brush(f"{concept} (IoU)", concept, "iou", order, None, source, matches.get(concept)))
+    session = PaintSession(G, seg, layer, brushes, z_dim, kc_samples)
+    session.prepare()
+    return session
 
 
 def paint(

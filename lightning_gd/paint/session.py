@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lightning_gd.causal.interventions import ablate, concept_means, insert
+from lightning_gd.causal.interventions import ablate, concept_means, coverage, insert
 from lightning_gd.dissection.results import concept_ranking
 from lightning_gd.errors import InvalidValue
-from lightning_gd.latents import latents
+from lightning_gd.latents import latent_batches, latents
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.images import to_uint8
 from lightning_gd.models.segmenters import Segmenter
@@ -34,6 +34,7 @@ from lightning_gd.results import CausalSearchResult, DissectionResult
 ACTIONS = ("draw", "remove")
 MAX_IMAGES = 64  # images kept per server (least recently used dropped)
 MAX_SEED = 2**31 - 1
+BRUSH_IOU = 0.05  # the page calls an IoU brush a weak match when no unit's IoU exceeds this (the usual cut)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Brush:
     units: list[int]
     k_c: torch.Tensor | None = None
     source: str = ""
+    match: float | None = None  # an IoU brush: the best IoU of any unit with the concept (how well units match it)
 
 
 @dataclass
@@ -87,10 +89,11 @@ def find_results(folder: Path | None, layer: str) -> list[Brush]:
             continue
         iou, names = torch.from_numpy(np.load(table)), doc.vocabulary["names"]
         labels = {u["label"] for u in doc.interpretable(layer)}
-        for concept in sorted(labels):
+        matches = brush_concepts(iou, names)
+        for concept in sorted(labels | set(matches)):
             ranking = concept_ranking(iou, names.index(concept))
-            brushes.setdefault(f"{concept} (IoU)", Brush(f"{concept} (IoU)", concept, "iou", ranking, None,
-                                                          str(path.parent)))  # fmt: skip
+            brush = Brush(f"{concept} (IoU)", concept, "iou", ranking, None, str(path.parent), matches.get(concept))
+            brushes.setdefault(brush.name, brush)
     return list(brushes.values())
 
 
@@ -121,6 +124,39 @@ def usable_brushes(brushes: dict[str, Brush], units: int) -> dict[str, Brush]:
     return kept
 
 
+def brush_concepts(iou: torch.Tensor, names: list[str]) -> dict[str, float]:
+    """Every concept some unit overlaps (`iou` (U, C)), with the best IoU of any unit with it: a brush needs a
+    ranking, not a label, so a concept that is never a unit's best match (the world's tree in layer4) still gets
+    one, and the page says how well its units match it."""
+    best = iou.max(0).values
+    return {names[c]: float(best[c]) for c in torch.nonzero(best > 0).flatten().tolist()}
+
+
+@torch.no_grad()
+def palette_means(
+    split: LayerSplit,
+    segmenter: Segmenter,
+    concepts: list[str],
+    n: int,
+    seed: int = 0,
+    batch_size: int = 50,
+    progress: bool = True,
+) -> dict[str, torch.Tensor | None]:
+    """k_c (§S-6.4) of several concepts from one pass over n samples: per concept the numbers `concept_means`
+    gives (same seed, samples and weights), for the cost of one. None for a concept that never occurs."""
+    index = torch.tensor([segmenter.concept_index(c) for c in concepts])
+    weighted, total = 0.0, torch.zeros(len(concepts), dtype=torch.float64)
+    dev = device_of(split.generator)
+    for _, z in latent_batches(n, split.z_dim, seed, batch_size, dev, "palette k_c", progress, sharded=False):
+        r = split.h(z).float()  # (B, U, h, w)
+        labels = segmenter.labels(split.f(r, z))  # (B, H, W)
+        masks = labels[:, None] == index.to(labels.device)[None, :, None, None]  # (B, C, H, W)
+        w = coverage(masks.flatten(0, 1), tuple(r.shape[-2:])).view(*masks.shape[:2], *r.shape[-2:])  # (B, C, h, w)
+        weighted = weighted + torch.einsum("buhw,bchw->cu", r.double(), w.double()).cpu()
+        total += w.double().sum((0, 2, 3)).cpu()
+    return {c: (weighted[i] / total[i]).float() if total[i] > 0 else None for i, c in enumerate(concepts)}
+
+
 class PaintSession:
     """Images being edited with the brushes of a palette, for one generator layer and segmenter."""
 
@@ -139,6 +175,34 @@ class PaintSession:
         self.strengths = tuple(n for n in strengths if n <= self.units) or (self.units,)
         self._counter = 0
 
+    def prepare(self, progress: bool = True) -> list[str]:
+        """k_c of every brush that has none (the IoU-ranked ones), in one pass before the first stroke, so no
+        stroke waits for it. Brushes whose concept never occurs in the samples are left out; returns their names."""
+        todo = [b for b in self.brushes.values() if b.k_c is None]
+        if not todo:
+            return []
+        known = set(self.segmenter.concepts)  # a part concept (building-t) has no mask of its own to take k_c on
+        concepts = sorted({b.concept for b in todo if b.concept in known})
+        t0 = time.perf_counter()
+        if progress:
+            print(
+                f"palette: k_c of {len(concepts)} concepts ({', '.join(concepts)}) from {self.kc_samples} samples, "
+                "once, so that no stroke waits for it",
+                flush=True,
+            )
+        means = palette_means(self.split, self.segmenter, concepts, self.kc_samples, progress=progress)
+        missing = [b.name for b in todo if means.get(b.concept) is None]
+        for b in todo:
+            b.k_c = means.get(b.concept)
+        for name in missing:
+            del self.brushes[name]
+        if progress:
+            left = f"; left out (not a segmenter class, or never seen): {', '.join(missing)}" if missing else ""
+            print(f"palette ready in {time.perf_counter() - t0:.1f} s{left}", flush=True)
+        if not self.brushes:
+            raise PaintError(f"no concept of the palette occurs in {self.kc_samples} samples: raise kc_samples")
+        return missing
+
     def palette(self) -> dict:
         return {
             "layer": self.layer,
@@ -149,6 +213,12 @@ class PaintSession:
                 {"name": b.name, "concept": b.concept, "ranking": b.ranking, "source": b.source}
                 for b in self.brushes.values()
             ],  # fmt: skip
+            "matches": {b.name: b.match for b in self.brushes.values() if b.match is not None},
+            "iou_cut": BRUSH_IOU,
+            "legend": [  # the segmentation overlay's colours, one per segmenter class
+                {"name": name, "colour": "#" + "".join(f"{v:02x}" for v in colour)}
+                for name, colour in zip(self.segmenter.concepts, segmentation_colours(len(self.segmenter.concepts)))
+            ],
         }
 
     def sample(self, seed: int | None = None) -> dict:
@@ -243,9 +313,15 @@ class PaintSession:
         return {
             "image": _png(to_uint8(x)[0]),
             "segmentation": _png(colorize(labels)[0]),
+            "present": torch.unique(labels).tolist(),  # the classes the overlay shows, for its legend
             "edits": len(canvas.strokes),
             "ms": round(1000 * (time.perf_counter() - t0), 1),
         }
+
+
+def segmentation_colours(num_classes: int) -> list[list[int]]:
+    """The RGB colour `colorize` gives each class index."""
+    return colorize(torch.arange(num_classes)[None, None])[0, :, 0].T.tolist()
 
 
 def _png(image: torch.Tensor) -> str:

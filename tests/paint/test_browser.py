@@ -11,48 +11,15 @@ import base64
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
+
+from tests.helpers import chromium_path
 
 CELL = 64  # page pixels per featuremap cell (512 px / 8 cells)
 PX = 8  # image pixels per featuremap cell (64 / 8)
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("the browser tests drive Debian's chromium: install it (apt-get install -y chromium)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def url(session, tmp_path_factory):
-    import uvicorn
-
-    from lightning_gd.jobs.paint import paint_session
-    from lightning_gd.paint.server import create_app
-
-    results = os.environ.get("LIGHTNING_GD_PAINT_RESULTS")
-    served = paint_session(results=Path(results)) if results else session
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", served
-    server.should_exit = True
-    thread.join(10)
 
 
 def image_of(page) -> np.ndarray:
@@ -73,7 +40,7 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
     shots.mkdir()
     requests = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium_path(), headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1000, "height": 640})
         page.on("request", lambda r: requests.append(r.url))
         page.goto(f"{base}/?seed=219")  # sky at the first stroke, a building at the second
