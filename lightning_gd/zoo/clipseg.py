@@ -175,9 +175,7 @@ def load(
 def clipseg_folder(argument: str | None) -> Path:
     """The folder, after checking that it holds a CLIPSeg model with safetensors weights, a tokenizer and an image
     processor; what it holds instead is named."""
-    if not argument:
-        raise InvalidValue("name the model folder: clipseg:DIR (save_pretrained of CLIPSeg and of its processor)")
-    folder = checked_folder(argument)
+    folder = checked_folder(argument, "clipseg")
     config = json.loads((folder / "config.json").read_text())
     found = config.get("architectures") or [config.get("model_type", "a model of no model_type")]
     if config.get("model_type") != "clipseg" or ARCHITECTURE not in found:

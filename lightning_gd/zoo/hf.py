@@ -74,10 +74,11 @@ def load(argument: str | None, batch_size: int = 16) -> PublishedSegmenter:
     )
 
 
-def checked_folder(argument: str | None) -> Path:
-    """The model folder, after checking that it holds a config and safetensors weights."""
+def checked_folder(argument: str | None, spec: str = "hf") -> Path:
+    """The model folder, after checking that it holds a config and safetensors weights; `spec` is the loader's
+    name in the errors (`hf`, `clipseg`)."""
     if not argument:
-        raise InvalidValue("name the model folder: hf:DIR (a folder written by save_pretrained, with config.json)")
+        raise InvalidValue(f"name the model folder: {spec}:DIR (a folder written by save_pretrained, with config.json)")
     folder = Path(argument).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"Hugging Face model folder not found: {folder} (expected a save_pretrained folder)")
@@ -87,7 +88,7 @@ def checked_folder(argument: str | None) -> Path:
         pickled = [name for name in PICKLES if (folder / name).is_file()]
         if pickled:
             raise InvalidValue(
-                f"{folder / pickled[0]} is a pickled checkpoint; hf:DIR loads safetensors only. Convert it once: "
+                f"{folder / pickled[0]} is a pickled checkpoint; {spec}:DIR loads safetensors only. Convert it once: "
                 'python -c "from lightning_gd.models.weights import read_file; from safetensors.torch import '
                 f"save_file; save_file({{k: v.contiguous() for k, v in read_file('{folder / PICKLES[0]}').items()}}, "
                 f"'{folder / WEIGHTS[0]}', metadata={{'format': 'pt'}})\" (a sharded .bin needs each shard converted)"

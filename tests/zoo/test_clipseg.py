@@ -197,6 +197,10 @@ def test_missing_parts_of_the_folder_are_named(folder, tmp_path):
     save_file({k: v for k, v in weights.items() if not k.startswith("decoder.")}, copy / "model.safetensors")
     with pytest.raises(ValueError, match=r"copy: the weights lack \d+ tensors of CLIPSeg, e\.g\. decoder\."):
         zoo.segmenter(f"clipseg:{copy}", concepts=["smile"])
+    (copy / "model.safetensors").unlink()
+    torch.save(folder[1].state_dict(), copy / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin is a pickled checkpoint; clipseg:DIR loads safetensors"):
+        zoo.segmenter(f"clipseg:{copy}", concepts=["smile"])
 
 
 def test_a_prompt_longer_than_the_text_encoder_reads_is_named(folder):
