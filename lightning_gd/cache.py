@@ -174,7 +174,7 @@ class Cache:
                 problem = check(tensors)
             if problem is None:
                 return tensors
-        warnings.warn(f"cache file {path} is {problem}; computing it again", stacklevel=4)
+        warnings.warn(f"cache file {path} is {problem}; computing it again", stacklevel=5)
         return None
 
     def _store(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -207,18 +207,34 @@ class Cache:
     ) -> dict[str, dict[str, torch.Tensor]]:
         """One result per label (e.g. per layer) computed together: loaded if every label's file is intact,
         else all recomputed by `compute()` → {label: tensors} and written one file per label."""
-        if self.folder is not None and self.write:
-            remove_stale_temporaries(self.folder)
-        paths = {label: self.path(stage, {**payload, "label": label}, label) for label in labels}
-        loaded = {label: self._load(path, check) for label, path in paths.items()}
-        if _all_ranks_agree(all(v is not None for v in loaded.values())):
+        loaded = self.load_labels(stage, payload, labels, check)
+        if loaded is not None:
             return loaded
         result = compute()
-        if self.write:
-            for label, path in paths.items():
-                if path is not None:
-                    self._store(result[label], path)
+        self.save_labels(stage, payload, {label: result[label] for label in labels})
         return result
+
+    def load_labels(
+        self, stage: str, payload: dict, labels: list[str], check: Callable[[dict], str | None] | None = None
+    ) -> dict[str, dict[str, torch.Tensor]] | None:
+        """Every label's stored result when all are intact on every rank, else None (then every rank computes:
+        the computation reduces across ranks, and a rank that loaded would leave the others waiting)."""
+        if self.folder is not None and self.write:
+            remove_stale_temporaries(self.folder)
+        loaded = {label: self._load(self._label_path(stage, payload, label), check) for label in labels}
+        return loaded if _all_ranks_agree(all(v is not None for v in loaded.values())) else None
+
+    def save_labels(self, stage: str, payload: dict, result: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Store each label's tensors of `result` in its own file (nothing where this cache does not write)."""
+        if not self.write:
+            return
+        for label, tensors in result.items():
+            path = self._label_path(stage, payload, label)
+            if path is not None:
+                self._store(tensors, path)
+
+    def _label_path(self, stage: str, payload: dict, label: str) -> Path | None:
+        return self.path(stage, {**payload, "label": label}, label)
 
 
 def _all_ranks_agree(hit: bool) -> bool:
