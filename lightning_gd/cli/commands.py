@@ -20,6 +20,7 @@ from lightning_gd.jobs.context import context
 from lightning_gd.jobs.dissect import compare, dissect
 from lightning_gd.jobs.emergence import dissect_checkpoints
 from lightning_gd.jobs.paint import paint
+from lightning_gd.latents import is_rank_zero
 from lightning_gd.outputs import check_not_cache, first_process, output_lock, written_under
 from lightning_gd.results import AceResult
 
@@ -43,7 +44,7 @@ class Command:
 
     def _run(self, options: dict, started: float) -> Any:
         result = self.run(**options)
-        if self.report is not None:
+        if self.report is not None and is_rank_zero():  # a job run on several processes reports once
             self.report(result, options, started)
         return result
 

@@ -9,26 +9,26 @@ The recipe, in the paper's order:
    thresholds and tallies come from the same single pass of generator and segmenter (`bands`);
 3. IoU, a label per unit (best concept, its category, IoU), interpretable units, top-k images per unit.
 
-Each stage is cached under a key of everything it depends on (`lightning_gd.cache.Cache`).
+`DissectionModule` is the recipe as a LightningModule (a Trainer's `validate` and `test`); `dissect` runs it from
+Python, through a given Trainer or in this process. Each stage is cached under a key of everything it depends on
+(`lightning_gd.cache.Cache`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from pytorch_lightning import Trainer
 from torch import nn
+from tqdm.auto import tqdm
 
 from lightning_gd import allocator
-from lightning_gd.cache import Cache, fingerprint
-from lightning_gd.dissection.concepts import Vocabulary, vocabulary
-from lightning_gd.dissection.passes import BAND_BELOW, BAND_FLOOR, BAND_Z, iqr_thresholds, quantile_pass, tally
-from lightning_gd.dissection.results import Dissection, DissectSettings, LayerDissection
+from lightning_gd.dissection.module import DissectionModule
+from lightning_gd.dissection.results import Dissection, DissectSettings
 from lightning_gd.errors import InvalidValue
-from lightning_gd.latents import is_rank_zero, latents
-from lightning_gd.models.generators import device_of, eval_mode, z_dim_of
-from lightning_gd.models.hooks import resolve_layer
+from lightning_gd.latents import LatentDataModule, is_rank_zero
+from lightning_gd.models.generators import device_of, eval_mode
 from lightning_gd.models.segmenters import Segmenter
 
 
@@ -40,100 +40,64 @@ def dissect(
     z_dim: int | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    trainer: Trainer | None = None,
     **overrides,
 ) -> Dissection:
     """Dissect one or several layers of `generator` against `segmenter`'s concepts.
 
     `settings` (or keyword overrides of its fields, e.g. `n=500, threshold="iqr"`) fixes the sample and the
     method; `cache_dir` makes finished stages reusable across runs with the same settings and networks.
+    `trainer` runs the passes (its `validate` and `test`: any accelerator, devices, nodes, strategy, precision;
+    the networks are back on their own devices afterwards); without one they run in this process on the
+    generator's device, over this rank's share of the samples when torch.distributed is initialized (then every
+    rank must call it). Every rank gets the same result.
     """
     allocator.tune()  # large blocks reused from the heap, not mapped again per batch (`allocator`)
-    layers = [layers] if isinstance(layers, str) else list(layers)
-    s = _settings(generator, layers, settings, overrides)
-    z_dim = z_dim_of(generator, z_dim)
-    vocab = vocabulary(segmenter, list(s.parts) if isinstance(s.parts, tuple) else s.parts)
-    cache = Cache(cache_dir, write=is_rank_zero())
+    module = DissectionModule(generator, layers, segmenter, settings, z_dim, cache_dir, **overrides)
+    data = module.datamodule()
+    iqr = module.settings.threshold == "iqr"
+    devices = [(net, device_of(net)) for net in (generator, segmenter)]
     with eval_mode(generator, segmenter):
-        size = _segmentation_size(generator, segmenter, z_dim, s.seed)
-        if s.stride > min(size):
-            raise InvalidValue(
-                f"stride {s.stride} is larger than the {size[0]}×{size[1]} segmentation: use ≤ {min(size)}"
-            )
-        key = {
-            "generator": fingerprint(generator),
-            "segmenter": fingerprint(segmenter),
-            **_threshold_key(s, size, vocab),
-        }
-
-        tally_key = {**key, "mode": s.threshold, "tally_n": s.n, "tally_seed": s.seed, "top_k": s.top_k,
-                     "candidates": s.candidates, "top_score": "relative_peak"}  # fmt: skip
-        if s.threshold == "quantile":  # 1 and 2 in one pass
-
-            def one_pass() -> dict[str, dict[str, torch.Tensor]]:
-                found = quantile_pass(generator, segmenter, vocab, layers, s, z_dim, progress)
-                return {layer: {"thresholds": d.thresholds, **_tensors(d)} for layer, d in found.items()}
-
-            tallies = cache.per_label("dissect_quantile", {**tally_key, "vocab": vocab.names}, one_pass, layers)
-            thresholds = {layer: tallies[layer]["thresholds"] for layer in layers}
-        else:
-
-            def thresholds_pass() -> dict[str, dict[str, torch.Tensor]]:  # 1. a threshold per unit
-                found = iqr_thresholds(generator, segmenter, vocab, layers, s, z_dim, progress)
-                return {layer: {"thresholds": t} for layer, t in found.items()}
-
-            stored = cache.per_label(f"thresholds_{s.threshold}", key, thresholds_pass, layers)
-            thresholds = {layer: stored[layer]["thresholds"] for layer in layers}
-
-            def tally_pass() -> dict[str, dict[str, torch.Tensor]]:  # 2. pooled IoU and top images per unit
-                found = tally(generator, segmenter, vocab, layers, thresholds, s, z_dim, progress)
-                return {layer: _tensors(d) for layer, d in found.items()}
-
-            tallies = cache.per_label("tally", {**tally_key, "vocab": vocab.names}, tally_pass, layers)
-    # 3. labels come from the IoU table (`Dissection.units`)
-    return Dissection(s, vocab, {layer: _layer(layer, thresholds[layer], tallies[layer]) for layer in layers})
+        try:
+            if trainer is not None:
+                if iqr:
+                    trainer.validate(module, datamodule=data, verbose=False)
+                trainer.test(module, datamodule=data, verbose=False)
+            else:
+                with torch.no_grad():
+                    if iqr:
+                        _in_process(module, data, "validate", progress)
+                    _in_process(module, data, "test", progress)
+        finally:
+            for net, device in devices:  # a Trainer leaves its module on the CPU
+                net.to(device)
+    if module.result is None:  # the Trainer ran the module's copies in processes of its own
+        raise InvalidValue(
+            f"the Trainer's strategy {type(trainer.strategy).__name__} dissected in processes it spawned, whose "
+            "results do not come back: use a strategy that runs in this process (ddp, or processes started by "
+            "torchrun or SLURM)"
+        )
+    return module.result
 
 
-def _settings(
-    generator: nn.Module, layers: list[str], settings: DissectSettings | None, overrides: dict
-) -> DissectSettings:
-    if not layers:
-        raise InvalidValue("no layers to dissect")
-    for layer in layers:
-        resolve_layer(generator, layer)  # unknown names fail here, listing the close ones
-    if settings is None:
-        settings = DissectSettings(layers=tuple(layers), **overrides)
-    elif overrides or settings.layers != tuple(layers):
-        settings = DissectSettings(**{**asdict(settings), **overrides, "layers": tuple(layers)})
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        ranks = torch.distributed.get_world_size()
-        if settings.n < ranks or (settings.threshold == "iqr" and settings.iqr_n < ranks):
-            raise InvalidValue(f"n={settings.n} samples cannot be shared by {ranks} ranks")
-    return settings
+_HOOKS = {  # stage: (epoch start, step, epoch end, loader)
+    "validate": ("on_validation_epoch_start", "validation_step", "on_validation_epoch_end", "val_dataloader"),
+    "test": ("on_test_epoch_start", "test_step", "on_test_epoch_end", "test_dataloader"),
+}
 
 
-@torch.no_grad()
-def _segmentation_size(generator: nn.Module, segmenter: Segmenter, z_dim: int, seed: int) -> tuple[int, int]:
-    x0 = generator(latents([0], z_dim, seed).to(device_of(generator)))
-    return tuple(segmenter.labels(x0).shape[-2:])
-
-
-def _threshold_key(s: DissectSettings, size: tuple[int, int], vocab: Vocabulary) -> dict:
-    if s.threshold == "quantile":
-        return {"n": s.n, "seed": s.seed, "q": s.q, "stride": s.stride, "size": size, "warmup": s.warmup,
-                "bins": s.bins, "band": [BAND_Z, BAND_FLOOR, BAND_BELOW]}  # fmt: skip
-    return {"n": s.iqr_n, "seed": s.iqr_seed, "stride": s.stride, "vocab": vocab.names, "q": s.q}  # q: fallback
-
-
-def _tensors(d: LayerDissection) -> dict[str, torch.Tensor]:
-    return {
-        "iou": d.iou,
-        "top_indices": d.top_indices,
-        "top_scores": d.top_scores,
-        "candidates": d.candidates,
-        "featuremap_size": torch.tensor(d.featuremap_size),
-    }
-
-
-def _layer(layer: str, thresholds: torch.Tensor, t: dict[str, torch.Tensor]) -> LayerDissection:
-    size = tuple(int(v) for v in t["featuremap_size"])
-    return LayerDissection(layer, thresholds, t["iou"], t["top_indices"], t["top_scores"], size, t["candidates"])
+def _in_process(module: DissectionModule, data: LatentDataModule, stage: str, progress: bool) -> None:
+    """The hooks that a Trainer's `validate` or `test` calls, in this process: over this rank's share of the
+    samples (the loaders shard them under torch.distributed), on the generator's device."""
+    start, step, end, loader = _HOOKS[stage]
+    data.setup(stage)
+    getattr(module, start)()
+    if module.needs_batches:
+        one_pass = module.settings.threshold == "quantile"
+        desc = "thresholds (iqr)" if stage == "validate" else "dissection (one pass)" if one_pass else "IoU tallies"
+        device = device_of(module.generator)
+        batches = tqdm(getattr(data, loader)(), desc=desc, disable=not (progress and is_rank_zero()), leave=False)
+        for i, batch in enumerate(batches):
+            idx, z = batch
+            getattr(module, step)((idx, z.to(device)), i)
+    getattr(module, end)()

@@ -15,7 +15,8 @@ from lightning_gd.dissection.recipe import dissect as run_dissection
 from lightning_gd.dissection.results import DissectSettings, ThresholdMode
 from lightning_gd.errors import InvalidValue, UnknownName
 from lightning_gd.jobs import run_name
-from lightning_gd.models.generators import resolve_device, z_dim_of
+from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
+from lightning_gd.models.generators import z_dim_of
 from lightning_gd.models.hooks import layer_names
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.results import CompareResult, DissectionResult
@@ -42,10 +43,10 @@ def dissect(
     out: Path = Path("out/dissect"),
     tb_dir: Path | None = Path("tb_logs"),
     cache_dir: Path | None = Path("out/cache"),
-    device: str = "cpu",
+    trainer: TrainerOptions = ONE_CPU,
     realism: Path | None = None,
     max_unit_fid: float | None = None,
-) -> dict:
+) -> dict | None:
     """Dissect generator layers: per-unit thresholds, unit×concept IoU, labels, HTML/JSON/TensorBoard reports.
 
     Writes dissect.json, iou-<layer>.npy, report.html, figures and TensorBoard; returns the JSON document.
@@ -76,7 +77,9 @@ def dissect(
             folder's name when it is not `dissect`).
         cache_dir: where finished stages are cached (None: no cache); the causal search (`fit`), `context` and
             `paint` look in the same default folder, so they reuse this dissection instead of repeating it.
-        device: torch device for both networks.
+        trainer: where the passes run: Lightning's accelerator, devices, num_nodes, strategy and precision, as
+            for `fit` (`--trainer.devices 2 --trainer.strategy ddp`: two processes, which give the same result
+            as one; only global rank 0 writes the outputs, the other ranks return None).
         realism: the `unit_fid.json` of `python -m lightning_gd artifacts` for the dissected layer: units
             whose per-unit FID exceeds `max_unit_fid` are left out of the labels (the realism filter, §S-6.3).
         max_unit_fid: the per-unit FID above which a unit counts as unrealistic (needed with `realism`; it
@@ -86,9 +89,10 @@ def dissect(
     from lightning_gd.reports.dissection import find_causal, shown_images, write_dissection
 
     check_writable(out)
-    device = resolve_device(device)
-    G = zoo.generator(generator, weights=generator_weights).to(device).eval()
-    seg = zoo.segmenter(segmenter).to(device).eval()
+    engine = trainer.trainer()
+    # on this process's device from the start: the time estimate and the top images run there too
+    G = zoo.generator(generator, weights=generator_weights).to(engine.strategy.root_device).eval()
+    seg = zoo.segmenter(segmenter).to(engine.strategy.root_device).eval()
     layers = _layers(G, _named_layers(layers), all_layers, generator is None)
     settings = DissectSettings(
         layers=tuple(layers), n=n, seed=seed, batch_size=batch_size, threshold=threshold, q=q, iqr_n=iqr_n,
@@ -102,8 +106,11 @@ def dissect(
     # malformed causal.json is named before the long passes, not after them)
     causal = find_causal(Path(out).resolve().parent, info, links_from=Path(out).resolve())
     zd = z_dim_of(G, z_dim)
-    announce_time(G, seg, settings, zd)
-    result = run_dissection(G, layers, seg, settings, z_dim=zd, cache_dir=cache_dir)
+    if engine.is_global_zero:
+        announce_time(G, seg, settings, zd)
+    result = run_dissection(G, layers, seg, settings, z_dim=zd, cache_dir=cache_dir, trainer=engine)
+    if not engine.is_global_zero:  # every rank holds the same result; one writes it
+        return None
     if unit_fid is not None:
         dropped = result.filter_unrealistic(unit_fid.layer, unit_fid.unit_fid, max_unit_fid)
         print(f"realism filter: {len(dropped)} units of {unit_fid.layer} with per-unit FID > {max_unit_fid} left out")

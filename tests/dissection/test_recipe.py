@@ -9,10 +9,7 @@ independent of the scene, unit 2 is dead. A colour segmenter labels exactly the 
 from __future__ import annotations
 
 import functools
-import os
-import socket
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -110,47 +107,6 @@ def test_batch_size_does_not_change_the_result(threshold):
         assert torch.equal(lay.thresholds, ref.thresholds), bs
         torch.testing.assert_close(lay.iou, ref.iou, atol=1e-6, rtol=0)
         assert torch.equal(lay.top_indices, ref.top_indices) and torch.equal(lay.top_scores, ref.top_scores)
-
-
-# ----------------------------------------------------------------------------------------------- DDP
-
-
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        res = {}
-        for threshold in ("quantile", "iqr", "quantile_missed"):
-            mode = threshold.split("_")[0]
-            extra = {"warmup": 1, "q": 0.99} if threshold == "quantile_missed" else {}  # bands miss: 2nd pass
-            lay = dissect(PlantedGenerator(), "layer1", segmenter(), progress=False, **{**settings(mode, 7), **extra})
-            lay = lay.layers["layer1"]
-            res[threshold] = (lay.thresholds, lay.iou, lay.top_indices, lay.top_scores)
-        torch.save(res, Path(out) / f"rank{rank}.pt")
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_ddp_ranks_match_one_process(tmp_path):
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    for rank in (0, 1):
-        res = torch.load(tmp_path / f"rank{rank}.pt")
-        for threshold, (thr, iou, top_idx, top_scores) in res.items():
-            if threshold == "quantile_missed":
-                kw = {**settings("quantile", 7), "warmup": 1, "q": 0.99}
-                ref = dissect(PlantedGenerator(), "layer1", segmenter(), progress=False, **kw).layers["layer1"]
-            else:
-                _, ref = run(threshold)
-            assert torch.equal(thr, ref.thresholds), (rank, threshold)
-            torch.testing.assert_close(iou, ref.iou, atol=1e-6, rtol=0)
-            assert torch.equal(top_idx, ref.top_indices) and torch.equal(top_scores, ref.top_scores)
 
 
 # ----------------------------------------------------------------------------------------------- cache
