@@ -31,11 +31,13 @@ Report = Callable[[Any, dict, float], None]  # (the function's result, its argum
 class Command:
     run: Callable[..., Any]  # a library function
     report: Report | None = None
+    # whether `out` is a folder this command owns (checked, locked, listed); a plugin's `out` may be a file
+    output_folder: bool = True
 
     def __call__(self, **options) -> Any:
         started = time.time()
         out = options.get("out")
-        if out is None:
+        if out is None or not self.output_folder:
             return self._run(options, started)
         check_writable(out)  # before the lock creates it: a folder the run may not own is never created
         check_not_cache(out, options.get("cache_dir"))

@@ -33,7 +33,8 @@ from lightning_gd.latents import MAX_SEED
 
 def project_commands() -> dict[str, Command]:
     """The project's subcommands and those the zoo's plugins add (e.g. the world's `demo`)."""
-    plugins = {name: Command(fn) for name, fn in zoo.commands().items()}
+    # a plugin's `out` is its own business (export-world writes one file, possibly into a source checkout's package)
+    plugins = {name: Command(fn, output_folder=False) for name, fn in zoo.commands().items()}
     return {**COMMANDS, **plugins}
 
 
