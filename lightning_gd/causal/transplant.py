@@ -22,6 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from lightning_gd.causal.interventions import coverage
+from lightning_gd.errors import InvalidValue
 from lightning_gd.latents import latent_batches, rng
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.segmenters import Segmenter
@@ -77,6 +78,41 @@ def _pick(cover: torch.Tensor, min_donor: float, indices: torch.Tensor, seed: in
     return donor, recipient
 
 
+def _batch_pairs(
+    split: LayerSplit, segmenter: Segmenter, c: int, region: int, z_d, z_r, idx, seed: int, min_donor: float
+) -> tuple[int, list[tuple[float, float, float, int]]]:
+    """One batch of donor/recipient pairs: the window side in pixels, and per counted pair the concept's share
+    of the donor window, of the recipient window before and after the transplant, and the recipient window's
+    majority label."""
+    r_d, r_r = split.h(z_d), split.h(z_r)
+    size = tuple(r_d.shape[-2:])
+    if region > min(size):
+        raise InvalidValue(f"region {region} is larger than layer '{split.layer}' ({size[0]}×{size[1]})")
+    lab_d, lab_r = segmenter.labels(split.f(r_d, z_d)), segmenter.labels(split.f(r_r, z_r))
+    scale = lab_d.shape[-1] // size[1]
+    window = region * scale
+    cover = torch.stack([square_coverage(lab == c, size, region) for lab in (lab_d, lab_r)])
+    donor, recipient = _pick(cover.cpu(), min_donor, idx, seed)
+    keep = torch.nonzero((donor >= 0) & (recipient >= 0))[:, 0].tolist()
+    if not keep:
+        return window, []
+    ws = size[1] - region + 1
+    cells = [(int(donor[i]) // ws, int(donor[i]) % ws, int(recipient[i]) // ws, int(recipient[i]) % ws) for i in keep]
+    edited = r_r[keep].clone()
+    for row, (i, (dy, dx, ry, rx)) in enumerate(zip(keep, cells)):  # donor y, x; recipient y, x
+        edited[row, :, ry : ry + region, rx : rx + region] = r_d[i, :, dy : dy + region, dx : dx + region]
+    after = segmenter.labels(split.f(edited, z_r[keep]))
+    out = []
+    for row, (i, cell) in enumerate(zip(keep, cells)):
+        dy, dx, ry, rx = (v * scale for v in cell)
+        win_d = lab_d[i, dy : dy + window, dx : dx + window]
+        win_r = lab_r[i, ry : ry + window, rx : rx + window]
+        kept = after[row, ry : ry + window, rx : rx + window]
+        shares = [float((w == c).float().mean()) for w in (win_d, win_r, kept)]
+        out.append((*shares, int(torch.mode(win_r.flatten()).values)))
+    return window, out
+
+
 @torch.no_grad()
 def transplant(
     split: LayerSplit,
@@ -94,52 +130,27 @@ def transplant(
     concept and the recipient has a square where the concept is absent."""
     c = segmenter.concept_index(concept)
     dev = device_of(split.generator)
-    sums = {"pairs": 0, "donor": 0.0, "kept": 0.0, "before": 0.0}
-    by_bg: dict[int, list[float]] = {}
-    size = window = None
+    rows: list[tuple[float, float, float, int]] = []
+    window = 0
     donors = latent_batches(n, split.z_dim, seed, batch_size, dev, f"transplant {concept}", progress, sharded=False)
     recipients = latent_batches(n, split.z_dim, seed + RECIPIENT_STREAM, batch_size, dev, sharded=False)
     for (idx, z_d), (_, z_r) in zip(donors, recipients):
-        r_d, r_r = split.h(z_d), split.h(z_r)
-        size = tuple(r_d.shape[-2:])
-        if region > min(size):
-            raise ValueError(f"region {region} is larger than layer '{split.layer}' ({size[0]}×{size[1]})")
-        lab_d, lab_r = segmenter.labels(split.f(r_d, z_d)), segmenter.labels(split.f(r_r, z_r))
-        scale = lab_d.shape[-1] // size[1]
-        window = region * scale
-        cover = torch.stack([square_coverage(lab == c, size, region) for lab in (lab_d, lab_r)])
-        donor, recipient = _pick(cover.cpu(), min_donor, idx, seed)
-        keep = torch.nonzero((donor >= 0) & (recipient >= 0))[:, 0]
-        if not len(keep):
-            continue
-        ws = size[1] - region + 1
-        squares = [(int(donor[i]), int(recipient[i])) for i in keep.tolist()]
-        cells = [(d // ws, d % ws, r // ws, r % ws) for d, r in squares]  # donor y, x; recipient y, x
-        edited = r_r[keep].clone()
-        for row, (i, (dy, dx, ry, rx)) in enumerate(zip(keep.tolist(), cells)):
-            edited[row, :, ry : ry + region, rx : rx + region] = r_d[i, :, dy : dy + region, dx : dx + region]
-        after = segmenter.labels(split.f(edited, z_r[keep]))
-        for row, (i, cell) in enumerate(zip(keep.tolist(), cells)):
-            dy, dx, ry, rx = (v * scale for v in cell)
-            win_d = lab_d[i, dy : dy + window, dx : dx + window]
-            win_r = lab_r[i, ry : ry + window, rx : rx + window]
-            kept = float((after[row, ry : ry + window, rx : rx + window] == c).float().mean())
-            sums["pairs"] += 1
-            sums["donor"] += float((win_d == c).float().mean())
-            sums["before"] += float((win_r == c).float().mean())
-            sums["kept"] += kept
-            by_bg.setdefault(int(torch.mode(win_r.flatten()).values), []).append(kept)
-    pairs = sums["pairs"]
+        window, batch = _batch_pairs(split, segmenter, c, region, z_d, z_r, idx, seed, min_donor)
+        rows += batch
+    by_bg: dict[int, list[float]] = {}
+    for _, _, kept, bg in rows:
+        by_bg.setdefault(bg, []).append(kept)
+    mean = [sum(col) / max(len(rows), 1) for col in list(zip(*rows))[:3]] if rows else [0.0, 0.0, 0.0]
     return TransplantResult(
         concept=concept,
         layer=split.layer,
         region=region,
-        window_px=window or 0,
+        window_px=window,
         samples=n,
-        pairs=pairs,
-        donor_share=sums["donor"] / max(pairs, 1),
-        kept_share=sums["kept"] / max(pairs, 1),
-        before_share=sums["before"] / max(pairs, 1),
+        pairs=len(rows),
+        donor_share=mean[0],
+        before_share=mean[1],
+        kept_share=mean[2],
         by_background={
             segmenter.concepts[k]: {"pairs": len(v), "kept_share": sum(v) / len(v)} for k, v in sorted(by_bg.items())
         },

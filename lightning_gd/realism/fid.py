@@ -49,6 +49,15 @@ class UInt8Images(Dataset):
 def fid(images1: torch.Tensor, images2: torch.Tensor, feature_extractor: str, batch_size: int = 200, **kwargs) -> float:
     """FID between two uint8 image sets (N, 3, H, W), computed by `torch_fidelity.calculate_metrics` with the
     feature extractor registered with torch-fidelity under the name `feature_extractor`."""
+    metrics = fidelity_metrics(images1, images2, feature_extractor, batch_size, **kwargs)
+    return float(metrics["frechet_inception_distance"])
+
+
+def fidelity_metrics(
+    images1: torch.Tensor, images2: torch.Tensor, feature_extractor: str, batch_size: int = 200, **kwargs
+) -> dict[str, float]:
+    """torch-fidelity's metrics dict for two uint8 image sets: FID always, and whatever else `kwargs` turn on
+    (`prc=True`: precision and recall, torch-fidelity taking images1 as the generated set)."""
     metrics = torch_fidelity.calculate_metrics(
         input1=UInt8Images(images1),
         input2=UInt8Images(images2),
@@ -62,7 +71,7 @@ def fid(images1: torch.Tensor, images2: torch.Tensor, feature_extractor: str, ba
         # the images are already in memory: loader worker processes would only copy them around
         **{"save_cpu_ram": True, **kwargs},
     )
-    return float(metrics["frechet_inception_distance"])
+    return {k: float(v) for k, v in metrics.items()}
 
 
 # ----------------------------------------------------------------------------------------------- extractors

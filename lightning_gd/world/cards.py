@@ -21,14 +21,25 @@ from lightning_gd.world.evaluate import (
     segmenter_table,
     targets,
     world_fid,
+    world_fidelity,
 )
-from lightning_gd.world.weights import default_path, read_metadata
+from lightning_gd.world.render import DEFAULT_VIEW
+from lightning_gd.world.weights import FILES, default_path, read_metadata
+
+LAYER = "layer4"  # the world GAN's probed layer: 8×8 cells of 8×8 pixels
+TRANSPLANT_CONCEPTS, TRANSPLANT_REGIONS = ("tree", "door", "window", "building"), (1, 2)
 
 _CONFIGS = {"generator": "gan", "segmenter": "segmenter", "features": "features"}
 
 
-def _provenance_md(name: str) -> list[str]:
-    meta = read_metadata(default_path(name)).get("provenance", {})
+def weights_path(name: str, weights: Path | None) -> Path:
+    """The shipped weights file of `name`, or the file of that name in the folder `weights`."""
+    return default_path(name) if weights is None else Path(weights) / FILES[name]
+
+
+def _provenance_md(name: str, weights: Path | None = None) -> list[str]:
+    path = weights_path(name, weights)
+    meta = read_metadata(path).get("provenance", {})
     wall = meta.get("wall_time_s")
     cfg = f"configs/world/{_CONFIGS[name]}.yaml"
     weights = f" --gan_weights {meta['gan_weights']}" if "gan_weights" in meta else ""
@@ -41,12 +52,13 @@ def _provenance_md(name: str) -> list[str]:
         f"- wall time of the run up to that checkpoint: {wall / 60:.1f} min" if wall else "- wall time: not recorded",
         f"- machine: {meta.get('machine')}",
         f"- hyper-parameters: `{json.dumps(meta.get('hyper_parameters', {}))}`",
-        f"- file: `lightning_gd/world/weights/{default_path(name).name}` "
-        f"({default_path(name).stat().st_size / 1e6:.2f} MB)",
+        f"- file: `lightning_gd/world/weights/{path.name}` ({path.stat().st_size / 1e6:.2f} MB)",
     ]
 
 
-def _checkpoint_fids(checkpoints: list[Path], real: torch.Tensor, n: int, gan_weights: str) -> list[dict]:
+def _checkpoint_fids(
+    checkpoints: list[Path], real: torch.Tensor, n: int, gan_weights: str, features: Path | None = None
+) -> list[dict]:
     from lightning_gd.world.export import export, portable
 
     rows = []
@@ -58,58 +70,111 @@ def _checkpoint_fids(checkpoints: list[Path], real: torch.Tensor, n: int, gan_we
                 {
                     "checkpoint": portable(ckpt),
                     "global_step": step,
-                    "fid": world_fid(real, generate(load_generator(path), n)),
+                    "fid": world_fid(real, generate(load_generator(path), n), features),
                 }
             )
     return sorted(rows, key=lambda r: r["global_step"])
 
 
-def measure(n: int = 2000, gan_checkpoints: list[Path] = ()) -> dict:
-    """Every number of the cards: the segmenter's accuracy, the GAN's pixel fractions and world FID."""
-    G, seg = load_generator(), load_segmenter()
-    load_feature_net()  # fail early if missing
-    seg_t = segmenter_table(seg, n)
-    gan_t = gan_table(G, seg, n)
+def transplant_rows(generator, segmenter, n: int) -> list[dict]:
+    """The transplant probe at the world GAN's probed layer, per concept and square side."""
+    from lightning_gd.causal.transplant import transplant
+    from lightning_gd.models.split import LayerSplit
+
+    split = LayerSplit(generator, LAYER)
+    return [
+        transplant(split, segmenter, c, n=n, region=region, progress=False).to_dict()
+        for c in TRANSPLANT_CONCEPTS
+        for region in TRANSPLANT_REGIONS
+    ]
+
+
+def measure(
+    n: int = 2000,
+    gan_checkpoints: list[Path] = (),
+    weights: Path | None = None,
+    view: str | None = None,
+    transplant_n: int = 200,
+) -> dict:
+    """Every number of the cards: the segmenter's accuracy, the GAN's pixel fractions, instance sizes, world FID
+    with precision and recall, and the transplant probe. `weights`: a folder holding generator, segmenter and
+    features safetensors files (default: the shipped ones); `view`: the renderer's view they were trained on."""
+    view = view or DEFAULT_VIEW
+    G, seg = load_generator(weights_path("generator", weights)), load_segmenter(weights_path("segmenter", weights))
+    features = None if weights is None else weights_path("features", weights)
+    load_feature_net(features)  # fail early if missing
+    seg_t = segmenter_table(seg, n, view=view)
+    gan_t = gan_table(G, seg, n, view=view)
     real, fake = gan_t.pop("images_real"), gan_t.pop("images_generated")
     blurred = torch.nn.functional.avg_pool2d(real, 3, 1, 1)  # a blurrier "real" set, like generated images
     seg_t["confidence_generated"] = gan_t["confidence_generated"]
     seg_t["confidence_real_blurred"] = float(segment(seg, blurred)[1].mean())
     bar = quality_bar(gan_t["fractions"])
-    real2, _ = render(n, seed=FRESH_SEED_2)
-    fids = {"real_vs_real": world_fid(real, real2), "real_vs_generated": world_fid(real, fake)}
-    gan_weights = read_metadata(default_path("generator")).get("provenance", {}).get("gan_weights", "ema")
-    ckpt_fids = _checkpoint_fids(list(gan_checkpoints), real, n, gan_weights)
-    mb = default_path("generator").stat().st_size / 1e6
+    real2, _ = render(n, seed=FRESH_SEED_2, view=view)
+    fidelity = world_fidelity(real, fake, features)
+    fids = {"real_vs_real": world_fid(real, real2, features), "real_vs_generated": fidelity["fid"]}
+    meta = read_metadata(weights_path("generator", weights)).get("provenance", {})
+    ckpt_fids = _checkpoint_fids(list(gan_checkpoints), real, n, meta.get("gan_weights", "ema"), features)
+    mb = weights_path("generator", weights).stat().st_size / 1e6
+    cell_px = _cell_px(G, real)
+    transplants = transplant_rows(G, seg, transplant_n)
+    pr = (fidelity["precision"], fidelity["recall"])
     return {
-        "targets": targets(fids["real_vs_generated"], gan_t["fractions"], gan_t["confidence_generated"], mb),
+        "view": view,
+        "targets": targets(
+            fids["real_vs_generated"], gan_t["fractions"], gan_t["confidence_generated"], mb, pr, cell_px, transplants
+        ),
         "segmenter": seg_t,
         "gan": {
             **gan_t,
             "quality_bar": bar,
             "fid": fids["real_vs_generated"],
+            "precision": pr[0],
+            "recall": pr[1],
             "checkpoint_fids": ckpt_fids,
-            "weights": gan_weights,
+            "weights": meta.get("gan_weights", "ema"),
+            "cell_px": cell_px,
+            "transplants": transplants,
         },
         "features": fids,
     }
 
 
-def write_cards(n: int = 2000, gan_checkpoints: list[Path] = (), out: Path | None = None) -> Path:
+def _cell_px(generator, images: torch.Tensor) -> int:
+    """Pixels of one featuremap location of the probed layer."""
+    from lightning_gd.models.split import LayerSplit
+
+    split = LayerSplit(generator, LAYER, check=False)
+    with torch.no_grad():
+        r = split.h(torch.zeros(1, split.z_dim))
+    return (images.shape[-1] // r.shape[-1]) * (images.shape[-2] // r.shape[-2])
+
+
+def write_cards(
+    n: int = 2000,
+    gan_checkpoints: list[Path] = (),
+    out: Path | None = None,
+    weights: Path | None = None,
+    view: str | None = None,
+    transplant_n: int = 200,
+) -> Path:
     if n < 2:
         raise InvalidValue(f"world-card needs n ≥ 2 samples per measurement (FID needs a covariance), got {n}")
     out = Path(out) if out is not None else Path("out/world-card")
     out.mkdir(parents=True, exist_ok=True)
-    results = measure(n, gan_checkpoints)
+    results = measure(n, gan_checkpoints, weights, view, transplant_n)
     (out / "model_cards.json").write_text(json.dumps(results, indent=2))
     md = [
         "# Model cards: the embedded world",
         "",
-        f"Measured by `python -m lightning_gd world-card --n {n}` on fresh renders (a seed stream never used in "
-        "training) and generated samples. FID here is **world FID** (the world's own feature net, not Inception).",
+        f"Measured by `python -m lightning_gd world-card --n {n}` on fresh renders of the `{results['view']}` view "
+        "(a seed stream never used in training) and generated samples. FID here is **world FID** (the world's own "
+        "feature net, not Inception).",
         "",
-        *_segmenter_md(results["segmenter"], n),
-        *_generator_md(results["gan"], n, results["targets"]),
-        *_features_md(results["features"], n),
+        *_segmenter_md(results["segmenter"], n, weights),
+        *_generator_md(results["gan"], n, results["targets"], weights),
+        *_geometry_md(results["gan"]),
+        *_features_md(results["features"], n, weights),
     ]
     path = out / "MODEL_CARDS.md"
     path.write_text("\n".join(md))
@@ -173,11 +238,11 @@ def presence_table(fractions: dict) -> str:
     return "\n".join("  ".join([*(f"{v:<{w}}" for v, w in zip(r, widths)), r[-1]]) for r in rows)
 
 
-def _segmenter_md(seg_t: dict, n: int) -> list[str]:
+def _segmenter_md(seg_t: dict, n: int, weights: Path | None = None) -> list[str]:
     return [
         "## Segmenter (`load_segmenter()`)",
         "",
-        *_provenance_md("segmenter"),
+        *_provenance_md("segmenter", weights),
         "",
         f"On {n} fresh renders: pixel accuracy **{seg_t['pixel_accuracy']:.4f}**, "
         f"mean IoU **{seg_t['mean_iou']:.4f}**.",
@@ -193,12 +258,12 @@ def _segmenter_md(seg_t: dict, n: int) -> list[str]:
     ]
 
 
-def _generator_md(gan_t: dict, n: int, targets_: list[dict]) -> list[str]:
+def _generator_md(gan_t: dict, n: int, targets_: list[dict], weights: Path | None = None) -> list[str]:
     gan_weights, bar, ckpt_fids = gan_t["weights"], gan_t["quality_bar"], gan_t["checkpoint_fids"]
     md = [
         "## Generator (`load_generator()`)",
         "",
-        *_provenance_md("generator"),
+        *_provenance_md("generator", weights),
         f"- weights: {'the EMA generator' if gan_weights == 'ema' else 'the trained generator (not its EMA)'}",
         "",
         "Targets of the shipped generator, measured on the samples below:",
@@ -231,7 +296,9 @@ def _generator_md(gan_t: dict, n: int, targets_: list[dict]) -> list[str]:
         "|---|---|---|---|",
         *[f"| {' | '.join(r)} |" for r in presence_rows(gan_t["fractions"])],
         "",
-        f"World FID, {n} generated vs {n} real: **{gan_t['fid']:.2f}**.",
+        f"World FID, {n} generated vs {n} real: **{gan_t['fid']:.2f}**; precision **{gan_t['precision']:.3f}** "
+        f"(generated images inside the real images' manifold), recall **{gan_t['recall']:.3f}** (real images inside "
+        "the generated ones'), torch-fidelity's `prc` (k = 3) in the same world features.",
         "",
     ]
     if ckpt_fids:
@@ -247,13 +314,46 @@ def _generator_md(gan_t: dict, n: int, targets_: list[dict]) -> list[str]:
     return md
 
 
-def _features_md(fids: dict, n: int) -> list[str]:
+def _features_md(fids: dict, n: int, weights: Path | None = None) -> list[str]:
     return [
         "## FID feature net (`load_feature_net()`, torch-fidelity extractor `lightning-gd-world-v1`)",
         "",
-        *_provenance_md("features"),
+        *_provenance_md("features", weights),
         "",
         f"World FID between two disjoint sets of {n} renders: **{fids['real_vs_real']:.3f}**; "
         f"renders vs generated: **{fids['real_vs_generated']:.2f}**.",
         "",
     ]
+
+
+def _geometry_md(gan_t: dict) -> list[str]:
+    """Median instance sizes against the probed layer's cell, and the transplant probe."""
+    cell = gan_t["cell_px"]
+    md = [
+        f"## Geometry and locality at `{LAYER}`",
+        "",
+        f"Median instance (4-connected component, as drawn) in pixels and in cells of `{LAYER}` ({cell} px a "
+        "cell): renders (exact labels) and generated samples (segmented).",
+        "",
+        "| concept | renders | generated | renders, cells |",
+        "|---|---|---|---|",
+        *[
+            f"| {c} | {r['median_instance_real']:.0f} | {r['median_instance_generated']:.0f} | "
+            f"{r['median_instance_real'] / cell:.2f} |"
+            for c, r in gan_t["fractions"].items()
+        ],
+        "",
+        "Transplant probe (`lightning_gd.causal.transplant`): the featuremap of the square of one sample that a "
+        "concept covers most, copied into a concept-free square of another; *reproduced* is the concept's share of "
+        "the recipient window after the copy over its share of the donor window.",
+        "",
+        "| concept | square | pairs | donor share | kept share | reproduced |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {t['concept']} | {t['region']}×{t['region']} ({t['window_px']} px) | {t['pairs']} | "
+            f"{t['donor_share']:.2f} | {t['kept_share']:.2f} | {t['reproduced']:.2f} |"
+            for t in gan_t["transplants"]
+        ],
+        "",
+    ]
+    return md

@@ -70,16 +70,29 @@ def export_world(
     return path
 
 
-def world_card(n: PositiveInt = 2000, gan_checkpoints: list[Path] | None = None, out: Path | None = None) -> Path:
-    """Measure the shipped world models and write their model cards (markdown + JSON).
+def world_card(
+    n: PositiveInt = 2000,
+    gan_checkpoints: list[Path] | None = None,
+    out: Path | None = None,
+    weights: Path | None = None,
+    view: Literal["street", "close"] | None = None,
+    transplant_n: PositiveInt = 200,
+) -> Path:
+    """Measure the shipped world models and write their model cards (markdown + JSON): segmenter accuracy, the
+    GAN's targets (world FID with precision and recall, concept shares, instance sizes against the layer4 cell,
+    the transplant probe).
 
     Args:
         n: samples per measurement (renders, generated images).
         gan_checkpoints: GAN training checkpoints whose world FID is reported too (EMA generator of each).
         out: output folder (default: out/world-card; `--out lightning_gd/world/weights` in a source checkout
             updates the shipped cards).
+        weights: a folder with generator.safetensors, segmenter.safetensors and features.safetensors to measure
+            instead of the shipped ones (candidate models from `export-world`).
+        view: the renderer's view those models were trained on (default: the shipped models' view).
+        transplant_n: donor/recipient pairs per concept and square of the transplant probe.
     """
-    path = write_cards(n=n, gan_checkpoints=gan_checkpoints or [], out=out)
+    path = write_cards(n, gan_checkpoints or [], out, weights, view, transplant_n)
     print_outputs((), None, [f"open {path}"])
     return path
 

@@ -10,6 +10,7 @@ from lightning_gd.models.images import to_uint8
 from lightning_gd.realism.fid import Extractor, ImageSource, file_hash
 from lightning_gd.world.data import render_batch
 from lightning_gd.world.features import FEATURE_NAME, WorldFeatureExtractor, register_world_feature_extractor
+from lightning_gd.world.render import DEFAULT_VIEW
 from lightning_gd.world.weights import default_path
 
 REAL_SEED = 777_777  # renders of the real statistics: a seed no other world sample uses
@@ -32,4 +33,4 @@ def world_renders(argument: str | None = None, n: int = 2000, seed: int = REAL_S
             images, _ = render_batch(min(batch_size, n - start), seed=seed, start=start)
             yield to_uint8(images)
 
-    return ImageSource(batches, f"world-renders-n{n}-seed{seed}")
+    return ImageSource(batches, f"world-renders-{DEFAULT_VIEW}-n{n}-seed{seed}")
