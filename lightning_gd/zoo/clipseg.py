@@ -102,8 +102,8 @@ class CLIPSegScores(nn.Module):
     def resized(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) == (self.size, self.size):
             return x
-        shrink = min(x.shape[-2:]) > self.size
-        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=shrink)
+        # antialiased, as the processor's resampling is where it shrinks; where it enlarges that is plain bilinear
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
 
     def prompt_logits(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         """CLIPSeg's sigmoid logits (B, C, S, S) per concept, for pixel values at its input size: what

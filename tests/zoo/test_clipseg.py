@@ -53,7 +53,8 @@ def by_hand(x, model, processor, prompts, threshold=0.5, temperature=1.0) -> tor
     """The reference scores: [-1, 1] → [0, 1] → (· - mean) / std → S×S → CLIPSeg per prompt, the background's
     constant logit in front, all over the temperature → resized back."""
     y = ((x + 1) / 2 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    y = F.interpolate(y, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=min(x.shape[-2:]) > SIZE)
+    shrink = max(x.shape[-2:]) > SIZE  # antialiasing only where an axis shrinks, as PIL's resampling does
+    y = F.interpolate(y, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=shrink)
     logits = reference_logits(model, processor, prompts, y)
     background = torch.full_like(logits[:, :1], math.log(threshold / (1 - threshold)))
     scores = torch.cat([background, logits], 1) / temperature
@@ -76,7 +77,7 @@ def test_scores_follow_the_processor_and_the_options(folder):
     path, model, processor = folder
     seg = zoo.segmenter(f"clipseg:{path}?background_threshold=0.3&temperature=0.5", concepts=list(PROMPTS))
     one_at_a_time = zoo.segmenter(f"clipseg:{path}", concepts=list(PROMPTS), batch_size=1)
-    for shape in [(2, 3, SIZE, SIZE), (2, 3, 48, 40), (1, 3, 20, 24)]:  # the same, shrunk (antialiased), enlarged
+    for shape in [(2, 3, SIZE, SIZE), (2, 3, 48, 40), (1, 3, 20, 24), (1, 3, 48, 24)]:  # same, shrunk, enlarged, both
         x = torch.rand(shape) * 2 - 1
         expected = by_hand(x, model, processor, PROMPTS, threshold=0.3, temperature=0.5)
         torch.testing.assert_close(seg.logits(x), expected, atol=1e-5, rtol=0)

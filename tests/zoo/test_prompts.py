@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from lightning_gd.world.render import CATEGORIES
 from lightning_gd.zoo.prompts import MAX_CONCEPTS, MAX_PROMPTS, Concept, read_concepts
 
 FILE = """\
@@ -102,3 +103,13 @@ def test_what_is_not_a_vocabulary_says_what_is(tmp_path):
         read_concepts(str(tmp_path / "missing.txt"))
     with pytest.raises(TypeError, match="concepts are a list of lines, .*; got int"):
         read_concepts(3)
+
+
+def test_the_shipped_vocabularies_read():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "configs" / "clipseg"
+    world = read_concepts(folder / "world.txt")
+    assert {c.name: c.category for c in world} == CATEGORIES  # the world segmenter's concepts, in words
+    faces = read_concepts(folder / "faces.txt")
+    assert {"glasses", "smile", "beard", "hair"} <= {c.name for c in faces}
