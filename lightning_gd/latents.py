@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
+
 from lightning_gd.errors import InvalidValue
 
 # seed · SAMPLE_STRIDE + index seeds sample `index`: distinct (seed, index) pairs never share a generator seed
@@ -32,9 +33,9 @@ STREAMS = {
     "test_locations": 17,  # the uniform insertion locations of the ACE evaluation
     "random_units": 7,  # random unit rankings of the ACE baseline
     "ablation_draws": 99,  # random unit sets of the artifact ablation baseline
+    "transplant_recipients": 31,  # the transplant probe's choice of concept-free recipient squares
 }
 
-    "transplant_recipients": 31,  # the transplant probe's choice of concept-free recipient squares
 
 def rng(seed: int, index: int | None = None, stream: str = "z") -> torch.Generator:
     """A CPU generator for `stream`, seeded by (seed, sample index) or, without an index, by the seed alone."""
