@@ -75,6 +75,8 @@ class CausalSearch(LightningModule):
             224 s, and its top-20 units agreed in 19 of 20 with float32's (a world ProGAN checkpoint).
     """
 
+    written: tuple[Path, ...] | list[Path] = ()  # the files the last fit or test wrote (the command line lists them)
+
     def __init__(
         self,
         concept: str = "tree",
@@ -345,8 +347,8 @@ class CausalSearch(LightningModule):
             out, top = self.save_result(), ", ".join(str(u) for u in self.ranking()[: self.top_n].tolist())
             said = diagnose(self.alpha, self.top_n, self.hparams.lam)
             self._report = (f"{self.hparams.concept} @ {self.hparams.layer}: top-{self.top_n} units by α: {top}\n"
-                            f"{'warning: ' + said + chr(10) if said else ''}"
-                            f"wrote {out / 'causal.json'} and {out / 'alpha.safetensors'}\n")  # fmt: skip
+                            f"{'warning: ' + said + chr(10) if said else ''}")  # fmt: skip
+            self.written = [out / "causal.json", out / "alpha.safetensors"]
             tb_views.log_fit_result(self, self._removed_val)
 
     def test_step(self, batch, batch_idx: int) -> None:
@@ -378,7 +380,7 @@ class CausalSearch(LightningModule):
         if self.trainer.is_global_zero:
             summary |= {"layer": self.hparams.layer, "n_test": int(sums["count"])}
             summary["top_units"] = self.ranking()[: self.top_n].tolist()
-            self._report = tb_views.write_test_result(self, summary, self._grid_batch, self._tensorboard())
+            self._report, self.written = tb_views.write_test_result(self, summary, self._grid_batch)
         self._grid_batch = None
 
     def teardown(self, stage: str) -> None:

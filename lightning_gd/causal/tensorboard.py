@@ -32,10 +32,14 @@ def lay_out(module) -> None:
 
 
 def custom_scalars_layout(concept: str, layer: str, top_n: int) -> dict:
-    """One "custom scalars" section per search: δ with its two terms, the loss, α's size, the top-n set's turnover
-    and the share of the concept removed by the top-n units (validation, test)."""
+    """One "custom scalars" section per search: the search's result first, the share of the concept removed by the
+    top-n units (validation, test), then δ with its two terms, the loss, α's size and the top-n set's turnover."""
     return {
         f"causal search: {concept} @ {layer}": {
+            f"share of {concept} removed by the top-{top_n} units": [
+                "Multiline",
+                [f"val/removed_top{top_n}", f"test/removed_top{top_n}_.*"],
+            ],
             "δ = insertion − ablation (soft presence of the concept)": [
                 "Multiline",
                 ["train/delta", "train/insertion", "train/ablation"],
@@ -43,10 +47,6 @@ def custom_scalars_layout(concept: str, layer: str, top_n: int) -> dict:
             "loss = −δ + λ‖α‖₂": ["Multiline", ["train/loss"]],
             "‖α‖₂ and units with α > 0.5": ["Multiline", ["train/alpha_norm", "train/alpha_above_half"]],
             f"top-{top_n} units replaced per epoch": ["Multiline", ["train/top_n_turnover"]],
-            f"share of {concept} removed by the top-{top_n} units": [
-                "Multiline",
-                [f"val/removed_top{top_n}", f"test/removed_top{top_n}_.*"],
-            ],
         }
     }
 
@@ -55,7 +55,7 @@ def log_alpha(writer, alpha: torch.Tensor, top: list[int], step: int) -> None:
     """α's histogram and the top-n units with their α, at `step` (`epoch_end_step`: where the scalars of the same
     epoch are)."""
     alpha = alpha.detach().cpu()
-    writer.add_histogram("alpha", alpha, step)
+    writer.add_histogram("train/alpha", alpha, step)  # with the training scalars, not a group that opens first
     text = ", ".join(f"{u} ({float(alpha[u]):.2f})" for u in top)
     writer.add_text(f"top_{len(top)}_units", text, step)
 
@@ -80,16 +80,16 @@ def log_fit_result(module, removed: float | None) -> None:
                    epoch_end_step(module))  # fmt: skip
 
 
-def write_test_result(module, summary: dict, grid_batch, tb) -> str:
+def write_test_result(module, summary: dict, grid_batch) -> tuple[str, list]:
     """The test's outputs (`lightning_gd.reports.causal.write_ace`) and its result as the hparam metrics; returns
-    the lines write_ace prints, for the caller to print once the progress bar has closed."""
+    the lines write_ace prints, for the caller to print once the progress bar has closed, and the files written."""
     from lightning_gd.reports.causal import write_ace
 
     with contextlib.redirect_stdout(io.StringIO()) as lines:
-        write_ace(module, summary, grid_batch, tb)
+        written = write_ace(module, summary, grid_batch, module._tensorboard())
     metrics = {
         f"hp/removed_top{module.top_n}_alpha": summary["removed_at_top_n"]["alpha"],
         "hp/insertion_ace_alpha": summary["insertion_at_top_n"]["alpha"]["ace"],
     }
     log_result(module.trainer.loggers, dict(module.hparams), metrics, module.global_step)
-    return lines.getvalue()
+    return lines.getvalue(), written

@@ -60,6 +60,9 @@ def shown_path(path: str | Path) -> str:
 # Lightning prints adverts for its cloud products as INFO records of its rank-zero logger, at the start of every
 # fit and test; they say nothing about the run.
 _ADVERT_PREFIX = "💡 Tip:"
+# and, at the start of every run, which accelerators exist ("GPU available: False, used: False", TPU, HPU): the run's
+# own device is in its config, and a GPU that is present but unused still gets Lightning's separate warning
+_DEVICE_PREFIXES = ("GPU available:", "TPU available:", "HPU available:", "IPU available:")
 # torch deprecated `LeafSpec`, which Lightning's own _pytree helper still builds: a FutureWarning per run, printed
 # inside the sanity-check progress bar, about code the user neither wrote nor can change.
 _LEAFSPEC_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
@@ -67,13 +70,13 @@ _LEAFSPEC_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 
 class _DropAdverts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_ADVERT_PREFIX)
+        return not str(record.msg).startswith((_ADVERT_PREFIX, *_DEVICE_PREFIXES))
 
 
 def quiet_third_party() -> None:
-    """Keep the two known pieces of third-party noise out of the console, and nothing else: Lightning's "💡 Tip"
-    adverts and torch's LeafSpec deprecation warning triggered inside Lightning. Called by the command line only, so
-    importing lightning_gd changes no logging or warning setting."""
+    """Keep the known pieces of third-party noise out of the console, and nothing else: Lightning's "💡 Tip"
+    adverts and device lines, and torch's LeafSpec deprecation warning triggered inside Lightning. Called by the
+    command line only, so importing lightning_gd changes no logging or warning setting."""
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropAdverts) for f in logger.filters):

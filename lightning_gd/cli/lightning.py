@@ -14,6 +14,7 @@ them (`out/causal/C-L/`, its checkpoints, `tb_logs/causal-C-L`), so one search n
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ SUBCOMMANDS = {
     "predict": "Run prediction.",
 }
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "default_fit.yaml"
+# TensorBoard opens on its time series, where a search's result is one group among Lightning's; its custom-scalars
+# page opens on the search's own layout (`lightning_gd.causal.tensorboard.custom_scalars_layout`)
+CUSTOM_SCALARS = "http://localhost:6006/#custom_scalars"
 
 
 def _names_a_model(args: list[str]) -> bool:
@@ -53,6 +57,32 @@ class ProjectCLI(LightningCLI):
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         kwargs["weights_only"] = True  # never unpickle code from a checkpoint file
         return kwargs
+
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if subcommand in ("validate", "test"):
+            join_latest_run(self.config[subcommand].trainer.get("logger"))
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        from lightning_gd.cli.progress import console_callbacks
+
+        return super()._instantiate_trainer(config, [*callbacks, *console_callbacks(config)])
+
+
+def join_latest_run(logger) -> None:
+    """`test` and `validate` log into the latest TensorBoard run of their logger's name (the `fit` they measure)
+    instead of opening a run of their own, unless the command line names a version."""
+    loggers = logger if isinstance(logger, list) else [logger]
+    for one in loggers:
+        args = getattr(one, "init_args", None)
+        if not str(getattr(one, "class_path", "")).endswith("TensorBoardLogger") or args is None:
+            continue
+        if args.get("version") is not None:
+            continue
+        folder = Path(args.get("save_dir") or ".") / (args.get("name") or "lightning_logs")
+        versions = [int(d.name[8:]) for d in folder.glob("version_*") if d.is_dir() and d.name[8:].isdigit()]
+        if versions:
+            args["version"] = max(versions)
 
 
 def check_ckpt_path(ckpt_path: str) -> None:
@@ -149,6 +179,9 @@ def report_run(cli: LightningCLI, args: list[str], started: float) -> None:
     search = out is not None and "concept" in hp  # a causal search
     context = command("context", "--causal", out, "--concept", hp.get("concept"), "--layer", hp.get("layer"),
                       "--out", f"out/context/{Path(str(out)).name}") + "   (where the units can insert it)"  # fmt: skip
+    if args[0] in ("fit", "test") and search and tb is not None:
+        view = f"tensorboard --logdir {shlex.quote(shown_path(tb))}, then open {CUSTOM_SCALARS}"
+        steps.insert(0, view + "   (the search's result, δ and α by epoch)")
     if args[0] == "fit" and search:
         steps.append(context)
     if args[0] == "fit" and not search and last is not None and hasattr(model, "generator"):
@@ -162,7 +195,8 @@ def report_run(cli: LightningCLI, args: list[str], started: float) -> None:
         ]  # fmt: skip
     if trainer.interrupted and args[0] == "fit":  # Ctrl-C: continuing comes first
         steps = [command("fit", *_without_ckpt_path(args[1:]), "--ckpt_path", "last") + "   (continue this run)"]
-    print_outputs([last] if last is not None else [], tb, steps)
+    written = [*getattr(model, "written", []), *([last] if last is not None else [])]
+    print_outputs(written, tb, steps)
 
 
 def _without_ckpt_path(args: list[str]) -> list[str]:

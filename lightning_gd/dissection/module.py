@@ -143,6 +143,8 @@ class DissectionModule(LightningModule):
         if stored is not None:
             self._keep(stage, stored)
             return
+        if is_rank_zero():
+            self._say_why_again(name)
         s, device = self.settings, device_of(self.generator)
         if stage == "thresholds":
             self._pass = IqrThresholds(self._shapes, self.vocab, s, device)
@@ -183,6 +185,21 @@ class DissectionModule(LightningModule):
         if stage == "tally":
             layers = {layer: _layer(layer, self.thresholds[layer], stored[layer]) for layer in self.layers}
             self.result = Dissection(self.settings, self.vocab, layers)
+
+    def _say_why_again(self, name: str) -> None:
+        """One line when the cache holds this stage of these layers for other settings or networks only (a `dissect`
+        of another n, say): the pass that follows can take minutes, and without the line it looks like a cache miss."""
+        if self.cache_dir is None:
+            return
+        others = sorted(p for layer in self.layers for p in Path(self.cache_dir).glob(f"{name}-{layer}-*.safetensors"))
+        if others:
+            s = self.settings
+            print(
+                f"dissection of {', '.join(self.layers)}: the {len(others)} cached in {self.cache_dir} "
+                f"{'is' if len(others) == 1 else 'are'} of other settings or networks (another n?); dissecting "
+                f"{s.n:,} samples (seed {s.seed}, {s.threshold} thresholds) again",
+                flush=True,
+            )
 
     def _stage_key(self, stage: str) -> tuple[str, dict]:
         if stage == "thresholds":

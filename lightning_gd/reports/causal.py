@@ -56,9 +56,10 @@ def image_grids(module, z: torch.Tensor, locations: torch.Tensor) -> dict[str, G
     return {"ablation": ablation, "insertion": insertion}
 
 
-def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> Path:
+def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> list[Path]:
     """ace.json, ace_curve.png, the labelled image grids and the folder's results page (index.html) under the
-    run's folder (replaced together); the curve and the same grids to TensorBoard."""
+    run's folder (replaced together); the curve and the same grids to TensorBoard. Returns the files written (the
+    command line lists them once, with the rest of the run's)."""
     from lightning_gd.reports.pages import write_page
 
     out = Path(module.out)
@@ -89,8 +90,7 @@ def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> Path:
         f"of its pixels (α), {pct(at_n.get('iou'))} (IoU), {pct(at_n.get('random_mean'))} ± "
         f"{pct(at_n.get('random_std'))} (random)"
     )
-    print("wrote " + ", ".join(str(p) for p in written))
-    return out
+    return written
 
 
 def summary_table(summaries: list[dict]) -> str:

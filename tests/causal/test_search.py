@@ -259,7 +259,7 @@ def check_tensorboard_run(log_dir, removed: float, epoch_ends: list[int]) -> Non
     tags = acc.Tags()
     val_steps = [e.step for e in acc.Scalars("val/removed_top2")]
     assert val_steps == epoch_ends == [e.step for e in acc.Scalars("epoch")][::2]
-    assert [e.step for e in acc.Histograms("alpha")] == val_steps
+    assert [e.step for e in acc.Histograms("train/alpha")] == val_steps
     assert [e.step for e in acc.Tensors("top_2_units/text_summary")] == val_steps
     assert "hp_metric" not in tags["scalars"]
     (hp,) = acc.Scalars("hp/removed_top2")
@@ -268,6 +268,7 @@ def check_tensorboard_run(log_dir, removed: float, epoch_ends: list[int]) -> Non
     (section,) = layout_pb2.Layout.FromString(raw).category
     charted = {tag for chart in section.chart for tag in chart.multiline.tag}
     assert section.title == "causal search: dome @ layer1"
+    assert list(section.chart[0].multiline.tag) == ["val/removed_top2", "test/removed_top2_.*"]  # the result first
     logged = {"train/delta", "train/insertion", "train/ablation", "train/loss", "train/alpha_norm"}
     logged |= {"train/alpha_above_half", "train/top_n_turnover", "val/removed_top2", "test/removed_top2_.*"}
     assert charted == logged  # every scalar the search logs (the tiny Trainer here logs no step scalars)

@@ -69,7 +69,7 @@ def test_dissect_help_is_short_and_says_what_networks_it_takes(capsys):
     assert "upp" in segmenter and "ade20k" in segmenter
 
 
-def test_quiet_third_party_drops_the_advert_and_the_leafspec_warning_only(caplog):
+def test_quiet_third_party_drops_the_advert_device_lines_and_the_leafspec_warning_only(caplog):
     from pytorch_lightning.utilities import rank_zero_info
     from torch.utils._pytree import LeafSpec
 
@@ -77,7 +77,9 @@ def test_quiet_third_party_drops_the_advert_and_the_leafspec_warning_only(caplog
     with caplog.at_level(logging.INFO):
         rank_zero_info("💡 Tip: For seamless cloud logging, try installing an advert")
         rank_zero_info("GPU available: False, used: False")
-    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+        rank_zero_info("TPU available: False, using: 0 TPU cores")
+        rank_zero_info("Restoring states from the checkpoint path at last.ckpt")
+    assert [r.getMessage() for r in caplog.records] == ["Restoring states from the checkpoint path at last.ckpt"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_third_party()  # after simplefilter, as at the command line's start

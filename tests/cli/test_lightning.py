@@ -13,7 +13,7 @@ import torch
 
 from lightning_gd import cli
 from lightning_gd.cli.console import command
-from lightning_gd.cli.lightning import DEFAULT_CONFIG
+from lightning_gd.cli.lightning import CUSTOM_SCALARS, DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,39 +62,51 @@ def test_a_named_config_replaces_the_default(in_repo, capsys):
 def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, caplog, recwarn, one_thread):
     """The README's first command, shrunk: `fit` with no config, then `test` on its last checkpoint, run from another
     folder (everything lands under it) through `cli.main`, what `python -m lightning_gd` calls. Each ends by listing
-    its checkpoint, its TensorBoard run and the next command, with no third-party advert or deprecation noise."""
+    the files it wrote (once), its TensorBoard run (test logs into its fit's) and the next command, with no
+    third-party advert, device line or deprecation noise; with the output not a terminal (captured here, as a pipe
+    or a file), a line per epoch and per quarter of the test instead of progress bars."""
     small = ["--model.kc_samples", "16", "--model.dissect_samples", "16", "--model.random_draws", "1"]
     small += ["--data.n_train", "8", "--data.n_val", "4", "--data.n_test", "4", "--data.batch_size", "4"]
     small += ["--model.eval_sizes", "[1, 20]", "--model.progress", "false", "--trainer.enable_progress_bar", "false"]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["lightning_gd"])
 
-    cli.main(["fit", "--trainer.max_epochs", "1", *small])
+    cli.main(["fit", "--trainer.max_epochs", "2", *small])
     run_dir = tmp_path / "out" / "causal" / "tree-layer4"
     result = json.loads((run_dir / "causal.json").read_text())
     assert result["concept"] == "tree" and len(result["top_units"]) == 20 and len(result["units"]) == 256
     printed = capsys.readouterr().out
     assert "top-20 units by α" in printed
+    epochs = [line for line in printed.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" done")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]  # a line per epoch
+    assert "val/removed_top20" in epochs[1]
+    assert "GPU available" not in printed and "v_num" not in printed and printed.count("wrote") == 1
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     listing = printed[printed.index("wrote:\n") :].splitlines()
     run = "tb_logs/causal-tree-layer4/version_0"
-    assert listing[:3] == [
+    assert listing[:5] == [
         "wrote:",
+        "  out/causal/tree-layer4/causal.json",
+        "  out/causal/tree-layer4/alpha.safetensors",
         f"  {ckpt.relative_to(tmp_path)}",
         f"TensorBoard run: {run}  (tensorboard --logdir {run})",
     ]
-    again = command("test", "--trainer.max_epochs", "1", *small, "--ckpt_path", ckpt.relative_to(tmp_path))
-    assert listing[3] == f"next: {again}   (ACE on held-out z)"  # the same search and data, its checkpoint
-    assert listing[4].startswith("next: python -m lightning_gd context --causal out/causal/tree-layer4 --concept tree")
+    view = f"tensorboard --logdir {run}, then open {CUSTOM_SCALARS}   (the search's result, δ and α by epoch)"
+    assert listing[5] == f"next: {view}"
+    again = command("test", "--trainer.max_epochs", "2", *small, "--ckpt_path", ckpt.relative_to(tmp_path))
+    assert listing[6] == f"next: {again}   (ACE on held-out z)"  # the same search and data, its checkpoint
+    assert listing[7].startswith("next: python -m lightning_gd context --causal out/causal/tree-layer4 --concept tree")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert set(state) == {"alpha", "k_c", "iou", "presence", "prepared", "previous_top"}  # no frozen networks
-    small[small.index("--trainer.enable_progress_bar") + 1] = "true"  # the result line must follow the bar
+    small[small.index("--trainer.enable_progress_bar") + 1] = "true"  # not a terminal: lines all the same
     cli.main(["test", "--ckpt_path", str(ckpt), *small])
     printed = capsys.readouterr().out
     result = next(i for i, line in enumerate(printed.splitlines()) if "ablating the top-20 units removes" in line)
     assert printed.splitlines()[result].startswith("tree @ layer4: ablating")  # a line of its own
-    assert printed.index("Testing") < printed.index("tree @ layer4: ablating")  # after the bar
-    assert "TensorBoard run: tb_logs/causal-tree-layer4/version_1" in printed
+    assert printed.index("test: 1/1 batches in") < printed.index("tree @ layer4: ablating")
+    assert "Testing" not in printed and printed.count("wrote") == 1 and "  out/causal/tree-layer4/ace.json" in printed
+    assert "TensorBoard run: tb_logs/causal-tree-layer4/version_0" in printed  # the fit's run
+    assert [p.name for p in (tmp_path / "tb_logs" / "causal-tree-layer4").iterdir()] == ["version_0"]
     assert "next: python -m lightning_gd paint --results out/causal --layer layer4" in printed
     assert not [r for r in caplog.records if "Tip:" in r.getMessage()]  # Lightning's adverts
     assert not [w for w in recwarn if "LeafSpec" in str(w.message)]  # torch's deprecation inside Lightning
