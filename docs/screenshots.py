@@ -4,10 +4,10 @@
     python docs/screenshots.py page out/causal/tree-layer4/index.html --name causal_page
     python docs/screenshots.py sequence out/paint-shots   # after the paint browser test saved its screenshots there
 
-`browser` saves three views of a unit browser (browser_default.png, browser_filtered.png, browser_detail.png:
-the filter typed in, then the first row's detail panel); `page` saves one view of any page; `sequence` puts the
-painting test's three image panels side by side (paint_sequence.png) and keeps its page after the stroke
-(paint_page.png)."""
+`browser` saves four views of a unit browser (browser_default.png, browser_filtered.png, browser_detail.png,
+browser_zoom.png: the filter typed in, the first row's detail panel, then its first image enlarged beside its
+segmentation); `page` saves one view of any page; `sequence` puts the painting test's three image panels side by
+side (paint_sequence.png) and keeps its page after the stroke (paint_page.png)."""
 
 from __future__ import annotations
 
@@ -49,9 +49,13 @@ def main() -> None:
             pg.fill("#filter", args.filter)
             pg.wait_for_timeout(800)
             pg.screenshot(path=str(args.out / "browser_filtered.png"))
-            pg.click("#units tbody tr:nth-child(1)")
+            pg.click("#units tbody tr:nth-child(1) td:first-child")  # a thumbnail would open the enlargement
             pg.wait_for_timeout(1000)
             pg.screenshot(path=str(args.out / "browser_detail.png"))
+            pg.click("#d-region canvas >> nth=0")
+            pg.wait_for_selector("#zoom.open")
+            pg.wait_for_timeout(800)
+            pg.screenshot(path=str(args.out / "browser_zoom.png"))
         browser.close()
     print(f"wrote screenshots to {args.out}")
 

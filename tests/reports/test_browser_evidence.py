@@ -4,6 +4,8 @@ unit's region beside the segmentation the dissection stored with its images; eac
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +133,16 @@ def test_each_unit_shows_its_runner_up(page, big_report):
     units = [int(v) for v in page.eval_on_selector_all("#units tbody tr", "rs => rs.map(r => r.dataset.unit)")]
     second = iou.sort(1, descending=True).values[:, 1]
     assert units[0] == int(second.argmax())
+
+
+def test_a_report_without_segmentations_still_enlarges(page, big_report, tmp_path):
+    """A report written without the segmenter (an older one, or images made without it): no outline, and the
+    enlargement shows the image as it is and says why."""
+    _, diss, shown = big_report
+    write_dissection(diss, tmp_path, replace(shown, segmentations=None), info={"generator": "random"})
+    page.goto((tmp_path / "report.html").as_uri() + "#layer4/3")
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    page.click("#d-region canvas >> nth=0")
+    page.wait_for_selector("#zoom.open")
+    assert "written without the segmentations" in page.text_content("#z-seg-cap")
+    assert "outline" not in page.text_content("#legend")
