@@ -6,7 +6,8 @@ Random weights in the published layouts (speed does not depend on the values): a
 LSUN generators) and a 256×256 StyleGAN2 (config-f widths); the CSAIL ADE20K segmenters (ResNet-50 dilated +
 PPM, ResNet-50 + UPerNet) and the Unified Perceptual Parsing model (ResNet-50 + UPerNet with object, part and
 material heads, with head sizes like the published model's), each loaded through the zoo from files written
-here, on 256×256 generated images. Inception for FID is
+here, on 256×256 generated images; CLIPSeg (rd64-refined's layout, `clipseg:DIR`) for 1, 10 and 50 concepts.
+Inception for FID is
 torchvision's InceptionV3 (the same architecture as torch-fidelity's) at 299×299. Projections: the paper's
 dissection (N = 10,000: a threshold pass that stops after layer4 and a full generator + segmenter pass) and
 per-unit FID (N = 200,000 generated images, each through Inception once).
@@ -68,6 +69,57 @@ def write_csail(folder: Path) -> dict[str, str]:
     return specs
 
 
+def write_clipseg(folder: Path) -> None:
+    """Random weights in CLIPSeg rd64-refined's layout (ViT-B/16 at 352 px, decoder of width 64 reading vision layers
+    3, 6 and 9) with a CLIPSegProcessor; the tokenizer is a stand-in (letters only), which changes nothing but the
+    one-off cost of encoding the prompts."""
+    import string
+
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        CLIPTokenizer,
+        ViTImageProcessor,
+    )
+
+    tokens = ["<|startoftext|>", *string.ascii_lowercase, *(c + "</w>" for c in string.ascii_lowercase)]
+    vocab = {token: i for i, token in enumerate([*tokens, "<|endoftext|>"])}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    eos = len(vocab) - 1  # CLIP's text model pools at the end-of-text token
+    config = CLIPSegConfig(
+        text_config={"bos_token_id": 0, "eos_token_id": eos, "pad_token_id": eos},
+        vision_config={"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "patch_size": 16},
+        projection_dim=512,
+        extract_layers=[3, 6, 9],
+        reduce_dim=64,
+        decoder_num_attention_heads=4,
+        decoder_intermediate_size=2048,
+        use_complex_transposed_convolution=True,
+    )
+    CLIPSegForImageSegmentation(config).save_pretrained(folder)
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+    images = ViTImageProcessor(
+        size={"height": 352, "width": 352}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+    )
+    CLIPSegProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+
+
+def clipseg_rates(images: torch.Tensor, batches: int, concepts: tuple[int, ...] = (1, 10, 50)) -> dict[str, float]:
+    """Images per second of clipseg:DIR on `images` for vocabularies of a few sizes (one prompt a concept)."""
+    from lightning_gd import zoo
+
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_clipseg(Path(tmp))
+        for n in concepts:
+            words = [f"concept {''.join(chr(97 + int(d)) for d in str(i))}" for i in range(n)]
+            seg = zoo.segmenter(f"clipseg:{tmp}", concepts=words).to(images.device)
+            rates[f"clipseg (rd64, {n} concepts) segmenter"] = images_per_second(seg.labels, images, batches)
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -105,6 +157,10 @@ def main() -> None:
         for name, spec in write_csail(Path(tmp)).items():
             seg = zoo.segmenter(spec).to(dev)
             rates[f"{name} segmenter"] = images_per_second(seg.labels, images, n)
+    try:
+        rates.update(clipseg_rates(images, n))
+    except ImportError:
+        print('CLIPSeg left out: it needs transformers (pip install "lightning_gd[hf]")')
     inception = inception_v3(weights=None, aux_logits=False, init_weights=False).to(dev).eval()
     x299 = torch.nn.functional.interpolate(images, size=(299, 299), mode="bilinear")
     rates["InceptionV3 299 (FID features)"] = images_per_second(inception, x299, n)
