@@ -200,34 +200,6 @@ class PaintSession:
             left = f"; left out (not a segmenter class, or never seen): {', '.join(missing)}" if missing else ""
             print(f"palette ready in {time.perf_counter() - t0:.1f} s{left}", flush=True)
         if not self.brushes:
-            raise PaintError(f"no concept of the palette occurs in {self.kc_samples} samples: raise kc_samples")
-        return missing
-
-    def prepare(self, progress: bool = True) -> list[str]:
-        """k_c of every brush that has none (the IoU-ranked ones), in one pass before the first stroke, so no
-        stroke waits for it. Brushes whose concept never occurs in the samples are left out; returns their names."""
-        todo = [b for b in self.brushes.values() if b.k_c is None]
-        if not todo:
-            return []
-        known = set(self.segmenter.concepts)  # a part concept (building-t) has no mask of its own to take k_c on
-        concepts = sorted({b.concept for b in todo if b.concept in known})
-        t0 = time.perf_counter()
-        if progress:
-            print(
-                f"palette: k_c of {len(concepts)} concepts ({', '.join(concepts)}) from {self.kc_samples} samples, "
-                "once, so that no stroke waits for it",
-                flush=True,
-            )
-        means = palette_means(self.split, self.segmenter, concepts, self.kc_samples, progress=progress)
-        missing = [b.name for b in todo if means.get(b.concept) is None]
-        for b in todo:
-            b.k_c = means.get(b.concept)
-        for name in missing:
-            del self.brushes[name]
-        if progress:
-            left = f"; left out (not a segmenter class, or never seen): {', '.join(missing)}" if missing else ""
-            print(f"palette ready in {time.perf_counter() - t0:.1f} s{left}", flush=True)
-        if not self.brushes:
             raise InvalidValue(f"no concept of the palette occurs in {self.kc_samples} samples: raise kc_samples")
         return missing
 
