@@ -64,12 +64,16 @@ def majority_labels(labels: torch.Tensor, windows: torch.Tensor, num_concepts: i
 
 @dataclass
 class InsertionSums:
-    """Per image and location: the concept's pixels in the window before / after insertion (B, L), the window's
-    pixels (L,), the background label (B, L); with tracing, per later layer the per-channel mean absolute change
-    (B, L, C_layer) and per-channel sums of the originals' absolute activations and their element counts."""
+    """Per image and location: the concept's pixels in the window before / after insertion (B, L), the
+    segmenter's mean probability of the concept over those pixels before / after (B, L; 0 where there are none),
+    the window's pixels (L,), the background label (B, L); with tracing, per later layer the per-channel mean
+    absolute change (B, L, C_layer) and per-channel sums of the originals' absolute activations and their
+    element counts."""
 
     before: torch.Tensor
     after: torch.Tensor
+    confidence_before: torch.Tensor
+    confidence_after: torch.Tensor
     window: torch.Tensor
     background: torch.Tensor
     change: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -101,12 +105,17 @@ def insert_at_locations(
     with TraceDict(split.generator, trace) if trace else contextlib.nullcontext() as tr:
         x = split.f(r, z)
         originals = {name: tr[name].output.float() for name in trace} if trace else {}
-    labels = segmenter.labels(x)  # (B, H, W)
+    # the labels are the probabilities' argmax, as `Segmenter.labels` is: one segmenter pass gives both
+    probs = segmenter.probs(x)  # (B, C, H, W)
+    labels = probs.argmax(1)  # (B, H, W)
     wins = windows_of(masks, tuple(labels.shape[-2:]))  # (L, H, W)
     is_c = labels == concept_index
+    before, conf_before = _window_sums(is_c, probs[:, concept_index], wins)
     out = InsertionSums(
-        before=torch.einsum("bp,lp->bl", is_c.flatten(1).double(), wins.flatten(1).double()),
+        before=before,
         after=torch.zeros(B, L, dtype=torch.float64, device=r.device),
+        confidence_before=conf_before,
+        confidence_after=torch.zeros(B, L, dtype=torch.float64, device=r.device),
         window=wins.flatten(1).sum(1).double(),
         background=majority_labels(labels, wins, len(segmenter.concepts)),
     )
@@ -120,12 +129,22 @@ def insert_at_locations(
         edited = intervene(r[b], alpha, masks[loc], k_c)
         with TraceDict(split.generator, trace) if trace else contextlib.nullcontext() as tr:
             x_e = split.f(edited, z[b])
-        found = (segmenter.labels(x_e) == concept_index) & wins[loc]
-        out.after[b, loc] = found.flatten(1).sum(1).double()
+        p_e = segmenter.probs(x_e)
+        found = (p_e.argmax(1) == concept_index) & wins[loc]
+        pixels = found.flatten(1).sum(1).double()
+        out.after[b, loc] = pixels
+        out.confidence_after[b, loc] = (p_e[:, concept_index] * found).flatten(1).sum(1).double() / pixels.clamp(min=1)
         for name in trace:
             delta = (tr[name].output.float() - originals[name][b]).abs().mean((2, 3))  # (chunk, C_layer)
             out.change[name][b, loc] = delta.double()
     return out
+
+
+def _window_sums(is_c: torch.Tensor, p_c: torch.Tensor, wins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) the concept's pixels in each window and their mean probability of the concept (0 where none)."""
+    pixels = torch.einsum("bp,lp->bl", is_c.flatten(1).double(), wins.flatten(1).double())
+    mass = torch.einsum("bp,lp->bl", (p_c * is_c).flatten(1).double(), wins.flatten(1).double())
+    return pixels, mass / pixels.clamp(min=1)
 
 
 def later_layers(split: LayerSplit, candidates: list[str] | None = None) -> list[str]:

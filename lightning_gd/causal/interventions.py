@@ -128,6 +128,63 @@ def concept_means(
     return {"k_c": (weighted / total).float().cpu(), "presence": torch.tensor(pixels / count)}
 
 
+# ----------------------------------------------------------------------------------------------- insertion constants
+
+INSERTION_HELP = (
+    "the value inserted units are set to: 'k_c' (the paper's per-unit mean where the concept is, §S-6.4), "
+    "'k_c*M' (M times it, e.g. k_c*4) or 'qP' (the unit's P-quantile over all locations of a sample, e.g. q0.999)"
+)
+
+
+def parse_insertion(spec: str) -> tuple[str, float]:
+    """'k_c' → ("k_c", 1.0); 'k_c*4' → ("k_c", 4.0); 'q0.999' → ("quantile", 0.999). Anything else is an error
+    that lists the forms."""
+    text = str(spec).strip()
+    try:
+        if text == "k_c":
+            return "k_c", 1.0
+        if text.startswith("k_c*"):
+            m = float(text[4:])
+            if m > 0 and m != float("inf"):
+                return "k_c", m
+        elif text.startswith("q"):
+            q = float(text[1:])
+            if 0 < q < 1:
+                return "quantile", q
+    except ValueError:
+        pass
+    raise InvalidValue(f"insertion {spec!r} is not understood: {INSERTION_HELP}")
+
+
+@torch.no_grad()
+def activation_quantiles(
+    split: LayerSplit, q: float, n: int = 200, seed: int = 0, batch_size: int = 50, progress: bool = True
+) -> torch.Tensor:
+    """(U,) each unit's q-quantile over every location of n samples (seeded as `latent_batches`)."""
+    dev = device_of(split.generator)
+    maps = [
+        split.h(z).float().transpose(0, 1).flatten(1).cpu()  # (U, B·h·w)
+        for _, z in latent_batches(n, split.z_dim, seed, batch_size, dev, f"unit {q}-quantiles", progress, False)
+    ]
+    values = torch.cat(maps, 1)
+    limit = 1 << 24  # torch.quantile refuses larger inputs: thin the sample evenly
+    if values.numel() > limit:
+        values = values[:, :: -(-values.numel() // limit)]
+    return torch.quantile(values, q, dim=1)
+
+
+def insertion_values(
+    spec: str, k_c: torch.Tensor, split: LayerSplit | None = None, n: int = 200, progress: bool = True
+) -> torch.Tensor:
+    """The (U,) values that insertion sets units to under `spec` (`parse_insertion`); a quantile needs `split`."""
+    kind, value = parse_insertion(spec)
+    if kind == "k_c":
+        return k_c * value
+    if split is None:
+        raise InvalidValue(f"insertion {spec!r} needs the generator's layer to measure its quantiles")
+    return activation_quantiles(split, value, n=n, progress=progress).to(k_c)
+
+
 def partial_effect(
     split: LayerSplit,
     segmenter: Segmenter,

@@ -160,15 +160,24 @@ def _artifacts(doc: dict, options: dict, started: float) -> None:
     print_outputs(files_since(out, started, options), None, steps)
 
 
+APPEAR_RATES = ("appear_rate", "appear_rate_guarded")
+
+
 def _context(doc: dict, options: dict, started: float) -> None:
     s = doc["settings"]
     print(f"inserting {s['top_n']} {s['concept']} units of {s['layer']} ({s['units_from']}), {s['n']} images:")
-    print(f"{'background':<16} {'locations':>9} {'effect':>9} {'95% interval':>19} {'appears':>8}")
+    print(f"{'background':<16} {'locations':>9} {'effect':>9} {'95% interval':>19} {'appears':>8} {'guarded':>8}")
     for name, row in doc["by_background"].items():
-        appear = "-" if row["appear_rate"] is None else f"{row['appear_rate']:.3f}"
-        print(f"{name:<16} {row['count']:>9} {row['effect']:>9.4f} [{row['ci'][0]:>7.4f}, {row['ci'][1]:>7.4f}]"
-              f" {appear:>8}")  # fmt: skip
+        appear, guarded = ("-" if row.get(k) is None else f"{row[k]:.3f}" for k in APPEAR_RATES)
+        interval = f"[{row['ci'][0]:>7.4f}, {row['ci'][1]:>7.4f}]"
+        print(f"{name:<16} {row['count']:>9} {row['effect']:>9.4f} {interval} {appear:>8} {guarded:>8}")
+    bar = doc["overall"].get("guard_confidence")
     print("effect: the concept's share of the window's pixels gained; appears: share of the concept-free windows")
+    if bar is not None:
+        print(
+            f"guarded: appears with the segmenter's mean confidence ≥ {bar:.3f} (the generator's own instances' 10th "
+            "percentile)"
+        )
     if "trace" in doc:
         t = doc["trace"]
         pairs = ", ".join(f"{n} {v if v is None else round(v, 3)}/{w if w is None else round(w, 3)}"

@@ -12,6 +12,7 @@ from torch import nn
 
 from lightning_gd import zoo
 from lightning_gd.cache import check_writable, staged
+from lightning_gd.causal.interventions import insertion_values, parse_insertion
 from lightning_gd.errors import InvalidValue
 from lightning_gd.models.generators import device_of, resolve_device
 from lightning_gd.models.segmenters import Segmenter
@@ -34,6 +35,7 @@ def context(
     region: PositiveInt = 1,
     trace: bool = False,
     respond: float = 0.05,
+    insertion: str = "k_c",
     kc_samples: PositiveInt = 500,
     dissect_samples: PositiveInt = 1000,
     overlays: int = 6,
@@ -70,6 +72,8 @@ def context(
         region: insert over a region × region square of locations whose top-left corner is the location.
         trace: also record every later layer and measure how the insertion propagates (§S-6.5).
         respond: a location responds when the concept's share of its window grows by at least this much.
+        insertion: the value the inserted units are set to: `k_c` (the paper's, §S-6.4), `k_c*M` (M times k_c)
+            or `qP` (each unit's P-quantile over every location of kc_samples samples, e.g. q0.999).
         kc_samples: samples for k_c (§S-6.4) when no causal search gives it.
         dissect_samples: samples of the dissection that ranks units by IoU (when neither causal nor units).
         overlays: images shown in where.png.
@@ -88,6 +92,7 @@ def context(
         raise InvalidValue(f"respond is a share of the window's pixels, in [0, 1]; got {respond}")
     if units is not None and len(units) == 0:  # inserting nothing gives a table of zeros that looks like a result
         raise InvalidValue("--units is empty: name the units to insert, or leave it out to rank them by IoU")
+    parse_insertion(insertion)  # a malformed constant fails before any work
     check_writable(out)
     dev = resolve_device(device)
     G = zoo.generator(generator, weights=generator_weights).to(dev).eval()
@@ -96,13 +101,23 @@ def context(
     t0 = time.perf_counter()
     chosen, k_c, sources = _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_samples,
                                           dissect_samples, cache_dir, progress)  # fmt: skip
+    if parse_insertion(insertion)[0] == "quantile":  # measured on the generator's own activations
+        from lightning_gd.models.split import LayerSplit
+
+        k_c = insertion_values(insertion, k_c, LayerSplit(G, layer, z_dim), n=kc_samples, progress=progress)
+    else:
+        k_c = insertion_values(insertion, k_c)
     found = measure_context(G, seg, concept, layer, chosen, k_c, n, seed, locations, region, trace, batch_size, chunk,
                             z_dim, progress)  # fmt: skip
     settings = {"concept": concept, "layer": layer, "n": n, "seed": seed, "region": region, "respond": respond,
+                "insertion": insertion,
                 "top_n": len(chosen), "locations": locations, "generator": zoo.describe(generator),
                 "bootstrap": bootstrap, "seconds": round(time.perf_counter() - t0, 1), **sources}  # fmt: skip
     with staged(out) as stage:
         return write_context(stage, found, seg, chosen, k_c, settings, overlays, bootstrap, G, tb_dir)
+
+
+PER_IMAGE = ("before", "after", "confidence_before", "confidence_after", "background")  # (B, L) each
 
 
 def measure_context(G, seg, concept, layer, units, k_c, n, seed, locations, region, trace, batch_size, chunk,
@@ -135,7 +150,7 @@ def measure_context(G, seg, concept, layer, units, k_c, n, seed, locations, regi
         parts.append(insert_at_locations(split, seg, z, units, k_c.to(z.device), c, where, region, chunk, traced))
         order.append(idx.cpu())
     local = {
-        **{key: torch.cat([getattr(p, key).cpu() for p in parts]) for key in ("before", "after", "background")},
+        **{key: torch.cat([getattr(p, key).cpu() for p in parts]) for key in PER_IMAGE},
         "change": {name: torch.cat([p.change[name].cpu() for p in parts]) for name in traced},
         "magnitude": {name: sum(p.magnitude[name].cpu() for p in parts) for name in traced},
         "elements": {name: sum(p.elements[name] for p in parts) for name in traced},
@@ -154,7 +169,7 @@ def _gather(local: dict) -> dict:
     shards = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(shards, local)
     order = torch.sort(torch.cat([s["index"] for s in shards])).indices
-    out = {key: torch.cat([s[key] for s in shards])[order] for key in ("before", "after", "background", "index")}
+    out = {key: torch.cat([s[key] for s in shards])[order] for key in (*PER_IMAGE, "index")}
     out["change"] = {name: torch.cat([s["change"][name] for s in shards])[order] for name in local["change"]}
     out["magnitude"] = {name: sum(s["magnitude"][name] for s in shards) for name in local["magnitude"]}
     out["elements"] = {name: sum(s["elements"][name] for s in shards) for name in local["elements"]}

@@ -27,12 +27,26 @@ def gains(found: dict) -> torch.Tensor:
     return (found["after"] - found["before"]) / found["window"].clamp(min=1)
 
 
+GUARD_QUANTILE = 0.1
+
+
+def guard_confidence(found: dict, quantile: float = GUARD_QUANTILE) -> float | None:
+    """The realism guard's bar: the `quantile` of the segmenter's mean confidence over the concept's pixels in
+    the windows where the generator drew it unedited (its own instances of the concept); None if none."""
+    natural = found["confidence_before"][found["before"] > 0]
+    return float(torch.quantile(natural.double(), quantile)) if natural.numel() else None
+
+
 def summarize(found: dict, concepts: tuple[str, ...], respond: float, reps: int, seed: int) -> dict:
     """By background concept: mean effect (the concept's share of the window gained), its 95 % bootstrap
-    interval over images, the share of concept-free windows where it appears, and the counts."""
+    interval over images, the share of concept-free windows where it appears — raw (any pixel labelled as the
+    concept) and guarded (the segmenter at least as confident of those pixels as of the bottom `GUARD_QUANTILE`
+    of the generator's own instances, so that a patch of the right colour does not count) — and the counts."""
     effect = gains(found)
     free = found["before"] == 0
     appeared = (found["after"] > 0) & free
+    bar = guard_confidence(found)
+    guarded = appeared & (found["confidence_after"] >= bar) if bar is not None else torch.zeros_like(appeared)
     stats = bootstrap_by_group(effect, found["background"], len(concepts), reps, seed)
     rows = {}
     for g, name in enumerate(concepts):
@@ -44,6 +58,7 @@ def summarize(found: dict, concepts: tuple[str, ...], respond: float, reps: int,
             "effect": float(stats["mean"][g]),
             "ci": [float(stats["lo"][g]), float(stats["hi"][g])],
             "appear_rate": float(appeared[in_group & free].double().mean()) if n_free else None,
+            "appear_rate_guarded": float(guarded[in_group & free].double().mean()) if n_free else None,
             "respond_rate": float((effect[in_group] >= respond).double().mean()),
             "count": int(stats["count"][g]),
             "count_free": n_free,
@@ -52,6 +67,8 @@ def summarize(found: dict, concepts: tuple[str, ...], respond: float, reps: int,
     overall = {
         "effect": float(effect.mean()),
         "appear_rate": float(appeared[free].double().mean()) if free.any() else None,
+        "appear_rate_guarded": float(guarded[free].double().mean()) if free.any() else None,
+        "guard_confidence": bar,
         "respond_rate": float((effect >= respond).double().mean()),
         "count": int(effect.numel()),
     }
@@ -105,10 +122,13 @@ def context_figure(doc: dict, path: Path | None = None, min_count: int = 20) -> 
     s = doc["settings"]
     ax.set_ylabel(f"{s['concept']}'s share of the window gained", fontsize=9)
     ax.set_title("mean effect (bars) and 95 % interval over images", fontsize=9)
-    rates = [rows[k]["appear_rate"] if rows[k]["appear_rate"] is not None else 0.0 for k in names]
-    ax2.bar(range(len(names)), rates, color="#d62728")
+    rates = [rows[k]["appear_rate"] or 0.0 for k in names]
+    guarded = [rows[k].get("appear_rate_guarded") or 0.0 for k in names]
+    ax2.bar([i - 0.2 for i in range(len(names))], rates, width=0.4, color="#f4a582", label="raw")
+    ax2.bar([i + 0.2 for i in range(len(names))], guarded, width=0.4, color="#d62728", label="guarded (realism)")
     ax2.set_xticks(range(len(names)), names, fontsize=8, rotation=45, ha="right")
     ax2.set_ylim(0, max(rates + [0.01]) * 1.15)
+    ax2.legend(fontsize=7, frameon=False)
     ax2.set_title(f"share of {s['concept']}-free windows where it appears", fontsize=9)
     for a in (ax, ax2):
         a.spines[["top", "right"]].set_visible(False)
@@ -203,13 +223,18 @@ def _tensorboard(doc: dict, out: Path, run: Path) -> None:
         # beside it), so the run opens on two curves rather than a scatter of single dots
         rows = list(doc["by_background"].items())
         w.add_custom_scalars({"context (step = background, see context/backgrounds)": {
-            "effect": ["Multiline", ["context/effect"]], "appears": ["Multiline", ["context/appear_rate"]],
+            "effect": ["Multiline", ["context/effect"]],
+            "appears": ["Multiline", ["context/appear_rate", "context/appear_rate_guarded"]],
         }})  # fmt: skip
-        table = ["| step | background | locations | effect | appears |", "|---|---|---|---|---|"]
+        table = ["| step | background | locations | effect | appears | guarded |", "|---|---|---|---|---|---|"]
         for step, (name, row) in enumerate(rows, start=1):
             w.add_scalar("context/effect", row["effect"], step)
-            w.add_scalar("context/appear_rate", row["appear_rate"], step)
-            table.append(f"| {step} | {name} | {row['count']} | {row['effect']:.4f} | {row['appear_rate']:.1%} |")
+            rates = [row.get(k) for k in ("appear_rate", "appear_rate_guarded")]
+            for key, rate in zip(("appear_rate", "appear_rate_guarded"), rates):
+                if rate is not None:  # a background with no concept-free window has no rate
+                    w.add_scalar(f"context/{key}", rate, step)
+            shown = ["-" if v is None else f"{v:.1%}" for v in rates]
+            table.append(f"| {step} | {name} | {row['count']} | {row['effect']:.4f} | {shown[0]} | {shown[1]} |")
         w.add_text("context/backgrounds", "\n".join(table), 0)
         w.add_text("context/settings", json.dumps(doc["settings"]), 0)
         for png in ("context.png", "where.png", "trace.png", "trace_heatmap.png"):

@@ -136,11 +136,11 @@ def context_body(me: Result, final: Path) -> tuple[str, str, str]:
     s = doc["settings"]
     rows = [
         [esc(name), num(r["effect"], 4), f"[{num(r['ci'][0], 4)}, {num(r['ci'][1], 4)}]", pct(r.get("appear_rate")),
-         str(r["count"])]
+         pct(r.get("appear_rate_guarded")), str(r["count"])]
         for name, r in doc["by_background"].items()
     ]  # fmt: skip
-    head = ["background", "mean effect", "95 % interval", f"{esc(s['concept'])}-free windows where it appears",
-            "locations"]  # fmt: skip
+    free = f"{esc(s['concept'])}-free windows where it appears"
+    head = ["background", "mean effect", "95 % interval", free, f"{free}, realism-guarded", "locations"]
     meta = (
         f"generator <b>{esc(me.generator or 'not recorded')}</b> · layer <b>{esc(s['layer'])}</b> · "
         f"{s['top_n']} units inserted at {s['region']}×{s['region']} locations of {s['n']} images"

@@ -19,13 +19,17 @@ SETTINGS = Fields(
         "seconds": NUMBER,
         "units_from": STR,
         "k_c_from": STR,
+        "insertion": STR,
     },
 )
 BACKGROUND = Fields(
     {"effect": NUMBER, "ci": ListOf(NUMBER, length=2), "appear_rate": Maybe(NUMBER), "count": INT},
-    {"respond_rate": NUMBER, "count_free": INT},
+    {"respond_rate": NUMBER, "count_free": INT, "appear_rate_guarded": Maybe(NUMBER)},
 )
-OVERALL = Fields({"effect": NUMBER, "appear_rate": Maybe(NUMBER), "respond_rate": NUMBER, "count": INT})
+OVERALL = Fields(
+    {"effect": NUMBER, "appear_rate": Maybe(NUMBER), "respond_rate": NUMBER, "count": INT},
+    {"appear_rate_guarded": Maybe(NUMBER), "guard_confidence": Maybe(NUMBER)},
+)
 TRACE = Fields(
     {
         "layers": ListOf(STR),
@@ -41,7 +45,9 @@ TRACE = Fields(
 @dataclass
 class ContextResult(ResultFile):
     """What `context` measured: `by_background` ({concept at the location: effect, its 95 % interval `ci`,
-    `appear_rate`, `respond_rate`, `count`, `count_free`}), `overall`, the inserted `units` and their `k_c`,
+    `appear_rate`, `appear_rate_guarded`, `respond_rate`, `count`, `count_free`}), `overall` (with the realism
+    guard's `guard_confidence`), the inserted `units` and `k_c`, the values they were set to (the paper's k_c
+    unless `settings.insertion` names another constant),
     the images of where.png (`where_images`), and `trace` when traced."""
 
     FILE: ClassVar[str] = "context.json"

@@ -47,6 +47,9 @@ def test_batched_insertion_equals_one_location_at_a_time(chunk, region):
             door = s.labels(x)[0] == 1
             assert got.after[b, i] == (door & window).sum()
             assert got.before[b, i] == ((s.labels(x0)[0] == 1) & window).sum()
+            found = door & window
+            conf = s.probs(x)[0, 1][found].double().mean() if found.any() else torch.tensor(0.0, dtype=torch.float64)
+            torch.testing.assert_close(got.confidence_after[b, i], conf)
             v2 = G.layer2(insert(r[b : b + 1], [1], K_C, mask)) - G.layer2(r[b : b + 1])
             torch.testing.assert_close(got.change["layer2"][b, i].float(), v2.abs().mean((2, 3))[0])
 
@@ -157,3 +160,46 @@ def test_two_ddp_ranks_give_the_single_process_result(tmp_path):
         for name in ref["layers"]:
             torch.testing.assert_close(got["change"][name], ref["change"][name])
             torch.testing.assert_close(got["magnitude"][name], ref["magnitude"][name])
+
+
+def test_insertion_constants_parse_and_match_a_sorted_sample():
+    from lightning_gd.causal.interventions import insertion_values, parse_insertion
+
+    assert parse_insertion("k_c") == ("k_c", 1.0) and parse_insertion("k_c*4") == ("k_c", 4.0)
+    assert parse_insertion("q0.999") == ("quantile", 0.999)
+    for bad in ("kc", "k_c*0", "k_c*-2", "q1", "q0", "qx", "", "k_c*inf"):
+        with pytest.raises(ValueError, match="k_c\\*M"):
+            parse_insertion(bad)
+    k_c = torch.tensor([0.5, 1.0, 2.0])
+    torch.testing.assert_close(insertion_values("k_c*3", k_c), 3 * k_c)
+    G = DoorGenerator()
+    split = LayerSplit(G, "layer1")
+    got = insertion_values("q0.75", K_C, split, n=6, progress=False)
+    r = split.h(latents(range(6), G.z_dim, 0))  # the same seeded sample
+    for u in range(r.shape[1]):
+        values = r[:, u].flatten().sort().values
+        pos = 0.75 * (len(values) - 1)  # linear interpolation between the two order statistics around it
+        lo, frac = int(pos), pos - int(pos)
+        expected = values[lo] + frac * (values[min(lo + 1, len(values) - 1)] - values[lo])
+        torch.testing.assert_close(got[u], expected)
+
+
+def test_the_realism_guard_counts_only_windows_as_confident_as_the_generators_own_instances():
+    from lightning_gd.reports.context import guard_confidence, summarize
+
+    # 2 images × 3 windows; background 0 everywhere. Natural instances (before > 0) have confidences 0.9, 0.8;
+    # the 10th percentile of those is 0.81. Inserted into the 4 concept-free windows: confident, faint, none.
+    found = {
+        "before": torch.tensor([[5.0, 0, 0], [3.0, 0, 0]], dtype=torch.float64),
+        "after": torch.tensor([[6.0, 4, 2], [3.0, 7, 0]], dtype=torch.float64),
+        "confidence_before": torch.tensor([[0.9, 0, 0], [0.8, 0, 0]], dtype=torch.float64),
+        "confidence_after": torch.tensor([[0.9, 0.95, 0.5], [0.8, 0.85, 0.0]], dtype=torch.float64),
+        "window": torch.tensor([16.0, 16, 16], dtype=torch.float64),
+        "background": torch.zeros(2, 3, dtype=torch.long),
+    }
+    assert guard_confidence(found) == pytest.approx(0.81)
+    out = summarize(found, ("grass",), respond=0.05, reps=20, seed=0)
+    row = out["by_background"]["grass"]
+    assert row["appear_rate"] == pytest.approx(3 / 4)  # any pixel of the concept: windows 2, 3 of image 0, 2 of image 1
+    assert row["appear_rate_guarded"] == pytest.approx(2 / 4)  # the faint one (0.5 < 0.81) does not count
+    assert out["overall"]["guard_confidence"] == pytest.approx(0.81)
