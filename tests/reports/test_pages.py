@@ -177,13 +177,13 @@ def test_unrecorded_generators_link_by_layer_and_foreign_folders_are_refused(roo
 def test_causal_page_in_chromium_loads_everything_and_asks_nothing_of_the_network(root):
     from playwright.sync_api import sync_playwright
 
-    from tests.paint.test_browser import chromium
+    from tests.helpers import chromium_path
 
     artifacts_page = write_page(root / "artifacts")
     page_path = write_page(root / "causal" / "tree-layer4")
     requests = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium_path(), headless=True, args=["--no-sandbox"])
         page = browser.new_page()
         page.on("request", lambda r: requests.append(r.url))
         page.goto(page_path.as_uri())
