@@ -62,7 +62,8 @@ def log_alpha(writer, alpha: torch.Tensor, top: list[int], step: int) -> None:
 
 def log_result(loggers, params: dict, metrics: dict[str, float], step: int) -> None:
     """The search's settings with its result as their metrics (TensorBoard's HParams tab), for every
-    TensorBoardLogger of the run; other loggers get the metrics as scalars."""
+    TensorBoardLogger of the run; other loggers get the metrics as scalars. The metrics are the tags the search
+    logs anyway (val/…, test/…) at the same step: a tag of their own would be a chart of one point."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
     for logger in loggers:
@@ -76,7 +77,7 @@ def log_fit_result(module, removed: float | None) -> None:
     """After fit: the share of the concept that the top-n units removed at the last validation, as the metric of
     the search's settings (none without a validation)."""
     if removed is not None:
-        log_result(module.trainer.loggers, dict(module.hparams), {f"hp/removed_top{module.top_n}": removed},
+        log_result(module.trainer.loggers, dict(module.hparams), {f"val/removed_top{module.top_n}": removed},
                    epoch_end_step(module))  # fmt: skip
 
 
@@ -88,8 +89,8 @@ def write_test_result(module, summary: dict, grid_batch) -> tuple[str, list]:
     with contextlib.redirect_stdout(io.StringIO()) as lines:
         written = write_ace(module, summary, grid_batch, module._tensorboard())
     metrics = {
-        f"hp/removed_top{module.top_n}_alpha": summary["removed_at_top_n"]["alpha"],
-        "hp/insertion_ace_alpha": summary["insertion_at_top_n"]["alpha"]["ace"],
+        f"test/removed_top{module.top_n}_alpha": summary["removed_at_top_n"]["alpha"],
+        "test/insertion_ace_alpha": summary["insertion_at_top_n"]["alpha"]["ace"],
     }
     log_result(module.trainer.loggers, dict(module.hparams), metrics, module.global_step)
     return lines.getvalue(), written

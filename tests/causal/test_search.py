@@ -230,7 +230,8 @@ def test_search_tells_the_decoy_apart(tmp_path, trainer):
     assert summary["ablation_removed"]["alpha"][summary["sizes"].index(2)] >= 0.99
     assert summary["insertion_at_top_n"]["alpha"]["ace"] > 0
     acc = events(t.logger.log_dir)
-    assert acc.Scalars("hp/removed_top2_alpha")[-1].value == pytest.approx(summary["removed_at_top_n"]["alpha"])
+    assert acc.Scalars("test/removed_top2_alpha")[-1].value == pytest.approx(summary["removed_at_top_n"]["alpha"])
+    assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("hp/")]  # no charts of one point
     # the Trainer-free evaluation on the same held-out z (test seed 102), in other batches: the same curves
     rankings = {"alpha": m.ranking(), "iou": m.iou_ranking()}
     ev = ace.evaluate(
@@ -254,16 +255,21 @@ def check_tensorboard_run(log_dir, removed: float, epoch_ends: list[int]) -> Non
     epoch's scalars at the step of its last batch; not at the epoch number), and has the validation's removed
     share as its hparam metric instead of a −1 placeholder."""
     from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
     acc = events(log_dir)
     tags = acc.Tags()
-    val_steps = [e.step for e in acc.Scalars("val/removed_top2")]
+    val_steps = sorted({e.step for e in acc.Scalars("val/removed_top2")})  # the hparam metric: the last one again
     assert val_steps == epoch_ends == [e.step for e in acc.Scalars("epoch")][::2]
     assert [e.step for e in acc.Histograms("train/alpha")] == val_steps
     assert [e.step for e in acc.Tensors("top_2_units/text_summary")] == val_steps
     assert "hp_metric" not in tags["scalars"]
-    (hp,) = acc.Scalars("hp/removed_top2")
+    hp = acc.Scalars("val/removed_top2")[-1]  # the hparam metric is the validation's own tag, at its last step
     assert hp.value == pytest.approx(removed) and hp.step == epoch_ends[-1]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.SummaryMetadata("_hparams_/experiment").plugin_data.content
+    )
+    assert [m.name.tag for m in experiment.experiment.metric_infos] == ["val/removed_top2"]
     raw = acc.Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0]
     (section,) = layout_pb2.Layout.FromString(raw).category
     charted = {tag for chart in section.chart for tag in chart.multiline.tag}
