@@ -198,6 +198,7 @@ class CausalSearch(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """α and k_c belong to one concept, layer and pair of networks: refuse a checkpoint of another search."""
+        self.fit_step = int(checkpoint.get("global_step", 0))  # where a test of it sits on the fit's x-axis
         saved = checkpoint.get("causal_search")
         if saved is None:
             return
@@ -372,11 +373,7 @@ class CausalSearch(LightningModule):
         summary = ace.summarize(
             concepts, self.hparams.concept, names, self.sizes, sums["original"], sums["ablated"], sums, self.top_n
         )
-        at_n = summary["removed_at_top_n"]
-        self.log(f"test/removed_top{self.top_n}_alpha", at_n["alpha"])
-        self.log(f"test/removed_top{self.top_n}_iou", at_n["iou"])
-        self.log(f"test/removed_top{self.top_n}_random", at_n["random_mean"])
-        self.log("test/insertion_ace_alpha", summary["insertion_at_top_n"]["alpha"]["ace"])
+        self.log_dict(tb_views.test_metrics(self, summary))
         if self.trainer.is_global_zero:
             summary |= {"layer": self.hparams.layer, "n_test": int(sums["count"])}
             summary["top_units"] = self.ranking()[: self.top_n].tolist()

@@ -81,6 +81,26 @@ def log_fit_result(module, removed: float | None) -> None:
                    epoch_end_step(module))  # fmt: skip
 
 
+def fit_step(module) -> int:
+    """The step of the fit that a test measures: its checkpoint's (`CausalSearch.on_load_checkpoint`), or this
+    Trainer's after a fit in the same process. A test logs there, at the end of the fit's curves in the run it
+    shares with the fit, instead of at step 0."""
+    return max(getattr(module, "fit_step", 0), module.global_step)  # a resumed fit: its own, later step
+
+
+def test_metrics(module, summary: dict) -> dict[str, float]:
+    """The test's scalars (share removed by the top-n units of each ranking, α's insertion ACE) and `step`, which
+    Lightning takes as their x (and then adds no `epoch` point)."""
+    at_n, n = summary["removed_at_top_n"], module.top_n
+    return {
+        f"test/removed_top{n}_alpha": at_n["alpha"],
+        f"test/removed_top{n}_iou": at_n["iou"],
+        f"test/removed_top{n}_random": at_n["random_mean"],
+        "test/insertion_ace_alpha": summary["insertion_at_top_n"]["alpha"]["ace"],
+        "step": float(fit_step(module)),
+    }
+
+
 def write_test_result(module, summary: dict, grid_batch) -> tuple[str, list]:
     """The test's outputs (`lightning_gd.reports.causal.write_ace`) and its result as the hparam metrics; returns
     the lines write_ace prints, for the caller to print once the progress bar has closed, and the files written."""
@@ -92,5 +112,5 @@ def write_test_result(module, summary: dict, grid_batch) -> tuple[str, list]:
         f"test/removed_top{module.top_n}_alpha": summary["removed_at_top_n"]["alpha"],
         "test/insertion_ace_alpha": summary["insertion_at_top_n"]["alpha"]["ace"],
     }
-    log_result(module.trainer.loggers, dict(module.hparams), metrics, module.global_step)
+    log_result(module.trainer.loggers, dict(module.hparams), metrics, fit_step(module))
     return lines.getvalue(), written

@@ -232,6 +232,7 @@ def test_search_tells_the_decoy_apart(tmp_path, trainer):
     acc = events(t.logger.log_dir)
     assert acc.Scalars("test/removed_top2_alpha")[-1].value == pytest.approx(summary["removed_at_top_n"]["alpha"])
     assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("hp/")]  # no charts of one point
+    assert acc.Scalars("test/removed_top2_alpha")[-1].step == t.global_step  # after the fit's curves, not at 0
     # the Trainer-free evaluation on the same held-out z (test seed 102), in other batches: the same curves
     rankings = {"alpha": m.ranking(), "iou": m.iou_ranking()}
     ev = ace.evaluate(

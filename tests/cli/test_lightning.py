@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_gd import cli
 from lightning_gd.cli.console import command
@@ -107,6 +108,10 @@ def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, ca
     assert "Testing" not in printed and printed.count("wrote") == 1 and "  out/causal/tree-layer4/ace.json" in printed
     assert "TensorBoard run: tb_logs/causal-tree-layer4/version_0" in printed  # the fit's run
     assert [p.name for p in (tmp_path / "tb_logs" / "causal-tree-layer4").iterdir()] == ["version_0"]
+    events = EventAccumulator(str(tmp_path / run))
+    events.Reload()
+    fit_steps = [e.step for e in events.Scalars("val/removed_top20")]  # at each epoch's last step
+    assert {e.step for e in events.Scalars("test/removed_top20_alpha")} == {fit_steps[-1] + 1}  # then the test
     assert "next: python -m lightning_gd paint --results out/causal --layer layer4" in printed
     assert not [r for r in caplog.records if "Tip:" in r.getMessage()]  # Lightning's adverts
     assert not [w for w in recwarn if "LeafSpec" in str(w.message)]  # torch's deprecation inside Lightning
