@@ -10,6 +10,7 @@ from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from lightning_gd import allocator, zoo
+from lightning_gd.causal.interventions import parse_insertion
 from lightning_gd.errors import InvalidValue
 from lightning_gd.models.generators import resolve_device
 from lightning_gd.models.segmenters import Segmenter
@@ -26,6 +27,7 @@ def paint_session(
     kc_samples: PositiveInt = 200,
     cache_dir: Path | None = Path("out/cache"),
     device: str = "cpu",
+    insertion: str = "k_c",
 ):
     """The `PaintSession` that `paint` serves: brushes from the causal searches (α) and dissections (IoU) found
     under `results`; with none, the labels of a fresh (cached) dissection of `layer` (every concept that is some
@@ -53,7 +55,7 @@ def paint_session(
             order = concept_ranking(d.layers[layer].iou, d.vocabulary.index(concept))
             source = f"dissection of {dissect_samples}"
             brushes.append(Brush(f"{concept} (IoU)", concept, "iou", order, None, source, matches.get(concept)))
-    session = PaintSession(G, seg, layer, brushes, z_dim, kc_samples)
+    session = PaintSession(G, seg, layer, brushes, z_dim, kc_samples, insertion=insertion)
     session.prepare()
     return session
 
@@ -71,6 +73,7 @@ def paint(
     kc_samples: PositiveInt = 200,
     cache_dir: Path | None = Path("out/cache"),
     device: str = "cpu",
+    insertion: str = "k_c",
 ) -> None:
     """Paint with units: a local web page to draw or remove concepts in generated images (the paper's GANPaint).
 
@@ -90,6 +93,8 @@ def paint(
         kc_samples: samples for k_c of an IoU-ranked concept (computed on its first use).
         cache_dir: where that dissection is cached.
         device: torch device.
+        insertion: the value a drawn unit is set to: `k_c` (the paper's, §S-6.4), `k_c*M` (M times k_c) or
+            `qP` (each unit's P-quantile over kc_samples samples, e.g. q0.999).
     """
     import uvicorn
 
@@ -97,9 +102,10 @@ def paint(
 
     if not 0 < port < 65536:
         raise InvalidValue(f"port must be in 1-65535, got {port}")
+    parse_insertion(insertion)
     sock = bind(host, port)  # first: a busy port fails before the palette is prepared, and no URL names another server
     session = paint_session(layer, generator, generator_weights, segmenter, z_dim, results, dissect_samples,
-                            kc_samples, cache_dir, device)  # fmt: skip
+                            kc_samples, cache_dir, device, insertion)  # fmt: skip
     names = ", ".join(session.brushes)
     print(f"palette ({layer}): {names}")
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lightning_gd.causal.interventions import ablate, concept_means, coverage, insert
+from lightning_gd.causal.interventions import ablate, concept_means, coverage, insert, insertion_values, parse_insertion
 from lightning_gd.dissection.results import concept_ranking
 from lightning_gd.errors import InvalidValue
 from lightning_gd.latents import latent_batches, latents
@@ -160,12 +160,23 @@ def palette_means(
 class PaintSession:
     """Images being edited with the brushes of a palette, for one generator layer and segmenter."""
 
-    def __init__(self, generator, segmenter: Segmenter, layer: str, brushes: list[Brush], z_dim: int | None = None,
-                 kc_samples: int = 200, strengths: tuple[int, ...] = (5, 10, 20)) -> None:  # fmt: skip
+    def __init__(
+        self,
+        generator,
+        segmenter: Segmenter,
+        layer: str,
+        brushes: list[Brush],
+        z_dim: int | None = None,
+        kc_samples: int = 200,
+        strengths: tuple[int, ...] = (5, 10, 20),
+        insertion: str = "k_c",
+    ) -> None:
+        parse_insertion(insertion)
         if not brushes:
             raise InvalidValue("the palette is empty: no causal search or dissection of this layer was found")
         self.split = LayerSplit(generator, layer, z_dim)
-        self.segmenter, self.layer, self.kc_samples = segmenter, layer, kc_samples
+        self.segmenter, self.layer, self.kc_samples, self.insertion = segmenter, layer, kc_samples, insertion
+        self._quantiles: torch.Tensor | None = None
         self.brushes = {b.name: b for b in brushes}
         self.images: OrderedDict[str, Canvas] = OrderedDict()
         with torch.no_grad():
@@ -178,6 +189,9 @@ class PaintSession:
     def prepare(self, progress: bool = True) -> list[str]:
         """k_c of every brush that has none (the IoU-ranked ones), in one pass before the first stroke, so no
         stroke waits for it. Brushes whose concept never occurs in the samples are left out; returns their names."""
+        if parse_insertion(self.insertion)[0] == "quantile":  # the units' own quantiles, one pass, at start-up
+            zeros = torch.zeros(self.units)
+            self._quantiles = insertion_values(self.insertion, zeros, self.split, self.kc_samples, progress)
         todo = [b for b in self.brushes.values() if b.k_c is None]
         if not todo:
             return []
@@ -292,6 +306,15 @@ class PaintSession:
             raise PaintError(f"{brush.name} has no usable k_c (not finite): draw with another brush", 409)
         return brush.k_c
 
+    def inserted(self, brush: Brush) -> torch.Tensor:
+        """The values a `draw` sets the brush's units to: k_c, or the session's other insertion constant."""
+        if self._quantiles is not None:
+            return self._quantiles
+        if parse_insertion(self.insertion)[0] == "quantile":  # a session used without prepare()
+            self._quantiles = insertion_values(self.insertion, self.k_c(brush), self.split, self.kc_samples, False)
+            return self._quantiles
+        return insertion_values(self.insertion, self.k_c(brush))
+
     @torch.no_grad()
     def featuremap(self, key: str) -> torch.Tensor:
         """The cached h(z) with every stroke applied in order."""
@@ -301,7 +324,7 @@ class PaintSession:
             brush = self.brushes[concept]
             units = brush.units[:n]
             m = mask.to(r.device)
-            r = insert(r, units, self.k_c(brush).to(r.device), m) if action == "draw" else ablate(r, units, m)
+            r = insert(r, units, self.inserted(brush).to(r.device), m) if action == "draw" else ablate(r, units, m)
         return r
 
     @torch.no_grad()

@@ -110,3 +110,22 @@ def test_malformed_and_oversized_bodies(client):
     res = client.post("/api/sample", content=big, headers=json_body)
     assert res.status_code == 413 and "too large" in res.json()["error"]
     assert client.get("/api/edit").status_code == 405
+
+
+@pytest.mark.parametrize("insertion", ["k_c*4", "q0.99"])
+def test_a_session_draws_with_its_insertion_constant(session, insertion):
+    from lightning_gd.causal.interventions import insertion_values
+    from lightning_gd.paint.session import PaintSession
+
+    brushes = [session.brushes[BRUSH]]
+    G, seg = session.split.generator, session.segmenter
+    other = PaintSession(G, seg, "layer4", brushes, kc_samples=20, insertion=insertion)
+    other.prepare(progress=False)
+    key = other.sample(seed=11)["id"]
+    mask = square(other, 2, 2)
+    other.edit(key, "draw", BRUSH, mask, 10)
+    r0 = other.split.h(latents([11], other.split.z_dim, 0))
+    value = insertion_values(insertion, session.k_c(session.brushes[BRUSH]), other.split, n=20, progress=False)
+    expected = insert(r0, brushes[0].units[:10], value, torch.tensor(mask, dtype=torch.float32)[None, None])
+    torch.testing.assert_close(other.featuremap(key), expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(value, session.k_c(session.brushes[BRUSH]))  # really another constant
