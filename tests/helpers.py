@@ -388,7 +388,7 @@ def planted_report():
     """(generator, dissection of layer1 + layer2, the browser's top images) of the two-layer planted generator, with sky
     renamed to a script and dome to a <b> tag."""
     from lightning_gd.dissection import dissect
-    from lightning_gd.reports.dissection import shown_images
+    from lightning_gd.dissection.top_images import shown_images
 
     g = PlantedGenerator(two_layers=True).eval()
     seg = ColourSegmenter([SCRIPT, BOLD, "grass"])

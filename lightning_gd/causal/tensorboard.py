@@ -4,10 +4,13 @@ as its hyper-parameter metric (no `hp_metric = -1` placeholder)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
+from pathlib import Path
 
 import torch
+
+from lightning_gd.cache import staged
+from lightning_gd.results import AceResult
+from lightning_gd.results.images import AceImages
 
 
 def epoch_end_step(module) -> int:
@@ -77,8 +80,12 @@ def log_fit_result(module, removed: float | None) -> None:
     """After fit: the share of the concept that the top-n units removed at the last validation, as the metric of
     the search's settings (none without a validation)."""
     if removed is not None:
-        log_result(module.trainer.loggers, dict(module.hparams), {f"val/removed_top{module.top_n}": removed},
-                   epoch_end_step(module))  # fmt: skip
+        log_result(
+            module.trainer.loggers,
+            dict(module.hparams),
+            {f"val/removed_top{module.top_n}": removed},
+            epoch_end_step(module),
+        )
 
 
 def fit_step(module) -> int:
@@ -102,15 +109,35 @@ def test_metrics(module, summary: dict) -> dict[str, float]:
 
 
 def write_test_result(module, summary: dict, grid_batch) -> tuple[str, list]:
-    """The test's outputs (`lightning_gd.reports.causal.write_ace`) and its result as the hparam metrics; returns
-    the lines write_ace prints, for the caller to print once the progress bar has closed, and the files written."""
-    from lightning_gd.reports.causal import write_ace
+    """The test's results in the search's folder — `ace.json` and the images its page shows
+    (`ace_images.safetensors`, from `grid_batch`: latents and insertion locations), replaced together — and its
+    result as the hparam metrics. Returns the line that says the result, for the caller to print once the
+    progress bar has closed, and the files written. The pages are drawn from these files
+    (`lightning_gd.reports.causal.write_ace_pages`: the command line's `ResultPages` callback, or `report`)."""
+    from lightning_gd.causal.grids import grid_images
 
-    with contextlib.redirect_stdout(io.StringIO()) as lines:
-        written = write_ace(module, summary, grid_batch, module._tensorboard())
+    out = Path(module.out)
+    summary = {**summary, "generator": module.names["generator"]}  # what the results page matches pages by
+    result = AceResult.from_summary(summary)  # an undefined share (the concept never present) as null, not NaN
+    with staged(out) as stage:
+        result.save(stage)
+        if grid_batch:
+            grid_images(module, *grid_batch).save(stage)
+    written = [out / AceResult.FILE, *([out / AceImages.FILE] if grid_batch else [])]
     metrics = {
         f"test/removed_top{module.top_n}_alpha": summary["removed_at_top_n"]["alpha"],
         "test/insertion_ace_alpha": summary["insertion_at_top_n"]["alpha"]["ace"],
     }
     log_result(module.trainer.loggers, dict(module.hparams), metrics, fit_step(module))
-    return lines.getvalue(), written
+    at_n = result.removed_at_top_n
+    line = (
+        f"{result.concept} @ {result.layer}: ablating the top-{result.top_n} units removes {share(at_n.get('alpha'))} "
+        f"of its pixels (α), {share(at_n.get('iou'))} (IoU), {share(at_n.get('random_mean'))} ± "
+        f"{share(at_n.get('random_std'))} (random)\n"
+    )
+    return line, written
+
+
+def share(value: float | None) -> str:
+    """A share as a percentage; "–" where it is undefined."""
+    return "–" if value is None else f"{value:.1%}"

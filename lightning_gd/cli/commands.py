@@ -22,6 +22,7 @@ from lightning_gd.jobs.emergence import dissect_checkpoints
 from lightning_gd.jobs.paint import paint
 from lightning_gd.latents import is_rank_zero
 from lightning_gd.outputs import check_not_cache, first_process, output_lock, written_under
+from lightning_gd.reports.rebuild import rebuild
 from lightning_gd.results import AceResult
 
 Report = Callable[[Any, dict, float], None]  # (the function's result, its arguments, its start time) → printed lines
@@ -121,10 +122,20 @@ def _causal_summary(table: str, options: dict, started: float) -> None:
     first = AceResult.load(runs[0])
     concept, layer = first.concept, first.layer or "layer4"
     steps = [
-        command("context", "--causal", runs[0], "--concept", concept, "--layer", layer,
-                "--out", f"out/context/{runs[0].name}") + f"   (where {concept} can be inserted)",
+        command(
+            "context",
+            "--causal",
+            runs[0],
+            "--concept",
+            concept,
+            "--layer",
+            layer,
+            "--out",
+            f"out/context/{runs[0].name}",
+        )
+        + f"   (where {concept} can be inserted)",
         command("paint", "--results", runs[0].parent, "--layer", layer) + "   (paint with these units)",
-    ]  # fmt: skip
+    ]
     print_outputs(files_since(options["out"], started, options), None, steps)
 
 
@@ -154,8 +165,9 @@ def _artifacts(doc: dict, options: dict, started: float) -> None:
     fid = sorted(doc["unit_fid"], reverse=True)
     n = min(options["n_ablate"], len(fid))
     cut = (fid[n - 1] + fid[n]) / 2 if n < len(fid) else fid[-1] - 1
-    realism = command("dissect", "--layers", doc["layer"], "--realism", out / "unit_fid.json",
-                      "--max_unit_fid", f"{cut:.4f}")  # fmt: skip
+    realism = command(
+        "dissect", "--layers", doc["layer"], "--realism", out / "unit_fid.json", "--max_unit_fid", f"{cut:.4f}"
+    )
     steps = [f"{realism}   (dissect without the {options['n_ablate']} highest-FID units)"]
     print_outputs(files_since(out, started, options), None, steps)
 
@@ -180,8 +192,10 @@ def _context(doc: dict, options: dict, started: float) -> None:
         )
     if "trace" in doc:
         t = doc["trace"]
-        pairs = ", ".join(f"{n} {v if v is None else round(v, 3)}/{w if w is None else round(w, 3)}"
-                          for n, v, w in zip(t["layers"], t["visible"], t["not_visible"]))  # fmt: skip
+        pairs = ", ".join(
+            f"{n} {v if v is None else round(v, 3)}/{w if w is None else round(w, 3)}"
+            for n, v, w in zip(t["layers"], t["visible"], t["not_visible"])
+        )
         print(f"normalised change per later layer (visible/no effect): {pairs}")
     print(f"({s['seconds']} s)")
     steps = []
@@ -193,6 +207,10 @@ def _context(doc: dict, options: dict, started: float) -> None:
     steps.append(command("paint", "--results", results, "--layer", s["layer"]) + "   (paint with these units)")
     tb = _tensorboard(options.get("tb_dir"), f"context-{s['concept']}-{s['layer']}")
     print_outputs(files_since(options["out"], started, options), tb, steps)
+
+
+def _report(written: list[Path], options: dict, started: float) -> None:
+    print_outputs(written, None, [])
 
 
 def _given(options: dict, names: tuple[str, ...]) -> list[str]:
@@ -212,4 +230,5 @@ COMMANDS: dict[str, Command] = {
     "paint": Command(paint, _paint),
     "artifacts": Command(artifacts, _artifacts),
     "dissect-checkpoints": Command(dissect_checkpoints, _dissect_checkpoints),
+    "report": Command(rebuild, _report),
 }

@@ -64,9 +64,10 @@ class ProjectCLI(LightningCLI):
             join_latest_run(self.config[subcommand].trainer.get("logger"))
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        from lightning_gd.cli.pages import ResultPages
         from lightning_gd.cli.progress import console_callbacks
 
-        return super()._instantiate_trainer(config, [*callbacks, *console_callbacks(config)])
+        return super()._instantiate_trainer(config, [*callbacks, *console_callbacks(config), ResultPages()])
 
 
 def join_latest_run(logger) -> None:
@@ -124,10 +125,19 @@ def expand_shortcuts(args: list[str]) -> list[str]:
     c = {**DEFAULT_SEARCH, **chosen}
     run = f"{c['concept']}-{c['layer']}"
     return [
-        *rest[:1], "--model.concept", c["concept"], "--model.layer", c["layer"], "--model.out", f"out/causal/{run}",
-        "--trainer.logger.init_args.name", f"causal-{run}",
-        "--trainer.callbacks.init_args.dirpath", f"out/causal/{run}/checkpoints", *rest[1:],
-    ]  # fmt: skip
+        *rest[:1],
+        "--model.concept",
+        c["concept"],
+        "--model.layer",
+        c["layer"],
+        "--model.out",
+        f"out/causal/{run}",
+        "--trainer.logger.init_args.name",
+        f"causal-{run}",
+        "--trainer.callbacks.init_args.dirpath",
+        f"out/causal/{run}/checkpoints",
+        *rest[1:],
+    ]
 
 
 def run_lightning(argv: list[str] | None) -> LightningCLI:
@@ -172,13 +182,25 @@ def report_run(cli: LightningCLI, args: list[str], started: float) -> None:
     last = Path(ckpt.last_model_path or ckpt.best_model_path) if ckpt is not None else None
     last = last if last is not None and last.is_file() and last.stat().st_mtime >= started - 1 else None
     steps = []
-    if args[0] == "fit" and last is not None:
-        test = command("test", *_without_ckpt_path(args[1:]), "--ckpt_path", shown_path(last))
-        steps.append(test + "   (ACE on held-out z)")
     out, hp = getattr(model, "out", None), getattr(model, "hparams", {})
     search = out is not None and "concept" in hp  # a causal search
-    context = command("context", "--causal", out, "--concept", hp.get("concept"), "--layer", hp.get("layer"),
-                      "--out", f"out/context/{Path(str(out)).name}") + "   (where the units can insert it)"  # fmt: skip
+    if args[0] == "fit" and last is not None and search:  # its test is the ACE (a GAN or segmenter has none)
+        test = command("test", *_without_ckpt_path(args[1:]), "--ckpt_path", shown_path(last))
+        steps.append(test + "   (ACE on held-out z)")
+    context = (
+        command(
+            "context",
+            "--causal",
+            out,
+            "--concept",
+            hp.get("concept"),
+            "--layer",
+            hp.get("layer"),
+            "--out",
+            f"out/context/{Path(str(out)).name}",
+        )
+        + "   (where the units can insert it)"
+    )
     if args[0] in ("fit", "test") and search and tb is not None:
         view = f"tensorboard --logdir {shlex.quote(shown_path(tb))}, then open {CUSTOM_SCALARS}"
         steps.insert(0, view + "   (the search's result, δ and α by epoch)")
@@ -192,7 +214,7 @@ def report_run(cli: LightningCLI, args: list[str], started: float) -> None:
             context,
             command("paint", "--results", Path(out).parent, "--layer", hp["layer"]) + "   (paint with the units)",
             command("causal-summary", f"[{out}]") + "   (with other searches: the removal chart)",
-        ]  # fmt: skip
+        ]
     if trainer.interrupted and args[0] == "fit":  # Ctrl-C: continuing comes first
         steps = [command("fit", *_without_ckpt_path(args[1:]), "--ckpt_path", "last") + "   (continue this run)"]
     written = [*getattr(model, "written", []), *([last] if last is not None else [])]

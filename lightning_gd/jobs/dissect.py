@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from jsonargparse.typing import ClosedUnitInterval, OpenUnitInterval, PositiveInt
 from torch import nn
 
 from lightning_gd import zoo
-from lightning_gd.cache import check_writable, staged
+from lightning_gd.cache import atomic_write, check_writable, staged
 from lightning_gd.dissection.recipe import dissect as run_dissection
-from lightning_gd.dissection.results import DissectSettings, ThresholdMode
+from lightning_gd.dissection.results import Dissection, DissectSettings, ThresholdMode
+from lightning_gd.dissection.top_images import no_images, shown_images
 from lightning_gd.errors import InvalidValue, UnknownName
 from lightning_gd.jobs import run_name
 from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
@@ -20,6 +24,7 @@ from lightning_gd.models.generators import z_dim_of
 from lightning_gd.models.hooks import layer_names
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.results import CompareResult, DissectionResult
+from lightning_gd.results.images import UnitImages
 
 
 def dissect(
@@ -86,7 +91,7 @@ def dissect(
             depends on the data and the feature extractor: the paper used 55 with Inception on LSUN bedrooms).
     """
     from lightning_gd.realism.filter import load_unit_fid
-    from lightning_gd.reports.dissection import find_causal, shown_images, write_dissection
+    from lightning_gd.reports.dissection import find_causal
 
     check_writable(out)
     engine = trainer.trainer()
@@ -95,9 +100,19 @@ def dissect(
     seg = zoo.segmenter(segmenter).to(engine.strategy.root_device).eval()
     layers = _layers(G, _named_layers(layers), all_layers, generator is None)
     settings = DissectSettings(
-        layers=tuple(layers), n=n, seed=seed, batch_size=batch_size, threshold=threshold, q=q, iqr_n=iqr_n,
-        iqr_seed=iqr_seed, stride=stride, parts=parts, iou_threshold=iou_threshold, top_k=top_k,
-    )  # fmt: skip
+        layers=tuple(layers),
+        n=n,
+        seed=seed,
+        batch_size=batch_size,
+        threshold=threshold,
+        q=q,
+        iqr_n=iqr_n,
+        iqr_seed=iqr_seed,
+        stride=stride,
+        parts=parts,
+        iou_threshold=iou_threshold,
+        top_k=top_k,
+    )
     if (realism is None) != (max_unit_fid is None):
         raise InvalidValue("the realism filter needs both --realism (a unit_fid.json) and --max_unit_fid")
     unit_fid = load_unit_fid(realism, layers, G) if realism is not None else None  # checked before the long passes
@@ -119,6 +134,56 @@ def dissect(
         return write_dissection(
             result, stage, shown, info, causal=causal, tb_dir=tb_dir, tb_name=run_name("dissect", out, layers)
         )
+
+
+def dissection_result(diss: Dissection, info: dict | None = None) -> DissectionResult:
+    """The `dissect.json` of `diss`; `info` (generator, segmenter, torch version) joins its settings."""
+    s = diss.settings
+    layers = {
+        layer: {
+            "featuremap_size": list(res.featuremap_size),
+            "iou_table": f"iou-{layer}.npy",
+            "summary": diss.summary(layer),
+            "units": diss.units(layer),
+        }
+        for layer, res in diss.layers.items()
+    }
+    settings = {**asdict(s), "layers": list(s.layers), **(info or {})}
+    vocabulary = {"names": list(diss.vocabulary.names), "categories": list(diss.vocabulary.categories)}
+    return DissectionResult.from_document(
+        {"settings": settings, "vocabulary": vocabulary, "layers": layers}, "the dissection"
+    )
+
+
+def write_dissection(
+    diss: Dissection,
+    out: str | Path,
+    shown: UnitImages | None = None,
+    info: dict | None = None,
+    tb_dir: str | Path | None = None,
+    tb_name: str = "dissect",
+    causal: list[dict] | None = None,
+) -> dict:
+    """Store a dissection in `out` — `dissect.json`, `iou-<layer>.npy` and the top images the pages show
+    (`shown`, from `shown_images`; none: a dissection written without its generator) — then draw its pages
+    from what was stored (`lightning_gd.reports.dissection.write_pages`). Returns the JSON document."""
+    from lightning_gd.reports.dissection import write_pages
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = dissection_result(diss, info)
+    for layer, res in diss.layers.items():
+        buf = io.BytesIO()
+        np.save(buf, res.iou.numpy())
+        atomic_write(out / f"iou-{layer}.npy", buf.getvalue())
+    result.save(out)
+    shown = shown or no_images(diss)
+    if shown.pools is None:  # images made without their units' pools: the dissection holds them
+        shown.pools = no_images(diss).pools
+    shown.save(out)
+    iou = {layer: res.iou for layer, res in diss.layers.items()}
+    write_pages(out, result, iou, shown, causal, tb_dir, tb_name)
+    return result.document()
 
 
 LONG_RUN_SAMPLES = 20_000  # above this many samples, time a few and say how long the whole run will take

@@ -1,96 +1,95 @@
-"""Reports of causal searches: the ablation curve (paper Fig. 4), the share of each concept removed by its
-top-n units (Fig. 9), before/after image grids (Figs. 1c, 1d, 4), JSON and TensorBoard."""
+"""Reports of causal searches, from their stored results: the ablation curve (paper Fig. 4), the share of each
+concept removed by its top-n units (Fig. 9), before/after image grids (Figs. 1c, 1d, 4) and TensorBoard."""
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
-from lightning_gd.cache import staged
-from lightning_gd.causal.ace import window_mask
-from lightning_gd.causal.interventions import intervene, location_mask, unit_indicator
-from lightning_gd.models.images import to_uint8
 from lightning_gd.reports.figures import ace_curve_figure, save_png
 from lightning_gd.reports.grids import Grid, colorize, concept_legend
 from lightning_gd.reports.images import outline
 from lightning_gd.reports.page_parts import num, pct
+from lightning_gd.reports.pages import write_page
 from lightning_gd.results import AceResult
+from lightning_gd.results.images import AceImages
 
 WINDOW_ON_LABELS = torch.tensor([0, 0, 0], dtype=torch.uint8)  # black: yellow is the sun's label colour
 
 
-@torch.no_grad()
-def image_grids(module, z: torch.Tensor, locations: torch.Tensor) -> dict[str, Grid]:
-    """Labelled grids of uint8 images. Ablation: the originals, the α top-n ablated, the IoU top-n ablated, each
-    above its segmentation. Insertion: the originals with the window of the insertion marked, their labels, the α
-    top-n inserted there, its labels. Each with the legend of the concepts its label rows show."""
-    split, seg, n, c = module.split, module.segmenter, module.top_n, module.hparams.concept
-    r = split.h(z)
-    everywhere = torch.ones(1, 1, *r.shape[-2:], device=r.device)
-    x = split.f(r, z)
-
-    def ablated(order: torch.Tensor) -> torch.Tensor:
-        return split.f(intervene(r, unit_indicator(order[:n], r.shape[1], r.device), everywhere), z)
-
-    xa, xb = ablated(module.ranking()), ablated(module.iou_ranking())
-    locations = locations.to(r.device)
-    alpha = unit_indicator(module.ranking()[:n], r.shape[1], r.device)
-    xi = split.f(intervene(r, alpha, location_mask(locations, tuple(r.shape[-2:])), module.k_c), z)
-    window = window_mask(locations, tuple(r.shape[-2:]), tuple(x.shape[-2:]))
-    labels = {name: seg.labels(images).cpu() for name, images in (("x", x), ("xa", xa), ("xb", xb), ("xi", xi))}
-    window = window.cpu()
+def image_grids(shown: AceImages) -> dict[str, Grid]:
+    """Labelled grids of the test's stored images. Ablation: the originals, the α top-n ablated, the IoU top-n
+    ablated, each above its segmentation. Insertion: the originals with the window of the insertion marked, their
+    labels, the α top-n inserted there, its labels. Each with the legend of the concepts its label rows show."""
+    im, lab, window, n, c = shown.images, shown.labels, shown.window, shown.top_n, shown.concept
     ablation = Grid(
-        [to_uint8(x).cpu(), colorize(labels["x"]), to_uint8(xa).cpu(), colorize(labels["xa"]), to_uint8(xb).cpu(),
-         colorize(labels["xb"])],
-        ["original", "its labels", f"{c} units\nby α (top {n})\nablated", "labels", f"{c} units\nby IoU (top {n})"
-         "\nablated", "labels"],
-        concept_legend([labels["x"], labels["xa"], labels["xb"]], seg.concepts),
-    )  # fmt: skip
+        [
+            im["original"],
+            colorize(lab["original"]),
+            im["ablated_alpha"],
+            colorize(lab["ablated_alpha"]),
+            im["ablated_iou"],
+            colorize(lab["ablated_iou"]),
+        ],
+        [
+            "original",
+            "its labels",
+            f"{c} units\nby α (top {n})\nablated",
+            "labels",
+            f"{c} units\nby IoU (top {n})\nablated",
+            "labels",
+        ],
+        concept_legend([lab["original"], lab["ablated_alpha"], lab["ablated_iou"]], shown.concepts),
+    )
     insertion = Grid(
-        [outline(to_uint8(x).cpu(), window), outline(colorize(labels["x"]), window, WINDOW_ON_LABELS),
-         outline(to_uint8(xi).cpu(), window), outline(colorize(labels["xi"]), window, WINDOW_ON_LABELS)],
+        [
+            outline(im["original"], window),
+            outline(colorize(lab["original"]), window, WINDOW_ON_LABELS),
+            outline(im["inserted"], window),
+            outline(colorize(lab["inserted"]), window, WINDOW_ON_LABELS),
+        ],
         ["original,\nwindow marked", "labels before", f"{c} units\nby α (top {n})\ninserted", "labels after"],
-        concept_legend([labels["x"], labels["xi"]], seg.concepts),
-    )  # fmt: skip
+        concept_legend([lab["original"], lab["inserted"]], shown.concepts),
+    )
     return {"ablation": ablation, "insertion": insertion}
 
 
-def write_ace(module, summary: dict, grid_batch, tensorboard=None) -> list[Path]:
-    """ace.json, ace_curve.png, the labelled image grids and the folder's results page (index.html) under the
-    run's folder (replaced together); the curve and the same grids to TensorBoard. Returns the files written (the
-    command line lists them once, with the rest of the run's)."""
-    from lightning_gd.reports.pages import write_page
+def _undefined_as_nan(value):
+    """A stored share that is undefined (null) as NaN, the gap a curve leaves."""
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {k: _undefined_as_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_undefined_as_nan(v) for v in value]
+    return value
 
-    out = Path(module.out)
-    summary = {**summary, "generator": module.names["generator"]}  # what the results page matches pages by
-    grids = {name: grid.image() for name, grid in image_grids(module, *grid_batch).items()} if grid_batch else {}
-    result = AceResult.from_summary(summary)  # an undefined share (the concept never present) as null, not NaN
-    with staged(out) as stage:
-        result.save(stage)
-        curve = ace_curve_figure(summary, stage / "ace_curve.png")
-        for name, image in grids.items():
-            save_png(image, stage / f"grid_{name}.png")
-    page = write_page(out)
-    written = [out / "ace.json", out / "ace_curve.png", *[out / f"grid_{name}.png" for name in grids], page]
+
+def write_ace_pages(folder: str | Path, tensorboard=None, step: int = 0) -> list[Path]:
+    """From a causal test's stored results in `folder` (`ace.json`, and `ace_images.safetensors` where the test
+    kept images): ace_curve.png, the labelled image grids and the folder's results page (index.html); the curve
+    and the same grids to `tensorboard` (a SummaryWriter) at `step`. Returns the files written."""
+    folder = Path(folder)
+    result = AceResult.load(folder)
+    summary = _undefined_as_nan(result.document())
+    curve = ace_curve_figure(summary, folder / "ace_curve.png")
+    grids = {}
+    if (folder / AceImages.FILE).is_file():
+        grids = {name: grid.image() for name, grid in image_grids(AceImages.load(folder)).items()}
+    for name, image in grids.items():
+        save_png(image, folder / f"grid_{name}.png")
+    page = write_page(folder)
     if tensorboard is not None:
-        import io
-
-        import numpy as np
-        from PIL import Image
-
-        step = module.global_step
         image = np.asarray(Image.open(io.BytesIO(curve)).convert("RGB"))
         tensorboard.add_image("ace_curve", image, step, dataformats="HWC")
         for name, image in grids.items():
             tensorboard.add_image(f"grid_{name}", image, step, dataformats="HWC")
-    at_n = result.removed_at_top_n
-    print(
-        f"{result.concept} @ {result.layer}: ablating the top-{result.top_n} units removes {pct(at_n.get('alpha'))} "
-        f"of its pixels (α), {pct(at_n.get('iou'))} (IoU), {pct(at_n.get('random_mean'))} ± "
-        f"{pct(at_n.get('random_std'))} (random)"
-    )
-    return written
+    return [folder / "ace_curve.png", *[folder / f"grid_{name}.png" for name in grids], page]
 
 
 def summary_table(summaries: list[dict]) -> str:

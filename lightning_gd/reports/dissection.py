@@ -1,5 +1,6 @@
-"""Write a dissection to disk: `dissect.json` (+ one `iou-<layer>.npy` per layer), `report.html`, figures,
-and TensorBoard (IoU histogram, markdown table of top units, concept bar chart, image grids of top units)."""
+"""A dissection's pages, drawn from its results folder alone — `dissect.json`, `iou-<layer>.npy` and the top
+images the dissection stored (`unit_images.safetensors`): `report.html` (the unit browser), figures, and
+TensorBoard (IoU histogram, markdown table of top units, concept bar chart, image grids of top units)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import json
 import math
 import os
 import zlib
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
@@ -20,33 +20,10 @@ from PIL import Image
 from torch.nn import functional as F
 
 from lightning_gd.cache import atomic_write
-from lightning_gd.dissection.results import Dissection
-from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.reports.figures import CATEGORY_COLOURS, concept_bar_chart, layer_summary_figure
-from lightning_gd.reports.images import UnitImages, unit_images
 from lightning_gd.reports.page_parts import relative_url
 from lightning_gd.results import CausalSearchResult, DissectionResult
-
-JSON_VERSION = DissectionResult.VERSION
-
-
-def to_json(diss: Dissection, info: dict | None = None) -> dict:
-    s = diss.settings
-    return {
-        "version": JSON_VERSION,
-        "settings": {**asdict(s), "layers": list(s.layers), **(info or {})},
-        "vocabulary": {"names": list(diss.vocabulary.names), "categories": list(diss.vocabulary.categories)},
-        "layers": {
-            layer: {
-                "featuremap_size": list(res.featuremap_size),
-                "iou_table": f"iou-{layer}.npy",
-                "summary": diss.summary(layer),
-                "units": diss.units(layer),
-            }
-            for layer, res in diss.layers.items()
-        },
-    }
-
+from lightning_gd.results.images import UnitImages, iou_table
 
 THUMBNAIL = 128  # largest side of a browser thumbnail: 256×256 samples would make a report of ~1,000 images 15 MB
 
@@ -145,44 +122,52 @@ def category_colours(categories) -> dict[str, str]:
     return {c: CATEGORY_COLOURS.get(c) or extra[c] for c in names}
 
 
-def page_data(diss: Dissection, shown: UnitImages, charts: dict[str, bytes], info: dict, causal: list[dict]) -> dict:
-    """Everything the unit browser shows, as one JSON document (see browser.html)."""
-    s = diss.settings
+def page_data(
+    result: DissectionResult, iou: dict[str, torch.Tensor], shown: UnitImages, charts: dict[str, bytes], causal: list
+) -> dict:
+    """Everything the unit browser shows, as one JSON document (see browser.html); `iou`: each layer's table."""
+    s = result.settings
     layers = []
-    for layer, res in diss.layers.items():
+    for layer in result.layers:
         slots = shown.slots[layer]
         maps, lo, hi = _quantized_maps(shown.maps[layer], slots)
-        ranks = causal_ranks(causal, layer, res.num_units)
-        iou = (res.iou.double().clamp(0, 1) * 10000).round().to(torch.int16).numpy().astype("<u2").tobytes()
-        layers.append({
-            "name": layer,
-            "size": list(res.featuremap_size),
-            "k": slots.shape[1],
-            "summary": diss.summary(layer),
-            "units": [{**u, "causal": ranks.get(u["unit"], [])} for u in diss.units(layer)],
-            "slots": slots.tolist(),
-            "ranks": _ranks(res, shown.samples, slots),
-            "maps": base64.b64encode(maps).decode(),
-            "map_lo": lo,
-            "map_hi": hi,
-            "iou": base64.b64encode(iou).decode(),
-            "chart": base64.b64encode(charts[layer]).decode(),
-        })  # fmt: skip
+        units = result.units(layer)
+        ranks = causal_ranks(causal, layer, len(units))
+        table = (iou[layer].double().clamp(0, 1) * 10000).round().to(torch.int16).numpy().astype("<u2").tobytes()
+        pool = (shown.pools or {}).get(layer)
+        layers.append(
+            {
+                "name": layer,
+                "size": list(result.layers[layer].get("featuremap_size", [0, 0])),
+                "k": slots.shape[1],
+                "summary": result.summary(layer),
+                "units": [{**u, "causal": ranks.get(u["unit"], [])} for u in units],
+                "slots": slots.tolist(),
+                "ranks": _ranks(pool, shown.samples, slots),
+                "maps": base64.b64encode(maps).decode(),
+                "map_lo": lo,
+                "map_hi": hi,
+                "iou": base64.b64encode(table).decode(),
+                "chart": base64.b64encode(charts[layer]).decode(),
+            }
+        )
     counts = [lay["summary"]["interpretable"] for lay in layers]
-    mode = f"top {1 - s.q:.3g} quantile per unit" if s.threshold == "quantile" else "IQR (paper Eq. 2)"
+    quantile = s["threshold"] == "quantile"
+    mode = f"top {1 - s.get('q', 0.99):.3g} quantile per unit" if quantile else "IQR (paper Eq. 2)"
     meta = (
-        f"generator {info.get('generator', '?')}, segmenter {info.get('segmenter', '?')}, {s.n} samples (seed "
-        f"{s.seed}), threshold mode {s.threshold}"
-        + (f" q={s.q}" if s.threshold == "quantile" else f" on {s.iqr_n} validation samples (seed {s.iqr_seed})")
+        f"generator {s.get('generator') or '?'}, segmenter {s.get('segmenter') or '?'}, {s.get('n', '?')} samples "
+        f"(seed {s.get('seed', '?')}), threshold mode {s['threshold']}"
+        + (f" q={s.get('q')}" if quantile else f" on {s.get('iqr_n')} validation samples (seed {s.get('iqr_seed')})")
     )
+    names, categories = result.vocabulary["names"], result.vocabulary["categories"]
     return {
         "meta": meta,
         "mode": mode,
         "causal_runs": [{"concept": d["concept"], "layer": d["layer"], "href": d.get("href")} for d in causal],
-        "iou_threshold": s.iou_threshold,
-        "concepts": list(diss.vocabulary.names),
-        "concept_categories": list(diss.vocabulary.categories),
-        "colours": category_colours(diss.vocabulary.categories),
+        "iou_threshold": s.get("iou_threshold", 0.05),
+        "concepts": list(names),
+        "concept_categories": list(categories),
+        "colours": category_colours(categories),
         "samples": shown.samples.tolist(),
         "images": [_jpeg_b64(im) for im in shown.images],
         **_segmentations(shown),
@@ -210,10 +195,11 @@ def write_html(path: Path, data: dict, title: str) -> None:
     atomic_write(path, page.encode())
 
 
-def _ranks(res, samples: torch.Tensor, slots: torch.Tensor) -> list[list[int]]:
-    """Per unit and shown image, its rank (1 = best) among the unit's own top images (0: not among them): the
-    distinct selection can show a unit its #12 where another unit shows its #1, and the page says so."""
-    pool = (res.candidates if res.candidates is not None else res.top_indices).tolist()
+def _ranks(pool: torch.Tensor | None, samples: torch.Tensor, slots: torch.Tensor) -> list[list[int]]:
+    """Per unit and shown image, its rank (1 = best) among the unit's own top images `pool` (U, C) (0: not among
+    them, or no pool stored): the distinct selection can show a unit its #12 where another unit shows its #1, and
+    the page says so."""
+    pool = pool.tolist() if pool is not None else [[] for _ in range(len(slots))]
     ranks = []
     for u, row in enumerate(slots.tolist()):
         place = {int(i): r for r, i in enumerate(pool[u], start=1) if i >= 0}
@@ -221,86 +207,68 @@ def _ranks(res, samples: torch.Tensor, slots: torch.Tensor) -> list[list[int]]:
     return ranks
 
 
-def shown_images(
-    generator, diss: Dissection, z_dim: int, k: int | None = None, segmenter: Segmenter | None = None
-) -> UnitImages:
-    """The browser's top images of every unit of every layer (`LayerDissection.shown_images`: distinct between
-    units where possible), each sample generated once; with the dissection's `segmenter`, their segmentations too
-    (the evidence the browser shows beside each label), taken now so the report never runs a network again."""
-    shown = {}
-    for layer, res in diss.layers.items():
-        shown[layer] = (res, list(range(res.num_units)), res.shown_images(k))
-    return unit_images(generator, shown, z_dim, diss.settings.seed, segmenter=segmenter, vocabulary=diss.vocabulary)
-
-
-def markdown_table(diss: Dissection, layer: str, top: int = 20) -> str:
-    units = sorted(diss.units(layer), key=lambda u: -u["iou"])[:top]
+def markdown_table(result: DissectionResult, layer: str, top: int = 20) -> str:
+    units = sorted(result.units(layer), key=lambda u: -u["iou"])[:top]
     lines = ["| unit | label | category | IoU |", "|---|---|---|---|"]
     lines += [f"| {u['unit']} | {u['label']} | {u['category']} | {u['iou']:.3f} |" for u in units]
     return "\n".join(lines)
 
 
-def write_dissection(
-    diss: Dissection,
-    out: str | Path,
-    shown: UnitImages | None = None,
-    info: dict | None = None,
+def write_pages(
+    folder: str | Path,
+    result: DissectionResult,
+    iou: dict[str, torch.Tensor],
+    shown: UnitImages,
+    causal: list[dict] | None = None,
     tb_dir: str | Path | None = None,
     tb_name: str = "dissect",
-    causal: list[dict] | None = None,
-) -> dict:
-    """Write everything a dissection produces into `out`; returns the JSON document.
-
-    `shown`: the browser's top images (`shown_images`); `causal`: `causal.json` documents (`find_causal`) whose
-    ranks the browser shows beside the labels."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = info or {}
-    shown = shown or _no_images(diss)
-    cats = dict(zip(diss.vocabulary.names, diss.vocabulary.categories))
-    doc = to_json(diss, info)
-    for layer, res in diss.layers.items():
-        buf = io.BytesIO()
-        np.save(buf, res.iou.numpy())
-        atomic_write(out / f"iou-{layer}.npy", buf.getvalue())
-    DissectionResult.from_document(doc, "the dissection").save(out)
-    mode = diss.settings.threshold
-    charts = {
-        layer: concept_bar_chart(
-            diss.summary(layer)["per_concept"],
-            cats,
-            f"{layer}: interpretable units per concept (threshold {mode})",
-            out / f"concepts-{layer}.png",
-        )
-        for layer in diss.layers
-    }
-    summaries = [diss.summary(layer) for layer in diss.layers]
+) -> list[Path]:
+    """The concept charts, the layers' figure, `report.html` and TensorBoard of the dissection `result` (with
+    `iou`, each layer's table, and `shown`, its stored top images); `causal`: `causal.json` documents
+    (`find_causal`) whose ranks the browser shows beside the labels. Returns the files written."""
+    folder = Path(folder)
+    names, categories = result.vocabulary["names"], result.vocabulary["categories"]
+    cats = dict(zip(names, categories))
+    mode = result.threshold
+    charts, written = {}, []
+    for layer in result.layers:
+        path = folder / f"concepts-{layer}.png"
+        title = f"{layer}: interpretable units per concept (threshold {mode})"
+        charts[layer] = concept_bar_chart(result.summary(layer)["per_concept"], cats, title, path)
+        written.append(path)
+    summaries = [result.summary(layer) for layer in result.layers]
     if len(summaries) > 1:
-        layer_summary_figure(summaries, cats, f"{len(summaries)} layers, threshold {mode}", out / "layers.png")
-    title = f"Dissection: {', '.join(diss.layers)}"
-    write_html(out / "report.html", page_data(diss, shown, charts, info, causal or []), title)
+        layer_summary_figure(summaries, cats, f"{len(summaries)} layers, threshold {mode}", folder / "layers.png")
+        written.append(folder / "layers.png")
+    title = f"Dissection: {', '.join(result.layers)}"
+    write_html(folder / "report.html", page_data(result, iou, shown, charts, causal or []), title)
     if tb_dir is not None:
-        log_tensorboard(diss, tb_dir, tb_name, shown, charts)
-    return doc
+        log_tensorboard(result, iou, tb_dir, tb_name, shown, charts)
+    return [*written, folder / "report.html"]
 
 
-def _no_images(diss: Dissection) -> UnitImages:
-    """A `UnitImages` without images (a report written without the generator)."""
-    empty = {layer: torch.full((res.num_units, 0), -1, dtype=torch.long) for layer, res in diss.layers.items()}
-    return UnitImages(
-        torch.zeros(0, dtype=torch.long),
-        torch.zeros(0, 3, 1, 1, dtype=torch.uint8),
-        empty,
-        {layer: torch.zeros(res.num_units, 0, *res.featuremap_size) for layer, res in diss.layers.items()},
-        {layer: res.thresholds.float() for layer, res in diss.layers.items()},
-    )
+def iou_tables(folder: str | Path, result: DissectionResult) -> dict[str, torch.Tensor]:
+    """Each layer's unit×concept IoU table, stored beside `dissect.json` in `folder`."""
+    n = len(result.vocabulary["names"])
+    return {layer: iou_table(folder, layer, (len(result.units(layer)), n)) for layer in result.layers}
+
+
+def rebuild_pages(folder: str | Path) -> list[Path]:
+    """The pages of the dissection in `folder` drawn again from its files alone (no network is loaded), with the
+    causal searches found beside it."""
+    folder = Path(folder)
+    result = DissectionResult.load(folder)
+    shown = UnitImages.load(folder)
+    causal = find_causal(folder.resolve().parent, result.settings, links_from=folder.resolve())
+    return write_pages(folder, result, iou_tables(folder, result), shown, causal)
 
 
 SUMMARY_TAGS = ("interpretable_share", "interpretable_units", "distinct_concepts", "mean_iou")
 
 
 def log_tensorboard(
-    diss: Dissection,
+    result: DissectionResult,
+    iou: dict[str, torch.Tensor],
     tb_dir: str | Path,
     name: str,
     shown: UnitImages,
@@ -314,19 +282,17 @@ def log_tensorboard(
     from lightning_gd.reports.images import unit_rows_image
 
     with SummaryWriter(str(Path(tb_dir) / name)) as w:
-        layout = {"dissection across layers (step = layer position)": {
-            tag: ["Multiline", [f"layers/{tag}"]] for tag in SUMMARY_TAGS
-        }}  # fmt: skip
-        w.add_custom_scalars(layout)
-        for step, (layer, res) in enumerate(diss.layers.items(), start=1):
-            best_iou, best = res.iou.max(1)
-            summ = diss.summary(layer)
-            values = {**summ, "interpretable_units": summ["interpretable"],
-                      "interpretable_share": summ["interpretable"] / max(1, summ["units"])}  # fmt: skip
+        tags = {tag: ["Multiline", [f"layers/{tag}"]] for tag in SUMMARY_TAGS}
+        w.add_custom_scalars({"dissection across layers (step = layer position)": tags})
+        for step, layer in enumerate(result.layers, start=1):
+            best_iou, best = iou[layer].max(1)
+            summ = result.summary(layer)
+            share = summ["interpretable"] / max(1, summ["units"])
+            values = {**summ, "interpretable_units": summ["interpretable"], "interpretable_share": share}
             for tag in SUMMARY_TAGS:
                 w.add_scalar(f"layers/{tag}", values[tag], step)
             w.add_histogram(f"{layer}/best_iou", best_iou, step)
-            w.add_text(f"{layer}/top_units", markdown_table(diss, layer), step)
+            w.add_text(f"{layer}/top_units", markdown_table(result, layer), step)
             chart = np.array(Image.open(io.BytesIO(charts[layer])).convert("RGB"))
             w.add_image(f"{layer}/concepts", chart, step, dataformats="HWC")
             top_units = best_iou.argsort(descending=True)[:8].tolist()
@@ -334,7 +300,7 @@ def log_tensorboard(
             if strips:
                 record = {
                     "best_iou": best_iou.tolist(),
-                    "best_concept": [diss.vocabulary.names[int(c)] for c in best],
-                    "iou_threshold": diss.settings.iou_threshold,
+                    "best_concept": [result.vocabulary["names"][int(c)] for c in best],
+                    "iou_threshold": result.settings.get("iou_threshold", 0.05),
                 }
                 w.add_image(f"{layer}/top_units_images", unit_rows_image(strips, record), step, dataformats="HWC")

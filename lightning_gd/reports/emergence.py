@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from lightning_gd.dissection.results import Dissection
+from lightning_gd.dissection.top_images import unit_strips
 from lightning_gd.models.generators import quiet_measurement, z_dim_of
 from lightning_gd.reports.emergence_figures import emergence_figure, heatmap_image, units_over_time_figure
 from lightning_gd.reports.figures import save_png
-from lightning_gd.reports.images import unit_rows_image, unit_strips
+from lightning_gd.reports.images import unit_rows_image
 from lightning_gd.reports.pages import write_page
 from lightning_gd.results import EmergenceResult
 

@@ -17,11 +17,11 @@ from PIL import Image
 
 from lightning_gd import cli, zoo
 from lightning_gd.dissection import dissect
+from lightning_gd.jobs.dissect import write_dissection
 from lightning_gd.latents import latents
 from lightning_gd.models.images import to_uint8
 from lightning_gd.realism.artifacts import generate_ablated, per_unit_fid, scores_and_features
 from lightning_gd.realism.fid import extract_features, fid_to_real, real_statistics
-from lightning_gd.reports.dissection import write_dissection
 from tests.helpers import (
     REPORT_K,
     REPORT_LAYERS,

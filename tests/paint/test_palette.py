@@ -10,6 +10,7 @@ import torch
 from lightning_gd.causal.interventions import concept_means
 from lightning_gd.dissection.concepts import Vocabulary
 from lightning_gd.dissection.results import Dissection, DissectSettings, LayerDissection
+from lightning_gd.jobs.dissect import write_dissection
 from lightning_gd.models.split import LayerSplit
 from lightning_gd.paint.session import (
     Brush,
@@ -19,7 +20,6 @@ from lightning_gd.paint.session import (
     palette_means,
     segmentation_colours,
 )
-from lightning_gd.reports.dissection import write_dissection
 from lightning_gd.reports.grids import colorize
 from tests.helpers import ColourSegmenter, PlantedGenerator
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from lightning_gd.dissection.featuremaps import upsample
-from lightning_gd.reports.dissection import write_dissection
+from lightning_gd.jobs.dissect import write_dissection
 from lightning_gd.reports.images import outline
 from tests.helpers import BOLD
 

@@ -12,8 +12,8 @@ import torch
 
 from lightning_gd.dissection.concepts import Vocabulary
 from lightning_gd.dissection.results import Dissection, DissectSettings, LayerDissection
-from lightning_gd.reports.dissection import write_dissection
-from lightning_gd.reports.images import UnitImages
+from lightning_gd.jobs.dissect import write_dissection
+from lightning_gd.results.images import UnitImages
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

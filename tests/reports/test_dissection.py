@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 from lightning_gd.dissection import dissect
-from lightning_gd.reports.dissection import JSON_VERSION, log_tensorboard, write_dissection
+from lightning_gd.jobs.dissect import dissection_result, write_dissection
+from lightning_gd.reports.dissection import log_tensorboard
 from lightning_gd.reports.figures import concept_bar_chart
+from lightning_gd.results import DissectionResult
 from tests.helpers import (
     BOLD,
     CATEGORIES,
@@ -47,7 +49,7 @@ def test_write_dissection(planted, tmp_path):
     doc = write_dissection(d, tmp_path, shown, info={"generator": "PlantedGenerator"})
     on_disk = json.loads((tmp_path / "dissect.json").read_text())
     assert on_disk == json.loads(json.dumps(doc))
-    assert on_disk["version"] == JSON_VERSION == 1
+    assert on_disk["version"] == DissectionResult.VERSION == 1
     s = on_disk["settings"]
     assert s["layers"] == list(LAYERS) and s["n"] == N and s["seed"] == 0 and s["top_k"] == K
     assert s["threshold"] == "quantile" and s["q"] == Q and s["iou_threshold"] == d.settings.iou_threshold
@@ -119,7 +121,8 @@ def test_log_tensorboard(planted, tmp_path):
     _, d, shown = planted
     cats = dict(zip(d.vocabulary.names, d.vocabulary.categories))
     charts = {layer: concept_bar_chart(d.summary(layer)["per_concept"], cats, layer) for layer in LAYERS}
-    log_tensorboard(d, tmp_path, "run", shown, charts)
+    iou = {layer: d.layers[layer].iou for layer in LAYERS}
+    log_tensorboard(dissection_result(d), iou, tmp_path, "run", shown, charts)
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
     guidance = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
     acc = EventAccumulator(str(tmp_path / "run"), size_guidance=guidance).Reload()

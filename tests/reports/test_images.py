@@ -9,17 +9,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lightning_gd.dissection.top_images import unit_strips
 from lightning_gd.latents import latents
 from lightning_gd.models.images import to_uint8
 from lightning_gd.reports.grids import colorize
-from lightning_gd.reports.images import (
-    OUTLINE,
-    dim_outside,
-    outline,
-    save_rows,
-    unit_rows_image,
-    unit_strips,
-)
+from lightning_gd.reports.images import OUTLINE, dim_outside, outline, save_rows, unit_rows_image
 from tests.helpers import REPORT_K, REPORT_LAYERS, Z_DIM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
