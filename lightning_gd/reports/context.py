@@ -92,8 +92,13 @@ def trace_summary(found: dict, respond: float) -> dict:
     h, w = found["size"]
     heat = torch.full((h * w,), float("nan"))
     heat[found["locations"]] = per_location.float()
-    return {"layers": list(found["layers"]), **lines, "heatmap": heat.view(h, w).tolist(),
-            "visible_count": int(visible.sum()), "not_visible_count": int((~visible).sum())}  # fmt: skip
+    return {
+        "layers": list(found["layers"]),
+        **lines,
+        "heatmap": heat.view(h, w).tolist(),
+        "visible_count": int(visible.sum()),
+        "not_visible_count": int((~visible).sum()),
+    }
 
 
 def context_figure(doc: dict, path: Path | None = None, min_count: int = 20) -> bytes:
@@ -110,8 +115,15 @@ def context_figure(doc: dict, path: Path | None = None, min_count: int = 20) -> 
     ax.bar(range(len(names)), values, color="#3b75af")
     spread = [i for i in range(len(names)) if lo[i] + hi[i] > 0]  # no caps on zero-width intervals
     if spread:
-        ax.errorbar(spread, [values[i] for i in spread], [[lo[i] for i in spread], [hi[i] for i in spread]],
-                    fmt="none", capsize=3, ecolor="#333333", lw=1)  # fmt: skip
+        ax.errorbar(
+            spread,
+            [values[i] for i in spread],
+            [[lo[i] for i in spread], [hi[i] for i in spread]],
+            fmt="none",
+            capsize=3,
+            ecolor="#333333",
+            lw=1,
+        )
     ax.axhline(0, color="#999999", lw=0.8)
     ticks = [f"{k}\nn={rows[k]['count']}" for k in names]
     ax.set_xticks(range(len(names)), ticks, fontsize=8)
@@ -135,8 +147,11 @@ def context_figure(doc: dict, path: Path | None = None, min_count: int = 20) -> 
     where = "one location" if s["region"] == 1 else f"a {s['region']}×{s['region']} region"
     left_out = len(doc["by_background"]) - len(names)
     note = f"; {left_out} background(s) with < {min_count} locations not shown" if left_out else ""
-    fig.suptitle(f"inserting {s['top_n']} {s['concept']} units of {s['layer']} at {where}, by the background "
-                 f"there ({s['n']} images{note})", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        f"inserting {s['top_n']} {s['concept']} units of {s['layer']} at {where}, by the background "
+        f"there ({s['n']} images{note})",
+        fontsize=10,
+    )
     return save(fig, path)
 
 
@@ -193,11 +208,25 @@ def where_image(G: nn.Module, found: dict, settings: dict, respond: float, count
     return order.tolist()
 
 
-def write_context(out: Path, found: dict, seg, units: list[int], k_c: torch.Tensor, settings: dict, overlays: int,
-                  reps: int, G: nn.Module, tb_dir: Path | None) -> dict:  # fmt: skip
+def write_context(
+    out: Path,
+    found: dict,
+    seg,
+    units: list[int],
+    k_c: torch.Tensor,
+    settings: dict,
+    overlays: int,
+    reps: int,
+    G: nn.Module,
+    tb_dir: Path | None,
+) -> dict:
     concepts = tuple(seg.concepts)
-    doc = {"settings": settings, "units": list(units), "k_c": [float(v) for v in k_c[units].tolist()],
-           **summarize(found, concepts, settings["respond"], reps, settings["seed"])}  # fmt: skip
+    doc = {
+        "settings": settings,
+        "units": list(units),
+        "k_c": [float(v) for v in k_c[units].tolist()],
+        **summarize(found, concepts, settings["respond"], reps, settings["seed"]),
+    }
     trace = trace_summary(found, settings["respond"])
     if trace:
         doc["trace"] = trace
@@ -222,10 +251,14 @@ def _tensorboard(doc: dict, out: Path, run: Path) -> None:
         # one value per background: drawn along the step axis (step = the background's row in the table logged
         # beside it), so the run opens on two curves rather than a scatter of single dots
         rows = list(doc["by_background"].items())
-        w.add_custom_scalars({"context (step = background, see context/backgrounds)": {
-            "effect": ["Multiline", ["context/effect"]],
-            "appears": ["Multiline", ["context/appear_rate", "context/appear_rate_guarded"]],
-        }})  # fmt: skip
+        w.add_custom_scalars(
+            {
+                "context (step = background, see context/backgrounds)": {
+                    "effect": ["Multiline", ["context/effect"]],
+                    "appears": ["Multiline", ["context/appear_rate", "context/appear_rate_guarded"]],
+                }
+            }
+        )
         table = ["| step | background | locations | effect | appears | guarded |", "|---|---|---|---|---|---|"]
         for step, (name, row) in enumerate(rows, start=1):
             w.add_scalar("context/effect", row["effect"], step)

@@ -47,9 +47,12 @@ def emergence_plot(history: list[dict], title: str = "") -> Figure:
     for ax, key, label in zip(
         axes,
         ("interpretable", "distinct_concepts", "mean_iou"),
-        (f"interpretable units ({cut}) of {last.get('units', '?')}", "distinct concepts",
-         "mean IoU of interpretable units"),
-    ):  # fmt: skip
+        (
+            f"interpretable units ({cut}) of {last.get('units', '?')}",
+            "distinct concepts",
+            "mean IoU of interpretable units",
+        ),
+    ):
         values = [r[key] for r in history]
         ax.plot(steps, values, "o-", color="#3b75af", ms=3)
         ax.set_title(label, fontsize=9)

@@ -142,8 +142,15 @@ def layer_summary_plot(summaries: list[dict], categories: dict[str, str], title:
             a1.bar(layers, share, bottom=bottom, color=col, label=cat)
             bottom += share
     for i, s in enumerate(summaries):
-        a1.annotate(f"{s['interpretable']} of {s['units']}", (i, bottom[i]), ha="center", va="bottom", fontsize=7,
-                    xytext=(0, 2), textcoords="offset points")  # fmt: skip
+        a1.annotate(
+            f"{s['interpretable']} of {s['units']}",
+            (i, bottom[i]),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     a1.set_ylabel("share of the layer's units\nthat are interpretable")
     a1.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     fit_ylim(a1, list(bottom) + [0.01], margin=0.15)
@@ -252,8 +259,16 @@ def removal_plot(summaries: list[dict]) -> Figure:
             std = np.array([s["removed_at_top_n"].get("random_std", 0.0) for s in summaries], dtype=float)
             spread = std > 0  # a zero-length bar with caps would read as a tight interval
             if spread.any():
-                ax.errorbar(xs[spread], values[spread], std[spread], fmt="none", ecolor="#333", capsize=2, lw=1,
-                            label="random ± 1 s.d.")  # fmt: skip
+                ax.errorbar(
+                    xs[spread],
+                    values[spread],
+                    std[spread],
+                    fmt="none",
+                    ecolor="#333",
+                    capsize=2,
+                    lw=1,
+                    label="random ± 1 s.d.",
+                )
                 plotted += list(values[spread] - std[spread]) + list(values[spread] + std[spread])
     ax.axhline(0, color="#999", lw=0.6)
     ax.set_xticks(range(len(summaries)), [f"{s['concept']}\n({s.get('layer', '')})" for s in summaries])

@@ -25,8 +25,14 @@ from lightning_gd.results import CLASSES, ResultError
 
 PAGE = "index.html"
 SKIP = {"cache", "checkpoints", "tb_logs", "lightning_logs"}  # folders that never hold a result
-KINDS = {"dissect.json": "dissection", "ace.json": "causal", "causal.json": "causal", "unit_fid.json": "artifacts",
-         "emergence.json": "emergence", "context.json": "context"}  # fmt: skip
+KINDS = {
+    "dissect.json": "dissection",
+    "ace.json": "causal",
+    "causal.json": "causal",
+    "unit_fid.json": "artifacts",
+    "emergence.json": "emergence",
+    "context.json": "context",
+}
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
@@ -180,8 +186,10 @@ def links(final: Path, me: Result, extra: tuple[Result, ...] = ()) -> str:
         href = relative_url(os.path.relpath(other.page, final))
         where = Path(os.path.relpath(other.folder, results_root(final))).as_posix()
         note = "" if same else ' <span class="dim">(generator not recorded: same layer only)</span>'
-        items.append(f'<li><a href="{esc(href)}">{esc(other.title)}</a> — {esc(", ".join(other.layers))}, '
-                     f"<code>{esc(where)}</code>{note}</li>")  # fmt: skip
+        items.append(
+            f'<li><a href="{esc(href)}">{esc(other.title)}</a> — {esc(", ".join(other.layers))}, '
+            f"<code>{esc(where)}</code>{note}</li>"
+        )
     if not items:
         return "<p class='dim'>No other results of this layer were found beside this folder.</p>"
     return '<ul class="related">' + "".join(items) + "</ul>"

@@ -35,11 +35,13 @@ def causal_body(me: Result, final: Path) -> tuple[str, str, str]:
     concept, layer = (ace or search)["concept"], (ace or search)["layer"]
     top_n = (ace or search)["top_n"]
     settings = search.get("settings", {})
-    meta = [f"generator <b>{esc(me.generator or 'not recorded')}</b>", f"layer <b>{esc(layer)}</b>",
-            f"top-n = {top_n}"]  # fmt: skip
+    meta = [f"generator <b>{esc(me.generator or 'not recorded')}</b>", f"layer <b>{esc(layer)}</b>", f"top-n = {top_n}"]
     if search:
-        meta += [f"{search['epochs']} epochs, {search['global_step']} steps", f"λ = {settings.get('lam')}",
-                 f"{esc(concept)}'s share of the pixels {pct(search['presence'])}"]  # fmt: skip
+        meta += [
+            f"{search['epochs']} epochs, {search['global_step']} steps",
+            f"λ = {settings.get('lam')}",
+            f"{esc(concept)}'s share of the pixels {pct(search['presence'])}",
+        ]
     body = [f"<p class='key'><b>Warning:</b> {esc(search['diagnosis'])}.</p>"] if search.get("diagnosis") else []
     if ace is not None:
         at_n, ins = ace["removed_at_top_n"], ace["insertion_at_top_n"]
@@ -52,8 +54,10 @@ def causal_body(me: Result, final: Path) -> tuple[str, str, str]:
             f"measured on {ace.get('n_test', '?')} held-out samples.</p>"
         )
         rows = [[esc(name), num(v.get("ace")), pct(v.get("appeared"))] for name, v in ins.items()]
-        body.append("<h2>Insertion at one location</h2>" + table(
-            ["units", "insertion effect (ACE)", f"windows where {esc(concept)} appeared"], rows, {1, 2}))  # fmt: skip
+        body.append(
+            "<h2>Insertion at one location</h2>"
+            + table(["units", "insertion effect (ACE)", f"windows where {esc(concept)} appeared"], rows, {1, 2})
+        )
     dissections = dissection_labels(me, final)
     units = search.get("units") or [{"unit": u} for u in (ace or {}).get("top_units", [])]
     head = ["rank", "unit", "α", f"IoU with {esc(concept)}", *label_head(dissections)]
@@ -61,16 +65,25 @@ def causal_body(me: Result, final: Path) -> tuple[str, str, str]:
         [str(i + 1), str(u["unit"]), num(u.get("alpha")), num(u.get("iou")), *label_cells(u["unit"], dissections)]
         for i, u in enumerate(units[:top_n])
     ]
-    note = ("Labels in grey are below the dissection's interpretability cut; each label links to the unit's images "
-            "in that dissection's unit browser." if dissections else
-            "No dissection of this generator and layer was found beside this folder: run <code>dissect</code> "
-            "into a sibling folder to see the units' labels here.")  # fmt: skip
+    note = (
+        "Labels in grey are below the dissection's interpretability cut; each label links to the unit's images "
+        "in that dissection's unit browser."
+        if dissections
+        else "No dissection of this generator and layer was found beside this folder: run <code>dissect</code> "
+        "into a sibling folder to see the units' labels here."
+    )
     body.append(f"<h2>The top-{top_n} units by α</h2><p class='dim'>{note}</p>" + table(head, rows, {0, 1, 2, 3}))
-    body.append("<h2>Figures</h2>" + figures(me.folder, [
-        ("ace_curve.png", "share of the concept removed against the number of units ablated, per ranking"),
-        ("grid_ablation.png", f"ablating the top-{top_n} units (everywhere)"),
-        ("grid_insertion.png", f"inserting the top-{top_n} units at one location (the marked window)"),
-    ]))  # fmt: skip
+    body.append(
+        "<h2>Figures</h2>"
+        + figures(
+            me.folder,
+            [
+                ("ace_curve.png", "share of the concept removed against the number of units ablated, per ranking"),
+                ("grid_ablation.png", f"ablating the top-{top_n} units (everywhere)"),
+                ("grid_insertion.png", f"inserting the top-{top_n} units at one location (the marked window)"),
+            ],
+        )
+    )
     return f"Causal units of {concept} in {layer}", " · ".join(meta), "".join(body)
 
 
@@ -99,11 +112,14 @@ def artifacts_body(me: Result, final: Path) -> tuple[str, str, str]:
     body += f"<h2>The {len(ablated)} ablated units (highest per-unit FID)</h2>" + table(
         ["rank", "unit", "per-unit FID", *label_head(dissections)], top, {0, 1, 2}
     )
-    body += "<h2>Figures</h2>" + figures(me.folder, [
-        ("unit_fid.png", "per-unit FID, units sorted from worst to best"),
-        ("top_units.png", "the highest-FID units' top-activating images"),
-        ("before_after.png", "the same samples: original, the top FID units ablated, random units ablated"),
-    ])  # fmt: skip
+    body += "<h2>Figures</h2>" + figures(
+        me.folder,
+        [
+            ("unit_fid.png", "per-unit FID, units sorted from worst to best"),
+            ("top_units.png", "the highest-FID units' top-activating images"),
+            ("before_after.png", "the same samples: original, the top FID units ablated, random units ablated"),
+        ],
+    )
     return f"Artifact units of {doc['layer']}", meta, body
 
 
@@ -113,21 +129,30 @@ def emergence_body(me: Result, final: Path) -> tuple[str, str, str]:
     concepts = [c for c in last["per_concept"] if any(r["per_concept"].get(c, 0) for r in history)]
     head = ["step", "checkpoint", "interpretable units", "distinct concepts", "mean IoU", *map(esc, concepts)]
     rows = [
-        [str(r["step"]), esc(Path(str(r.get("checkpoint", ""))).name), f"{r['interpretable']} of {r['units']}",
-         str(r["distinct_concepts"]), num(r["mean_iou"]), *[str(r["per_concept"].get(c, 0)) for c in concepts]]
+        [
+            str(r["step"]),
+            esc(Path(str(r.get("checkpoint", ""))).name),
+            f"{r['interpretable']} of {r['units']}",
+            str(r["distinct_concepts"]),
+            num(r["mean_iou"]),
+            *[str(r["per_concept"].get(c, 0)) for c in concepts],
+        ]
         for r in history
-    ]  # fmt: skip
+    ]
     fixed = ", ".join(str(u) for u in last.get("fixed_units", []))
     meta = (
         f"layer <b>{esc(last['layer'])}</b> · {len(history)} checkpoints · interpretable: best IoU > "
         f"{last['iou_threshold']:g} · units followed: {esc(fixed) or '–'}"
     )
     body = "<h2>Per checkpoint</h2>" + table(head, rows, set(range(2, len(head))))
-    body += "<h2>Figures</h2>" + figures(me.folder, [
-        ("emergence.png", "interpretable units, distinct concepts and mean IoU against training step"),
-        ("emergence_heatmap.png", "best IoU of every unit at every checkpoint"),
-        ("emergence_units.png", "the followed units' top image at each checkpoint"),
-    ])  # fmt: skip
+    body += "<h2>Figures</h2>" + figures(
+        me.folder,
+        [
+            ("emergence.png", "interpretable units, distinct concepts and mean IoU against training step"),
+            ("emergence_heatmap.png", "best IoU of every unit at every checkpoint"),
+            ("emergence_units.png", "the followed units' top image at each checkpoint"),
+        ],
+    )
     return f"Unit emergence in {last['layer']}", meta, body
 
 
@@ -135,10 +160,16 @@ def context_body(me: Result, final: Path) -> tuple[str, str, str]:
     doc = me.docs["context.json"]
     s = doc["settings"]
     rows = [
-        [esc(name), num(r["effect"], 4), f"[{num(r['ci'][0], 4)}, {num(r['ci'][1], 4)}]", pct(r.get("appear_rate")),
-         pct(r.get("appear_rate_guarded")), str(r["count"])]
+        [
+            esc(name),
+            num(r["effect"], 4),
+            f"[{num(r['ci'][0], 4)}, {num(r['ci'][1], 4)}]",
+            pct(r.get("appear_rate")),
+            pct(r.get("appear_rate_guarded")),
+            str(r["count"]),
+        ]
         for name, r in doc["by_background"].items()
-    ]  # fmt: skip
+    ]
     free = f"{esc(s['concept'])}-free windows where it appears"
     head = ["background", "mean effect", "95 % interval", free, f"{free}, realism-guarded", "locations"]
     meta = (
@@ -146,12 +177,15 @@ def context_body(me: Result, final: Path) -> tuple[str, str, str]:
         f"{s['top_n']} units inserted at {s['region']}×{s['region']} locations of {s['n']} images"
     )
     body = "<h2>Effect by background</h2>" + table(head, rows, {1, 3, 4})
-    body += "<h2>Figures</h2>" + figures(me.folder, [
-        ("context.png", "insertion effect by the background at the location"),
-        ("where.png", "the images with the most responsive locations, outlined"),
-        ("trace.png", "how an insertion travels through the later layers"),
-        ("trace_heatmap.png", "change of the last layer by insertion location"),
-    ])  # fmt: skip
+    body += "<h2>Figures</h2>" + figures(
+        me.folder,
+        [
+            ("context.png", "insertion effect by the background at the location"),
+            ("where.png", "the images with the most responsive locations, outlined"),
+            ("trace.png", "how an insertion travels through the later layers"),
+            ("trace_heatmap.png", "change of the last layer by insertion location"),
+        ],
+    )
     return f"Where {s['concept']} can be inserted in {s['layer']}", meta, body
 
 
