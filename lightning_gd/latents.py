@@ -8,7 +8,8 @@ never changed, only added to.
 - `latents(indices, z_dim, seed)`: z (B, z_dim), standard normal, row i from (seed, indices[i]);
 - `latent_batches(n, z_dim, seed, batch_size)`: (indices, z) batches of this rank's share of n samples;
 - `rng(seed, index, stream)`: a `torch.Generator` for any other per-sample or per-run draw;
-- `LatentDataModule`: the same z as a Lightning DataModule (train / val / test from three seeds).
+- `LatentDataModule`: the same z as a Lightning DataModule (train / val / test from three seeds);
+- `run_in_process`: an analysis module's `validate` or `test` hooks over it, without a Trainer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from pytorch_lightning import LightningDataModule
+from pytorch_lightning import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
@@ -158,6 +159,30 @@ class LatentDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.hparams.n_test, self.hparams.test_seed, evaluation=True)
+
+
+_HOOKS = {  # stage: (epoch start, step, epoch end, loaders)
+    "validate": ("on_validation_epoch_start", "validation_step", "on_validation_epoch_end", "val_dataloader"),
+    "test": ("on_test_epoch_start", "test_step", "on_test_epoch_end", "test_dataloader"),
+}
+
+
+def run_in_process(
+    module: LightningModule, data: LatentDataModule, stage: str, device: torch.device, desc: str = "", progress=False
+) -> None:
+    """The hooks that a Trainer's `validate` or `test` calls, in this process and without one: over this rank's
+    share of the samples (the loaders shard them under torch.distributed), with z on `device`; several loaders
+    are run one after the other, as a Trainer does (`dataloader_idx` given when there are several)."""
+    start, step, end, loader = _HOOKS[stage]
+    data.setup(stage)
+    getattr(module, start)()
+    loaders = getattr(data, loader)()
+    several = isinstance(loaders, (list, tuple))
+    for j, batches in enumerate(loaders if several else [loaders]):
+        shown = tqdm(batches, desc=desc, disable=not (progress and is_rank_zero()), leave=False)
+        for i, (idx, z) in enumerate(shown):
+            getattr(module, step)((idx, z.to(device)), i, *([j] if several else []))
+    getattr(module, end)()
 
 
 class UnpaddedShard(DistributedSampler):

@@ -8,6 +8,8 @@ DDP reduces them exactly and any batch split gives the same answer.
   threshold of the paper's Eq. 2 (argmax_t I/H against the unit's best concept).
 - `TopK`: the k samples with the largest score per unit (the unit browser's top images).
 - `TensorSum`: any tensor summed over batches and ranks (the ACE evaluation's counts).
+- `SampleRows`: per-sample rows, each written by the rank that holds the sample (the per-image results of
+  per-unit FID and context, gathered in sample order).
 
 Concept masks arrive as *label groups*: a list of (B, H, W) long tensors, each pixel carrying at most one
 concept per group (-1 = none) and group g owning concept indices `offsets[g] … offsets[g+1]-1`. One group
@@ -212,6 +214,30 @@ class TensorSum(Metric):
 
     def compute(self) -> torch.Tensor:
         return self.total
+
+
+class SampleRows(Metric):
+    """Per-sample rows (M, *shape) of the samples `wanted` (M,) (ascending sample indices), in sample order: each
+    row is written by the rank that holds its sample and the states are summed across DDP ranks, where every other
+    rank adds zeros, so every rank gets every row exactly (the per-image results of an analysis, gathered)."""
+
+    full_state_update = False
+
+    def __init__(self, wanted: torch.Tensor | int, shape: tuple[int, ...] = (), dtype=torch.float64) -> None:
+        super().__init__()
+        wanted = torch.arange(wanted) if isinstance(wanted, int) else torch.as_tensor(wanted).long()
+        self.register_buffer("wanted", wanted, persistent=False)
+        self.add_state("rows", torch.zeros(len(wanted), *shape, dtype=dtype), dist_reduce_fx="sum")
+
+    def update(self, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """values (B, *shape) of samples `indices` (B,); samples that are not wanted are ignored."""
+        indices = indices.to(self.wanted.device)
+        pos = torch.searchsorted(self.wanted, indices).clamp(max=len(self.wanted) - 1)
+        hit = self.wanted[pos] == indices
+        self.rows[pos[hit]] = values[hit.to(values.device)].to(self.rows)
+
+    def compute(self) -> torch.Tensor:
+        return self.rows
 
 
 def relative_peaks(r: torch.Tensor) -> torch.Tensor:

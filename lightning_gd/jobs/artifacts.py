@@ -17,7 +17,7 @@ from torch import nn
 from lightning_gd import zoo
 from lightning_gd.cache import check_writable, fingerprint, staged
 from lightning_gd.errors import InvalidValue
-from lightning_gd.models.generators import resolve_device
+from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
 
 
 def artifacts(
@@ -40,8 +40,8 @@ def artifacts(
     batch_size: PositiveInt = 100,
     out: Path = Path("out/artifacts"),
     cache_dir: Path | None = Path("out/cache"),
-    device: str = "cpu",
-) -> dict:
+    trainer: TrainerOptions = ONE_CPU,
+) -> dict | None:
     """Find artifact units by per-unit FID and report FID before/after ablating them vs random units.
 
     Paper §4.2, §S-6.1, Tables 1–2. Writes unit_fid.json, unit_fid.png, ablation.md, top_units.png and
@@ -67,10 +67,12 @@ def artifacts(
         batch_size: images per forward pass.
         out: output folder (unit_fid.json, unit_fid.png, ablation.md, top_units.png, before_after.png).
         cache_dir: where real-image statistics are cached (None: no cache).
-        device: torch device.
+        trainer: where the passes run: Lightning's accelerator, devices, num_nodes, strategy and precision, as
+            for `fit` (`--trainer.devices 2 --trainer.strategy ddp`: two processes, which give the same per-unit
+            FIDs and table as one; only global rank 0 writes the outputs, the other ranks return None).
     """
-    from lightning_gd.realism.artifacts import find_artifact_units
     from lightning_gd.realism.fid import real_statistics
+    from lightning_gd.realism.recipe import find_artifact_units
     from lightning_gd.reports.artifacts import write_artifacts
 
     if n_ablate < 1 or random_draws < 1 or n_eval < 2:
@@ -80,7 +82,8 @@ def artifacts(
             f"top_k = {top_k} images per unit, but only n = {n} samples: use top_k ≤ n (the paper: n/20)"
         )
     check_writable(out)
-    device = resolve_device(device)
+    engine = trainer.trainer()
+    device = engine.strategy.root_device  # this process's device: the real statistics and the figures run there too
     G = zoo.generator(generator, weights=generator_weights).to(device).eval()
     extractor = zoo.feature_extractor(feature_extractor, weights_path=feature_extractor_weights_path).to(device)
     if real_images is None and generator is not None and feature_extractor != "world":
@@ -91,10 +94,22 @@ def artifacts(
         source = zoo.real_images(f"folder:{real_images}")
     real = real_statistics(extractor, source, cache_dir, batch_size)
     with feature_storage(G, layer, extractor, n, z_dim, out) as storage:
+        sample = {"n": n, "top_k": top_k, "seed": seed, "n_eval": n_eval, "eval_seed": eval_seed}
+        table = {"n_ablate": n_ablate, "units": units, "random_draws": random_draws}
         found = find_artifact_units(
-            G, layer, extractor, real, n, top_k, seed, n_ablate, units, random_draws, n_eval, eval_seed, batch_size,
-            z_dim, storage,
-        )  # fmt: skip
+            G,
+            layer,
+            extractor,
+            real,
+            **sample,
+            **table,
+            batch_size=batch_size,
+            z_dim=z_dim,
+            storage=storage,
+            trainer=engine,
+        )
+    if not engine.is_global_zero:  # every rank holds the same result; one writes it
+        return None
     info = {
         "generator": zoo.describe(generator),
         "generator_fingerprint": fingerprint(G, code=False),

@@ -54,13 +54,13 @@ def scores_and_features(
         s = check_featuremap(tr.output, layer).amax((2, 3)).cpu()  # (B, U)
         f = extractor(to_uint8(x)).float().cpu()  # (B, D)
         if scores is None:
-            scores, feats = _allocate(n, s.shape[1], storage, "scores"), _allocate(n, f.shape[1], storage, "features")
+            scores, feats = allocate(n, s.shape[1], storage, "scores"), allocate(n, f.shape[1], storage, "features")
         scores[start : start + len(s)], feats[start : start + len(f)] = s, f
         start += len(s)
     return scores, feats
 
 
-def _allocate(n: int, width: int, storage: str | Path | None, name: str) -> torch.Tensor:
+def allocate(n: int, width: int, storage: str | Path | None, name: str) -> torch.Tensor:
     """A float32 (n, width) tensor in RAM, or backed by a memory-mapped file `<storage>/<name>.f32`."""
     if storage is None:
         return torch.empty(n, width)
@@ -98,9 +98,15 @@ def per_unit_fid(
     progress: bool = True,
 ) -> torch.Tensor:
     """(U,) FID of each unit's top_k top-activating images against the real statistics, from stored features."""
-    top = top_images(scores, top_k)  # (K, U)
+    return top_images_fid(top_images(scores, top_k), features, real, chunk, progress)
+
+
+def top_images_fid(
+    top: torch.Tensor, features: torch.Tensor, real: RealStatistics, chunk: int = 16, progress: bool = True
+) -> torch.Tensor:
+    """(U,) FID of each unit's images against the real statistics: `top` (K, U) indexes the rows of `features`."""
     out = []
-    units = torch.arange(scores.shape[1])
+    units = torch.arange(top.shape[1])
     for part in tqdm(units.split(chunk), desc="per-unit FID", disable=not progress, leave=False):
         f = features[top[:, part]].transpose(0, 1)  # (c, K, D)
         out.append(feature_sets_to_fid(f, real).cpu())
@@ -196,15 +202,7 @@ def ablation_table(
 
     `focus` = (sample indices, their seed): every row is measured on those samples too (`fid_focus`), e.g.
     the images where the top-n FID units fire most, as the paper's Table 1 does."""
-    num_units = len(fid_ranking)
-    top = fid_ranking[:n_ablate]
-    rows: list[tuple[str, list[int]]] = [("original", []), (f"top-{len(top)} FID units", top)]
-    if user_units:
-        user = check_units(user_units, num_units, "user units")
-        rows.append((f"user units ({len(user)})", user))
-        rows.append((f"union ({len(set(top) | set(user))})", sorted(set(top) | set(user))))
-    gen = rng(seed, stream="ablation_draws")
-    draws = [torch.randperm(num_units, generator=gen)[: len(top)].tolist() for _ in range(random_draws)]
+    rows, draws = ablation_sets(fid_ranking, n_ablate, user_units, random_draws, seed)
 
     def measure(units: list[int]) -> dict[str, float]:
         out = {"fid": ablation_fid(generator, layer, units, extractor, real, n, seed, batch_size, z_dim)}
@@ -215,13 +213,35 @@ def ablation_table(
             )
         return out
 
-    out = [
-        {"ablation": name, "units": units, **measure(units)}
-        for name, units in tqdm(rows, desc="ablation FID", disable=not progress, leave=False)
-    ]
+    measured = [measure(units) for _, units in tqdm(rows, desc="ablation FID", disable=not progress, leave=False)]
     randoms = [measure(units) for units in tqdm(draws, desc="random ablations", disable=not progress, leave=False)]
+    return ablation_rows(rows, draws, measured, randoms)
+
+
+def ablation_sets(
+    fid_ranking: list[int], n_ablate: int, user_units: list[int] | None, random_draws: int, seed: int
+) -> tuple[list[tuple[str, list[int]]], list[list[int]]]:
+    """The rows of the ablation table as (name, units): the original, the top n_ablate FID units, the user's units
+    and their union; and the random draws of as many units (seeded by `seed`)."""
+    num_units = len(fid_ranking)
+    top = fid_ranking[:n_ablate]
+    rows: list[tuple[str, list[int]]] = [("original", []), (f"top-{len(top)} FID units", top)]
+    if user_units:
+        user = check_units(user_units, num_units, "user units")
+        rows.append((f"user units ({len(user)})", user))
+        rows.append((f"union ({len(set(top) | set(user))})", sorted(set(top) | set(user))))
+    gen = rng(seed, stream="ablation_draws")
+    draws = [torch.randperm(num_units, generator=gen)[: len(top)].tolist() for _ in range(random_draws)]
+    return rows, draws
+
+
+def ablation_rows(
+    rows: list[tuple[str, list[int]]], draws: list[list[int]], measured: list[dict], randoms: list[dict]
+) -> list[dict]:
+    """The table: each row's measured FIDs, then one row of the random draws (mean, std and each draw)."""
+    out = [{"ablation": name, "units": units, **m} for (name, units), m in zip(rows, measured)]
     if randoms:
-        row: dict = {"ablation": f"{len(top)} random units ({random_draws} draws)", "units": draws}
+        row: dict = {"ablation": f"{len(draws[0])} random units ({len(draws)} draws)", "units": draws}
         for key in randoms[0]:
             t = torch.tensor([r[key] for r in randoms], dtype=torch.float64)
             row[key] = float(t.mean())
@@ -229,43 +249,3 @@ def ablation_table(
             row[f"{key}_draws"] = t.tolist()
         out.append(row)
     return out
-
-
-def find_artifact_units(
-    generator: nn.Module,
-    layer: str,
-    extractor: Extractor,
-    real: RealStatistics,
-    n: int = 10_000,
-    top_k: int = 1_000,
-    seed: int = 0,
-    n_ablate: int = 20,
-    units: list[int] | None = None,
-    random_draws: int = 5,
-    n_eval: int = 2_000,
-    eval_seed: int = 1,
-    batch_size: int = 100,
-    z_dim: int | None = None,
-    storage: str | Path | None = None,
-) -> dict:
-    """The recipe of §4.2 / §S-6.1: per-unit FID of every unit from one pass over n samples (each unit's top_k
-    images), the units ranked by it, and the ablation table (Tables 1–2) of the top n_ablate units, the user's
-    `units`, and random units, on n_eval held-out samples and on the images where the top units fire most.
-    Returns {"unit_fid", "ranking", "rows", "top_images"}."""
-    if units:  # checked on one probe sample, before the long pass
-        from lightning_gd.models.split import LayerSplit
-
-        with torch.no_grad():
-            probe = LayerSplit(generator, layer, z_dim, check=False).h(
-                latents([0], z_dim_of(generator, z_dim), seed).to(device_of(generator))
-            )
-        check_units(units, probe.shape[1], "units")
-    scores, features = scores_and_features(generator, layer, extractor, n, seed, batch_size, z_dim, storage=storage)
-    unit_fid = per_unit_fid(scores, features, real, top_k)
-    ranking = torch.sort(unit_fid, descending=True, stable=True).indices.tolist()
-    focus = (firing_most(scores, ranking[:n_ablate], min(n_eval, n)), seed)  # as the paper's Table 1
-    rows = ablation_table(
-        generator, layer, ranking, extractor, real, n_ablate, units, random_draws, n_eval, eval_seed, batch_size,
-        z_dim, focus=focus,
-    )  # fmt: skip
-    return {"unit_fid": unit_fid, "ranking": ranking, "rows": rows, "top_images": top_images(scores, top_k)}

@@ -22,6 +22,7 @@ import torch
 import torch_fidelity
 from torch import nn
 from torch.utils.data import Dataset
+from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from lightning_gd.errors import InvalidValue
@@ -169,6 +170,45 @@ def features_to_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.
 def _sqrt_psd(sigma: torch.Tensor) -> torch.Tensor:
     vals, vecs = torch.linalg.eigh(sigma)
     return (vecs * vals.clamp(min=0).sqrt()) @ vecs.T
+
+
+def moments_to_statistics(
+    total: torch.Tensor, outer: torch.Tensor, count: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and unbiased covariance (D, D) from the sum of feature vectors (D,), the sum of their outer
+    products (D, D) and their count: `features_to_statistics` of a set seen in pieces (batches, ranks)."""
+    count = float(count)
+    if count < 2:
+        raise InvalidValue(f"FID statistics need at least 2 feature vectors, got {count:g}")
+    mu = total.double() / count
+    return mu, (outer.double() - count * torch.outer(mu, mu)) / (count - 1)
+
+
+class FeatureMoments(Metric):
+    """The FID statistics of a set of feature vectors streamed by batches: the sum of their differences from a
+    fixed `centre` (D,), the sum of those differences' outer products and their count in float64, summed across DDP
+    ranks (`moments_to_statistics` reads them). A centre near the features' mean (the real images' mean, the same
+    on every rank) keeps the covariance from being the small difference of two large sums."""
+
+    full_state_update = False
+
+    def __init__(self, dim: int, centre: torch.Tensor | None = None) -> None:
+        super().__init__()
+        centre = torch.zeros(dim, dtype=torch.float64) if centre is None else centre.double()
+        self.register_buffer("centre", centre, persistent=False)
+        self.add_state("total", torch.zeros(dim, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("outer", torch.zeros(dim, dim, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, features: torch.Tensor) -> None:
+        f = features.to(self.total) - self.centre  # (B, D)
+        self.total += f.sum(0)
+        self.outer += f.T @ f
+        self.count += f.shape[0]
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, sigma = moments_to_statistics(self.total, self.outer, self.count)
+        return mu + self.centre, sigma
 
 
 @dataclass

@@ -352,3 +352,21 @@ def test_iqr_of_a_noise_unit_is_zero_with_the_quantile_threshold():
     h.update(signal, [labels], [0])
     thr, ratio = h.compute()
     assert ratio[0, 1] > 0.4 and abs((signal > thr[0, 1]).float().mean().item() - 0.5) < 0.05
+
+
+def test_sample_rows_put_each_sample_in_its_row_whatever_the_split_and_the_ranks():
+    from lightning_gd.dissection.stats import SampleRows
+
+    values = torch.randn(9, 3, 2, dtype=torch.float64)
+    wanted = torch.tensor([1, 4, 5, 8])
+    for world in (1, 2, 3):  # each rank's rows, then the sum that the DDP reduction takes
+        states = [SampleRows(wanted, (3, 2)) for _ in range(world)]
+        for rank, state in enumerate(states):
+            mine = torch.arange(rank, 9, world)  # sample i on rank i mod world, as the loaders give them
+            for part in mine.split(2):
+                state.update(part, values[part])
+        total = sum(s.compute() for s in states)
+        assert torch.equal(total, values[wanted]), world
+    everything = SampleRows(9, (), torch.long)
+    everything.update(torch.tensor([8, 0]), torch.tensor([5, 7]))
+    assert everything.compute().tolist() == [7, 0, 0, 0, 0, 0, 0, 0, 5]

@@ -309,3 +309,18 @@ def test_feature_extractor_choices():
     from lightning_gd.world.fid import world_extractor
 
     assert zoo.feature_extractor().identity == zoo.feature_extractor("world").identity == world_extractor().identity
+
+
+@pytest.mark.parametrize("splits", [[40], [1, 39], [7, 7, 7, 19]])
+def test_feature_moments_equal_the_statistics_of_all_features_for_any_batch_split(splits):
+    from lightning_gd.realism.fid import FeatureMoments
+
+    features = torch.randn(40, 5, dtype=torch.float64) * 3 + 100  # a large mean: the centre keeps the covariance
+    mu, sigma = features_to_statistics(features)
+    for centre in (None, features[0]):
+        moments = FeatureMoments(5, centre)
+        for part in features.split(splits):
+            moments.update(part)
+        got_mu, got_sigma = moments.compute()
+        torch.testing.assert_close(got_mu, mu, rtol=1e-12, atol=1e-10)
+        torch.testing.assert_close(got_sigma, sigma, rtol=1e-9, atol=1e-9)

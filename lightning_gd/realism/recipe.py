@@ -1,0 +1,70 @@
+"""The recipe of §4.2 / §S-6.1 from Python: per-unit FID of every unit, the ranking, and the ablation table
+(Tables 1–2), through a given Trainer (any accelerator, devices, nodes, strategy) or in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pytorch_lightning import Trainer
+from torch import nn
+
+from lightning_gd.errors import InvalidValue
+from lightning_gd.latents import run_in_process
+from lightning_gd.models.generators import device_of, eval_mode
+from lightning_gd.realism.fid import Extractor, RealStatistics
+from lightning_gd.realism.module import UnitFidModule
+
+
+def find_artifact_units(
+    generator: nn.Module,
+    layer: str,
+    extractor: Extractor,
+    real: RealStatistics,
+    n: int = 10_000,
+    top_k: int = 1_000,
+    seed: int = 0,
+    n_ablate: int = 20,
+    units: list[int] | None = None,
+    random_draws: int = 5,
+    n_eval: int = 2_000,
+    eval_seed: int = 1,
+    batch_size: int = 100,
+    z_dim: int | None = None,
+    storage: str | Path | None = None,
+    trainer: Trainer | None = None,
+    progress: bool = False,
+) -> dict:
+    """Per-unit FID of every unit from one pass over n samples (each unit's top_k images), the units ranked by it,
+    and the ablation table of the top n_ablate units, the user's `units`, and random units, on n_eval held-out
+    samples (`eval_seed`) and on the images where the top units fire most. Returns {"unit_fid", "ranking", "rows",
+    "top_images"}, the same on every rank.
+
+    `trainer` runs the passes (its `validate` and `test`; the networks are back on their own devices afterwards);
+    without one they run in this process on the generator's device, over this rank's share of the samples when
+    torch.distributed is initialized (then every rank must call it). `storage`: a folder where each rank keeps its
+    per-sample scores and features memory-mapped (for n too large for memory)."""
+    sample = {"n": n, "top_k": top_k, "seed": seed, "n_eval": n_eval, "eval_seed": eval_seed, "batch_size": batch_size}
+    table = {"n_ablate": n_ablate, "units": units, "random_draws": random_draws}
+    module = UnitFidModule(generator, layer, extractor, real, **sample, **table, z_dim=z_dim, storage=storage)
+    data = module.datamodule()
+    nets = (generator, extractor.module)
+    devices = [(net, device_of(net)) for net in nets]
+    with eval_mode(*nets):
+        try:
+            if trainer is not None:
+                trainer.validate(module, datamodule=data, verbose=False)
+                trainer.test(module, datamodule=data, verbose=False)
+            else:
+                with torch.no_grad():
+                    run_in_process(module, data, "validate", device_of(generator), "scores + features", progress)
+                    run_in_process(module, data, "test", device_of(generator), "ablation FID", progress)
+        finally:
+            for net, device in devices:  # a Trainer leaves its module on the CPU
+                net.to(device)
+    if module.result is None:  # the Trainer ran the module's copies in processes of its own
+        raise InvalidValue(
+            f"the Trainer's strategy {type(trainer.strategy).__name__} ran in processes it spawned, whose results do "
+            "not come back: use a strategy that runs in this process (ddp, or processes started by torchrun or SLURM)"
+        )
+    return module.result
