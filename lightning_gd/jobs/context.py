@@ -12,9 +12,11 @@ from torch import nn
 
 from lightning_gd import zoo
 from lightning_gd.cache import check_writable, staged
+from lightning_gd.causal.context_module import measure_context
 from lightning_gd.causal.interventions import insertion_values, parse_insertion
 from lightning_gd.errors import InvalidValue
-from lightning_gd.models.generators import device_of, resolve_device
+from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
+from lightning_gd.models.generators import device_of
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.results import CausalSearchResult
 
@@ -45,9 +47,9 @@ def context(
     out: Path = Path("out/context"),
     tb_dir: Path | None = Path("tb_logs"),
     cache_dir: Path | None = Path("out/cache"),
-    device: str = "cpu",
+    trainer: TrainerOptions = ONE_CPU,
     progress: bool = True,
-) -> dict:
+) -> dict | None:
     """Insert a concept's causal units at single featuremap locations and measure, by the background at the
     location, how much of the concept appears (paper §4.4, Fig. 11); optionally trace the insertion through
     the later layers (§S-6.5, Fig. 17).
@@ -83,7 +85,9 @@ def context(
         out: output folder.
         tb_dir: TensorBoard folder (None: no TensorBoard).
         cache_dir: where the IoU ranking's dissection is cached.
-        device: torch device.
+        trainer: where the insertions run: Lightning's accelerator, devices, num_nodes, strategy and precision, as
+            for `fit` (`--trainer.devices 2 --trainer.strategy ddp`: two processes sharing the images, which give
+            the same tables as one; only global rank 0 writes the outputs, the other ranks return None).
         progress: show a progress bar.
     """
     from lightning_gd.reports.context import write_context
@@ -94,7 +98,8 @@ def context(
         raise InvalidValue("--units is empty: name the units to insert, or leave it out to rank them by IoU")
     parse_insertion(insertion)  # a malformed constant fails before any work
     check_writable(out)
-    dev = resolve_device(device)
+    engine = trainer.trainer(progress)
+    dev = engine.strategy.root_device  # this process's device: k_c, the ranking and the figures are made there too
     G = zoo.generator(generator, weights=generator_weights).to(dev).eval()
     seg = zoo.segmenter(segmenter).to(dev).eval()
     seg.concept_index(concept)  # an unknown concept fails here, before any work
@@ -107,73 +112,16 @@ def context(
         k_c = insertion_values(insertion, k_c, LayerSplit(G, layer, z_dim), n=kc_samples, progress=progress)
     else:
         k_c = insertion_values(insertion, k_c)
-    found = measure_context(G, seg, concept, layer, chosen, k_c, n, seed, locations, region, trace, batch_size, chunk,
-                            z_dim, progress)  # fmt: skip
+    where = {"locations": locations, "region": region, "trace": trace, "batch_size": batch_size, "chunk": chunk}
+    found = measure_context(G, seg, concept, layer, chosen, k_c, n, seed, **where, z_dim=z_dim, trainer=engine)
+    if not engine.is_global_zero:  # every rank holds the same result; one writes it
+        return None
     settings = {"concept": concept, "layer": layer, "n": n, "seed": seed, "region": region, "respond": respond,
                 "insertion": insertion,
                 "top_n": len(chosen), "locations": locations, "generator": zoo.describe(generator),
                 "bootstrap": bootstrap, "seconds": round(time.perf_counter() - t0, 1), **sources}  # fmt: skip
     with staged(out) as stage:
         return write_context(stage, found, seg, chosen, k_c, settings, overlays, bootstrap, G, tb_dir)
-
-
-PER_IMAGE = ("before", "after", "confidence_before", "confidence_after", "background")  # (B, L) each
-
-
-def measure_context(G, seg, concept, layer, units, k_c, n, seed, locations, region, trace, batch_size, chunk,
-                    z_dim=None, progress=True) -> dict:  # fmt: skip
-    """Everything `write_context` needs: per image and location the before/after sums, the background, the
-    location list, and with `trace` the per-layer changes."""
-    from lightning_gd.causal.context import insert_at_locations, later_layers
-    from lightning_gd.latents import latent_batches, latents, rng
-    from lightning_gd.models.split import LayerSplit
-
-    split = LayerSplit(G, layer, z_dim)
-    c = seg.concept_index(concept)
-    with torch.no_grad():
-        size = tuple(split.h(latents([0], split.z_dim, seed).to(k_c.device)).shape[-2:])
-    every = size[0] * size[1]
-    if locations is None or locations >= every:
-        where = torch.arange(every)
-    else:
-        where = torch.randperm(every, generator=rng(seed, stream="test_locations"))[:locations].sort().values
-    traced = later_layers(split) if trace else []
-    if (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and n < torch.distributed.get_world_size()
-    ):
-        raise InvalidValue(f"n={n} images cannot be shared by {torch.distributed.get_world_size()} ranks")
-    parts, order = [], []
-    batches = latent_batches(n, split.z_dim, seed, batch_size, k_c.device, f"context[{concept}]", progress)
-    for idx, z in batches:  # this rank's share of the images (all of them without torch.distributed)
-        parts.append(insert_at_locations(split, seg, z, units, k_c.to(z.device), c, where, region, chunk, traced))
-        order.append(idx.cpu())
-    local = {
-        **{key: torch.cat([getattr(p, key).cpu() for p in parts]) for key in PER_IMAGE},
-        "change": {name: torch.cat([p.change[name].cpu() for p in parts]) for name in traced},
-        "magnitude": {name: sum(p.magnitude[name].cpu() for p in parts) for name in traced},
-        "elements": {name: sum(p.elements[name] for p in parts) for name in traced},
-        "index": torch.cat(order),
-    }
-    merged = _gather(local)
-    return {**merged, "window": parts[0].window.cpu(), "locations": where, "size": size, "layers": traced,
-            "concept_index": c}  # fmt: skip
-
-
-def _gather(local: dict) -> dict:
-    """Under torch.distributed, every rank's per-image results in sample order and the sums added; else
-    `local` itself."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return local
-    shards = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(shards, local)
-    order = torch.sort(torch.cat([s["index"] for s in shards])).indices
-    out = {key: torch.cat([s[key] for s in shards])[order] for key in (*PER_IMAGE, "index")}
-    out["change"] = {name: torch.cat([s["change"][name] for s in shards])[order] for name in local["change"]}
-    out["magnitude"] = {name: sum(s["magnitude"][name] for s in shards) for name in local["magnitude"]}
-    out["elements"] = {name: sum(s["elements"][name] for s in shards) for name in local["elements"]}
-    return out
 
 
 def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_samples, dissect_samples, cache_dir,

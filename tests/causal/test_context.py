@@ -133,35 +133,6 @@ def test_context_command_writes_its_outputs(tmp_path, capsys):
     assert err.value.code == 2
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    import os
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        found = measure_context(
-            DoorGenerator(), seg(), "door", "layer1", [1], K_C, 7, 0, 20, 2, True, 2, 16, None, False
-        )
-        torch.save(found, f"{out}/rank{rank}.pt")
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-def test_two_ddp_ranks_give_the_single_process_result(tmp_path):
-    from tests.dissection.test_recipe import free_port
-
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    ref = measure_context(DoorGenerator(), seg(), "door", "layer1", [1], K_C, 7, 0, 20, 2, True, 2, 16, None, False)
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
-        for key in ("before", "after", "background", "window", "locations"):
-            assert torch.equal(got[key], ref[key]), key
-        for name in ref["layers"]:
-            torch.testing.assert_close(got["change"][name], ref["change"][name])
-            torch.testing.assert_close(got["magnitude"][name], ref["magnitude"][name])
-
-
 def test_insertion_constants_parse_and_match_a_sorted_sample():
     from lightning_gd.causal.interventions import insertion_values, parse_insertion
 
