@@ -121,3 +121,19 @@ def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, ca
     for name in ("ace_curve.png", "grid_ablation.png", "grid_insertion.png"):
         assert (run_dir / name).stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tb_logs"]  # relative to the working folder
+
+
+def test_a_fit_that_is_not_a_causal_search_suggests_its_own_next_step(tmp_path, capsys):
+    import time
+    from types import SimpleNamespace
+
+    from lightning_gd.cli.lightning import report_run
+
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(b"a checkpoint")
+    callback = SimpleNamespace(last_model_path=str(ckpt), best_model_path="")
+    trainer = SimpleNamespace(loggers=[], checkpoint_callback=callback, interrupted=False)
+    gan = SimpleNamespace(hparams={"sizes": [128, 256]}, generator=object())
+    report_run(SimpleNamespace(trainer=trainer, model=gan), ["fit", "--config", "gan.yaml"], time.time() - 5)
+    printed = capsys.readouterr().out
+    assert "dissect-checkpoints" in printed and "ACE" not in printed  # a GAN's fit has no ACE to test
