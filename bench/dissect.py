@@ -4,7 +4,8 @@
         [--generator world:PATH] [--repeats 3] [--big-repeats 1]
 
 Prints time(dissect N) / time(generator + segmenter forward on the same N) (target ≤ 1.25; the median ratio of
-`repeats` forward and dissection runs made side by side), the peak memory
+`repeats` forward and dissection runs made side by side; the dissection runs through a Lightning Trainer, as the
+`dissect` command does), the peak memory
 of a dissection of N and of big-N samples, each in a fresh process (target: ≤ 1.2×; resident memory on the CPU,
 peak allocated GPU memory on CUDA), and the largest IoU and threshold error against the exact computation:
 torch.quantile-style thresholds over every upsampled pixel of the N samples and dense masks (target ≤ 0.002).
@@ -65,7 +66,7 @@ def timed_phases(sync) -> tuple[dict, list]:
     warm-up's sparse samples and histograms) with timers; returns the totals (seconds) and the undo list."""
     import functools
 
-    from lightning_gd.dissection import bands, passes, stats
+    from lightning_gd.dissection import bands, module, passes, stats
 
     totals = {"forward": 0.0, "counting": 0.0, "top-k, ranges, warm-up": 0.0}
     undo = []
@@ -85,7 +86,7 @@ def timed_phases(sync) -> tuple[dict, list]:
         setattr(owner, name, timed)
         undo.append((owner, name, fn))
 
-    wrap(passes, "_segmented", "forward")
+    wrap(module.DissectionModule, "_segment", "forward")
     wrap(bands.BandTally, "update", "counting")
     others = [(stats.TopK, "update"), (bands.RangeTracker, "update"), (stats.UnitHistogram, "update")]
     for owner, name in [*others, (passes, "relative_peaks"), (passes, "sparse_upsample")]:
@@ -98,6 +99,7 @@ def run_one(args) -> dict:
 
     from lightning_gd import allocator, zoo
     from lightning_gd.dissection import dissect
+    from lightning_gd.jobs.trainer import TrainerOptions
     from lightning_gd.latents import latents
 
     # as the command line does at start (and dissect on its first call): forward and dissection both run with it
@@ -106,6 +108,10 @@ def run_one(args) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     G, seg = zoo.generator(args.generator, device=device), zoo.segmenter(device=device)
+    hardware = TrainerOptions(
+        accelerator="gpu" if device.type == "cuda" else device.type,
+        devices=[device.index] if device.index is not None else 1,
+    )
     out = {"n": args.n, "threads": torch.get_num_threads(), "device": str(device), "allocator_tuned": tuned}
 
     def sync():
@@ -133,7 +139,8 @@ def run_one(args) -> dict:
         sync()
         c0 = time.process_time()
         t0 = time.perf_counter()
-        result = dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False)
+        trainer = hardware.trainer(progress=False)
+        result = dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False, trainer=trainer)
         sync()
         dissection.append(time.perf_counter() - t0)
         cpu_d.append(time.process_time() - c0)
@@ -158,7 +165,8 @@ def run_one(args) -> dict:
         phases, undo = timed_phases(sync)
         try:
             t0 = time.perf_counter()
-            dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False)
+            trainer = hardware.trainer(progress=False)
+            dissect(G, args.layer, seg, n=args.n, batch_size=args.batch_size, progress=False, trainer=trainer)
             phases["total"] = time.perf_counter() - t0
         finally:
             for owner, name, fn in reversed(undo):
