@@ -153,21 +153,31 @@ def _smooth_noise(rng: np.random.Generator, cells: int) -> np.ndarray:
     return rows[:, i] * (1 - f)[None, :] + rows[:, i + 1] * f[None, :]
 
 
-def _draw_road(rng, horizon, paint) -> None:
-    grey = rng.uniform(70, 120)
-    colour = (grey, grey, grey * rng.uniform(0.95, 1.1))
+# Each view's road: grey level and blue tint, vanishing point, half widths at the bottom and top, the bottom's
+# shift, and a crossing road's start below the horizon, margin above the bottom and thickness (ranges in px).
+_STREET_ROAD = {"grey": (70, 120), "tint": (0.95, 1.1), "vx": (10, 54), "bottom": (10, 22), "top": (0.5, 2.0),
+                "shift": 15, "start": 3, "end": 6, "thick": (4, 9)}  # fmt: skip
+_CLOSE_ROAD = {"grey": (80, 120), "tint": (0.97, 1.08), "vx": (14, 50), "bottom": (12, 22), "top": (1.0, 3.0),
+               "shift": 14, "start": 4, "end": 8, "thick": (7, 12)}  # fmt: skip
+
+
+def _road(rng, horizon, shape: dict) -> tuple[tuple[float, float, float], np.ndarray]:
+    """A road's colour and mask: in perspective to the horizon, or crossing the view."""
+    grey = rng.uniform(*shape["grey"])
+    colour = (grey, grey, grey * rng.uniform(*shape["tint"]))
     if rng.random() < 0.5:  # a road running to the horizon in perspective
-        vx = rng.uniform(10, 54)
-        half_bottom, half_top = rng.uniform(10, 22), rng.uniform(0.5, 2.0)
-        bottom_x = vx + rng.uniform(-15, 15)
+        vx = rng.uniform(*shape["vx"])
+        half_bottom, half_top = rng.uniform(*shape["bottom"]), rng.uniform(*shape["top"])
+        bottom_x = vx + rng.uniform(-shape["shift"], shape["shift"])
         t = np.clip((_YY - horizon) / max(SIZE - horizon, 1), 0, 1)
-        centre = vx * (1 - t) + bottom_x * t
-        half = half_top * (1 - t) + half_bottom * t
-        mask = (np.abs(_XX - centre) <= half) & (_YY >= horizon)
-    else:  # a road crossing the view
-        y0 = rng.uniform(horizon + 3, SIZE - 6)
-        thick = rng.uniform(4, 9)
-        mask = (_YY >= y0) & (_YY < y0 + thick)
+        centre, half = vx * (1 - t) + bottom_x * t, half_top * (1 - t) + half_bottom * t
+        return colour, (np.abs(_XX - centre) <= half) & (_YY >= horizon)
+    y0 = rng.uniform(horizon + shape["start"], SIZE - shape["end"])  # a road crossing the view
+    return colour, (_YY >= y0) & (_YY < y0 + rng.uniform(*shape["thick"]))
+
+
+def _draw_road(rng, horizon, paint) -> None:
+    colour, mask = _road(rng, horizon, _STREET_ROAD)
     paint(mask, colour, "road", noise=7.0)
 
 
@@ -290,18 +300,7 @@ def render_close_scene(seed: int | np.random.SeedSequence) -> tuple[np.ndarray, 
 
 
 def _draw_close_road(rng, horizon, paint) -> None:
-    grey = rng.uniform(80, 120)
-    colour = (grey, grey, grey * rng.uniform(0.97, 1.08))
-    if rng.random() < 0.5:  # a road running to the horizon in perspective
-        vx = rng.uniform(14, 50)
-        half_bottom, half_top = rng.uniform(12, 22), rng.uniform(1.0, 3.0)
-        bottom_x = vx + rng.uniform(-14, 14)
-        t = np.clip((_YY - horizon) / max(SIZE - horizon, 1), 0, 1)
-        centre, half = vx * (1 - t) + bottom_x * t, half_top * (1 - t) + half_bottom * t
-        mask = (np.abs(_XX - centre) <= half) & (_YY >= horizon)
-    else:  # a road crossing the view
-        y0 = rng.uniform(horizon + 4, SIZE - 8)
-        mask = (_YY >= y0) & (_YY < y0 + rng.uniform(7, 12))
+    colour, mask = _road(rng, horizon, _CLOSE_ROAD)
     paint(mask, colour, "road")
 
 
