@@ -99,11 +99,6 @@ class DissectionModule(LightningModule):
             z_dim=self.z_dim,
         )
 
-    @property
-    def needs_batches(self) -> bool:
-        """Whether the running stage has work to do (False: it was found in the cache)."""
-        return self._pass is not None
-
     # ------------------------------------------------------------------------------------- the Trainer's hooks
 
     def on_validation_epoch_start(self) -> None:

@@ -21,13 +21,12 @@ from pathlib import Path
 import torch
 from pytorch_lightning import Trainer
 from torch import nn
-from tqdm.auto import tqdm
 
 from lightning_gd import allocator
 from lightning_gd.dissection.module import DissectionModule
 from lightning_gd.dissection.results import Dissection, DissectSettings
 from lightning_gd.errors import InvalidValue
-from lightning_gd.latents import LatentDataModule, is_rank_zero
+from lightning_gd.latents import run_in_process
 from lightning_gd.models.generators import device_of, eval_mode
 from lightning_gd.models.segmenters import Segmenter
 
@@ -64,10 +63,12 @@ def dissect(
                     trainer.validate(module, datamodule=data, verbose=False)
                 trainer.test(module, datamodule=data, verbose=False)
             else:
+                device = device_of(generator)
                 with torch.no_grad():
                     if iqr:
-                        _in_process(module, data, "validate", progress)
-                    _in_process(module, data, "test", progress)
+                        run_in_process(module, data, "validate", device, "thresholds (iqr)", progress)
+                    tally = "IoU tallies" if iqr else "dissection (one pass)"
+                    run_in_process(module, data, "test", device, tally, progress)
         finally:
             for net, device in devices:  # a Trainer leaves its module on the CPU
                 net.to(device)
@@ -78,26 +79,3 @@ def dissect(
             "torchrun or SLURM)"
         )
     return module.result
-
-
-_HOOKS = {  # stage: (epoch start, step, epoch end, loader)
-    "validate": ("on_validation_epoch_start", "validation_step", "on_validation_epoch_end", "val_dataloader"),
-    "test": ("on_test_epoch_start", "test_step", "on_test_epoch_end", "test_dataloader"),
-}
-
-
-def _in_process(module: DissectionModule, data: LatentDataModule, stage: str, progress: bool) -> None:
-    """The hooks that a Trainer's `validate` or `test` calls, in this process: over this rank's share of the
-    samples (the loaders shard them under torch.distributed), on the generator's device."""
-    start, step, end, loader = _HOOKS[stage]
-    data.setup(stage)
-    getattr(module, start)()
-    if module.needs_batches:
-        one_pass = module.settings.threshold == "quantile"
-        desc = "thresholds (iqr)" if stage == "validate" else "dissection (one pass)" if one_pass else "IoU tallies"
-        device = device_of(module.generator)
-        batches = tqdm(getattr(data, loader)(), desc=desc, disable=not (progress and is_rank_zero()), leave=False)
-        for i, batch in enumerate(batches):
-            idx, z = batch
-            getattr(module, step)((idx, z.to(device)), i)
-    getattr(module, end)()
