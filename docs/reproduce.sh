@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Every table and figure of the README about the embedded world, by the README's own commands, in order:
+# Every table and figure of the README and docs/ about the embedded world, by their own commands, in order:
 # world samples and model cards, the causal searches (tree, building, road, door) and their summary, dissection
 # (every layer, both threshold modes; after the searches, so the unit browser links them), context (door), unit
 # emergence over the world GAN's checkpoints, artifact units, the browser and results-page screenshots and the
-# painting screenshots. Figures are copied to docs/images/ under the names the README shows. Run from the
+# painting screenshots. Figures are copied to docs/images/ under the names the docs/ pages show. Run from the
 # repository root:
 #
 #   bash docs/reproduce.sh [CHECKPOINT_FOLDER]   # the world GAN's training checkpoints, for world-card and emergence
@@ -12,7 +12,7 @@
 #
 # Each step logs to out/reproduce/<step>.log. About 1.5 hours on 2 shared CPU cores (the world card's FID of every
 # checkpoint, the dissections and the causal searches take most of it: about 30, 23 and 28 minutes beside other
-# work); the bench/ scripts are run separately (README, "Benchmarks").
+# work); the bench/ scripts are run separately (docs/development.md, "Benchmarks").
 set -euo pipefail
 CKPTS=${1:-tb_logs/world_progan/version_0/checkpoints}
 STEPS=${STEPS:-world causal dissect context emergence artifacts screenshots}

@@ -1,4 +1,4 @@
-"""The README's screenshots of the HTML reports, taken by Debian's headless chromium through Playwright.
+"""The docs/ pages' screenshots of the HTML reports, taken by Debian's headless chromium through Playwright.
 
     python docs/screenshots.py browser out/dissect-quantile/report.html --filter tree
     python docs/screenshots.py page out/causal/tree-layer4/index.html --name causal_page

@@ -6,7 +6,7 @@ beyond a threshold. A dissection allocates and frees blocks of tens of megabytes
 activations, the counted pixels), so each batch pays the kernel for zeroed pages again. `tune()` raises both
 thresholds (`mallopt(M_MMAP_THRESHOLD)` and `mallopt(M_TRIM_THRESHOLD)` to 1 GiB), so such blocks are reused
 from the heap. Measured on the world ProGAN on 2 CPU cores (N = 500, layer4, two paired runs): the generator +
-segmenter forward took about 15 % less time and the dissection about 20 % less (README, "Benchmarks"). The
+segmenter forward took about 15 % less time and the dissection about 20 % less (docs/development.md, "Benchmarks"). The
 cost is that the process keeps up to its peak heap after a large job instead of shrinking.
 
 The command line tunes at start, `dissection.dissect` on its first call and `jobs.paint.paint_session` when it

@@ -124,7 +124,7 @@ def _zoo_help(parser: ArgumentParser) -> None:
         kind = action.dest if action.dest in ("generator", "segmenter") else None
         if kind is not None and action.help:
             names = ", ".join(zoo.names(kind))
-            action.help = f"{action.help.rstrip('.')}. Zoo names (`name` or `name:PATH`, see the README): {names}."
+            action.help = f"{action.help.rstrip('.')}. Zoo names (`name` or `name:PATH`, see docs/models.md): {names}."
 
 
 def run_project_subcommand(name: str, argv: list[str]):

@@ -9,7 +9,7 @@ others are interpolated (the same values `upsample` computes, bit for bit) and s
 of output rows at a time. No value is read back to the host per batch (the interpolation taps are made on the
 device once per size, `featuremaps.device_taps`); on a GPU each block's two `nonzero` calls still wait for the
 device to say how many rows and pixels it found (2·⌈H/8⌉ per layer and batch). Measured: bench/dissect.py and the
-README's benchmark table.
+benchmark table (docs/development.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ class TrainerOptions:
     Args:
         accelerator: `cpu`, `gpu` (or `cuda`), `mps`, `tpu` or `auto`.
         devices: devices per node: how many (an int), which ones (a list of indices), or `auto`.
-        num_nodes: machines taking part (their processes are started by torchrun or SLURM; see the README).
+        num_nodes: machines taking part (their processes are started by torchrun or SLURM; see docs/dissection.md).
         strategy: `auto` (one process), `ddp` (one process per device, started by Lightning), …
         precision: the networks' precision: `32-true`, `bf16-mixed`, `16-mixed`, `bf16-true`, … (the
             statistics are taken in float32 whatever it is).

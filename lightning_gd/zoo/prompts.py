@@ -88,7 +88,7 @@ def _lines(concepts: str | Path | list[str] | tuple[str, ...]) -> list[tuple[str
     if isinstance(concepts, Path):
         path = concepts.expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"vocabulary file not found: {path} (one concept a line, see the README)")
+            raise FileNotFoundError(f"vocabulary file not found: {path} (one concept a line, see docs/models.md)")
         numbered = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         kept = [(i, line) for i, line in numbered if line.strip() and not line.lstrip().startswith("#")]
         return [(f"{path} line {i}", line) for i, line in kept]
