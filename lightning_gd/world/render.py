@@ -155,10 +155,28 @@ def _smooth_noise(rng: np.random.Generator, cells: int) -> np.ndarray:
 
 # Each view's road: grey level and blue tint, vanishing point, half widths at the bottom and top, the bottom's
 # shift, and a crossing road's start below the horizon, margin above the bottom and thickness (ranges in px).
-_STREET_ROAD = {"grey": (70, 120), "tint": (0.95, 1.1), "vx": (10, 54), "bottom": (10, 22), "top": (0.5, 2.0),
-                "shift": 15, "start": 3, "end": 6, "thick": (4, 9)}  # fmt: skip
-_CLOSE_ROAD = {"grey": (80, 120), "tint": (0.97, 1.08), "vx": (14, 50), "bottom": (12, 22), "top": (1.0, 3.0),
-               "shift": 14, "start": 4, "end": 8, "thick": (7, 12)}  # fmt: skip
+_STREET_ROAD = dict(
+    grey=(70, 120),
+    tint=(0.95, 1.1),
+    vx=(10, 54),
+    bottom=(10, 22),
+    top=(0.5, 2.0),
+    shift=15,
+    start=3,
+    end=6,
+    thick=(4, 9),
+)
+_CLOSE_ROAD = dict(
+    grey=(80, 120),
+    tint=(0.97, 1.08),
+    vx=(14, 50),
+    bottom=(12, 22),
+    top=(1.0, 3.0),
+    shift=14,
+    start=4,
+    end=8,
+    thick=(7, 12),
+)
 
 
 def _road(rng, horizon, shape: dict) -> tuple[tuple[float, float, float], np.ndarray]:
