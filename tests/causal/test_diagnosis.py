@@ -36,10 +36,23 @@ def test_more_units_asked_than_there_are():
 
 def test_a_checkpoint_from_another_fit_is_named(tmp_path):
     assert stale_checkpoint(tmp_path, [3, 1, 2]) is None  # no causal.json yet: nothing to compare with
-    (tmp_path / "causal.json").write_text(json.dumps({"top_units": [3, 1, 2]}))
+    units = [{"unit": u, "alpha": a, "iou": 0.1} for u, a in ((3, 0.9), (1, 0.8), (2, 0.7), (0, 0.1))]
+    search = {
+        "concept": "door",
+        "layer": "layer1",
+        "settings": {},
+        "presence": 0.1,
+        "top_n": 3,
+        "top_units": [3, 1, 2],
+        "units": units,
+        "epochs": 1,
+        "global_step": 4,
+    }
+    (tmp_path / "causal.json").write_text(json.dumps(search))
     assert stale_checkpoint(tmp_path, [3, 1, 2]) is None
     said = stale_checkpoint(tmp_path, [3, 2, 1])
     assert said.startswith("the checkpoint's top-3 units (3, 2, 1, …) are not those of ")
     assert "causal.json (3, 1, 2, …): it comes from another fit" in said
-    (tmp_path / "causal.json").write_text("{not json")
-    assert stale_checkpoint(tmp_path, [3, 2, 1]) is None  # an unreadable file is not a reason to stop a test
+    (tmp_path / "causal.json").write_text(json.dumps({"top_units": [3, 1, 2]}))  # hand-edited, fields missing
+    said = stale_checkpoint(tmp_path, [3, 2, 1])  # named, with its field: a warning, not a reason to stop a test
+    assert said.startswith(f"{tmp_path / 'causal.json'}: ") and "cannot check that its checkpoint" in said
