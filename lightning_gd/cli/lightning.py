@@ -24,6 +24,7 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
 
 from lightning_gd.cli.console import command, print_outputs, shown_path
+from lightning_gd.cli.help import HelpFormatter, lightning_parser_kwargs
 from lightning_gd.errors import InvalidValue
 
 SUBCOMMANDS = {
@@ -160,7 +161,10 @@ def _project_cli(args: list[str], argv: list[str] | None) -> LightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={name: {"default_config_files": defaults} for name in SUBCOMMANDS},
+        parser_kwargs={  # jsonargparse gives every subcommand its parent's formatter
+            "formatter_class": HelpFormatter,
+            **{name: {"default_config_files": defaults, **lightning_parser_kwargs(name)} for name in SUBCOMMANDS},
+        },
         trainer_defaults={
             "logger": {
                 "class_path": "pytorch_lightning.loggers.TensorBoardLogger",

@@ -20,12 +20,13 @@ import types
 import typing
 from collections.abc import Callable
 
-from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
+from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lightning_gd import allocator, zoo
 from lightning_gd.cli.commands import COMMANDS, Command
 from lightning_gd.cli.config_files import install_bounded_yaml
 from lightning_gd.cli.console import quiet_third_party
+from lightning_gd.cli.help import HelpFormatter, description, parse_docstring, usage
 from lightning_gd.cli.lightning import SUBCOMMANDS, run_lightning
 from lightning_gd.errors import InvalidValue, UserError
 from lightning_gd.latents import MAX_SEED
@@ -45,8 +46,7 @@ def _usage() -> str:
     for name, text in SUBCOMMANDS.items():
         lines.append(f"  {name:<{width}}  {text}")
     for name, command in sorted(project.items()):
-        doc = command.run.__doc__
-        summary = doc.strip().splitlines()[0] if doc else ""
+        summary = parse_docstring(command.run.__doc__)[0]
         lines.append(f"  {name:<{width}}  {summary}")
     lines += ["", "`python -m lightning_gd <subcommand> --help` shows the options of one subcommand."]
     return "\n".join(lines)
@@ -109,15 +109,6 @@ def _bare_lists_to_lists(fn: Callable, argv: list[str]) -> list[str]:
     return out
 
 
-class _HelpFormatter(DefaultHelpFormatter):
-    """jsonargparse's help without the list of every known subclass after a class-typed option: for an
-    `nn.Module` option that is every torch.nn class imported anywhere (over 200 lines under --generator), none of
-    which is a generator; the option's own help says what it takes."""
-
-    def _get_help_string(self, action) -> str:
-        return re.sub(r", known subclasses: [^)]*\)$", ")", super()._get_help_string(action), flags=re.S)
-
-
 def _zoo_help(parser: ArgumentParser) -> None:
     """Name the zoo's registered specs in the help of --generator and --segmenter."""
     for action in parser._actions:  # jsonargparse has no public accessor for one option's help
@@ -130,8 +121,8 @@ def _zoo_help(parser: ArgumentParser) -> None:
 def run_project_subcommand(name: str, argv: list[str]):
     command = project_commands()[name]
     argv = _bare_lists_to_lists(command.run, _positionals_to_options(command.run, argv))
-    prog, doc = f"python -m lightning_gd {name}", (command.run.__doc__ or "").split("Args:")[0].strip()
-    parser = ArgumentParser(prog=prog, description=doc, exit_on_error=True, formatter_class=_HelpFormatter)
+    text = description(*parse_docstring(command.run.__doc__))
+    parser = ArgumentParser(usage=usage(name), description=text, exit_on_error=True, formatter_class=HelpFormatter)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below.")
     parser.add_function_arguments(command.run, as_group=False)
     _zoo_help(parser)

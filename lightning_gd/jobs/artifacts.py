@@ -70,6 +70,11 @@ def artifacts(
         trainer: where the passes run: Lightning's accelerator, devices, num_nodes, strategy and precision, as
             for `fit` (`--trainer.devices 2 --trainer.strategy ddp`: two processes, which give the same per-unit
             FIDs and table as one; only global rank 0 writes the outputs, the other ranks return None).
+
+    Examples:
+        python -m lightning_gd artifacts
+        python -m lightning_gd artifacts --units "[3, 17, 42]"
+        python -m lightning_gd artifacts --n 2000 --top_k 200 --out out/artifacts-small
     """
     from lightning_gd.realism.fid import real_statistics
     from lightning_gd.realism.recipe import find_artifact_units

@@ -17,6 +17,10 @@ def causal_summary(runs: list[Path], out: Path = Path("out/causal")) -> str:
     Args:
         runs: run folders (each with the `ace.json` that `python -m lightning_gd test` writes).
         out: output folder for causal_summary.json, causal_summary.md and causal_removal.png.
+
+    Examples:
+        python -m lightning_gd causal-summary "[out/causal/tree-layer4]"
+        python -m lightning_gd causal-summary "[out/causal/tree-layer4, out/causal/door-layer4]" --out out/causal
     """
     from lightning_gd.reports.causal import summary_table
     from lightning_gd.reports.figures import removal_figure

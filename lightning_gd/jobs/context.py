@@ -89,6 +89,10 @@ def context(
             for `fit` (`--trainer.devices 2 --trainer.strategy ddp`: two processes sharing the images, which give
             the same tables as one; only global rank 0 writes the outputs, the other ranks return None).
         progress: show a progress bar.
+
+    Examples:
+        python -m lightning_gd context --causal out/causal/door-layer4 --trace true --out out/context/door
+        python -m lightning_gd context --causal out/causal/door-layer4 --region 2 --out out/context/door-r2
     """
     from lightning_gd.reports.context import write_context
 

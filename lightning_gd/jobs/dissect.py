@@ -89,6 +89,11 @@ def dissect(
             whose per-unit FID exceeds `max_unit_fid` are left out of the labels (the realism filter, §S-6.3).
         max_unit_fid: the per-unit FID above which a unit counts as unrealistic (needed with `realism`; it
             depends on the data and the feature extractor: the paper used 55 with Inception on LSUN bedrooms).
+
+    Examples:
+        python -m lightning_gd dissect
+        python -m lightning_gd dissect --threshold iqr --out out/dissect-iqr
+        python -m lightning_gd dissect --all_layers true --out out/dissect-all
     """
     from lightning_gd.realism.filter import load_unit_fid
     from lightning_gd.reports.dissection import find_causal
@@ -254,6 +259,10 @@ def compare(
         names: a label per dissection (default: the folder names).
         layer: the layer to compare (default: each dissection's first layer).
         out: output folder for compare.json and compare.png (None: no files).
+
+    Examples:
+        python -m lightning_gd compare --dissections "[out/dissect, out/dissect-iqr]" --names "[quantile, iqr]"
+        python -m lightning_gd compare --dissections "[out/dissect-quantile, out/dissect-iqr]" --layer layer6
     """
     if not dissections:  # checked first: an empty comparison would replace a folder's compare.json with nothing
         raise InvalidValue("dissections is empty: name at least one dissect.json or the folder holding it")

@@ -84,6 +84,10 @@ def dissect_checkpoints(
         tb_dir: TensorBoard folder (None: no TensorBoard); the run is `emergence-<layer>` (with the output
             folder's name when it is not `emergence`).
         device: torch device for both networks.
+
+    Examples:
+        python -m lightning_gd dissect-checkpoints tb_logs/world_progan/version_0/checkpoints --prefix generator_ema
+        python -m lightning_gd dissect-checkpoints tb_logs/world_progan/version_0/checkpoints --layer layer6 --n 200
     """
     from lightning_gd.reports.emergence import write_emergence
 

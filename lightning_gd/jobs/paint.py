@@ -95,6 +95,11 @@ def paint(
         device: torch device.
         insertion: the value a drawn unit is set to: `k_c` (the paper's, §S-6.4), `k_c*M` (M times k_c) or
             `qP` (each unit's P-quantile over kc_samples samples, e.g. q0.999).
+
+    Examples:
+        python -m lightning_gd paint
+        python -m lightning_gd paint --results out/causal --port 8080
+        python -m lightning_gd paint --insertion k_c*4
     """
     import uvicorn
 

@@ -24,6 +24,10 @@ def rebuild(folder: Path) -> list[Path]:
     Args:
         folder: a results folder (holding dissect.json, causal.json / ace.json, context.json, unit_fid.json or
             emergence.json).
+
+    Examples:
+        python -m lightning_gd report out/dissect
+        python -m lightning_gd report out/causal/tree-layer4
     """
     folder = Path(folder)
     if not folder.is_dir():

@@ -27,6 +27,10 @@ def demo(out: Path = Path("demo"), n: PositiveInt = 8, seed: int = 0) -> Path:
         out: output folder.
         n: images per row.
         seed: seed of the renders and of z.
+
+    Examples:
+        python -m lightning_gd demo
+        python -m lightning_gd demo --out docs/images --n 8 --seed 0
     """
     G, seg = load_generator(), load_segmenter()
     real, real_labels = render_batch(n, seed=seed + RENDER_SEED_OFFSET)
@@ -61,6 +65,10 @@ def export_world(
         out: output file (default: out/world/<model's file name>). The shipped weights are replaced only when
             named explicitly (`--out lightning_gd/world/weights/generator.safetensors` in a source checkout).
         gan_weights: for the GAN, `ema` (the moving average) or `generator` (the weights under training).
+
+    Examples:
+        python -m lightning_gd export-world gan --checkpoint tb_logs/world_progan/version_0/checkpoints/last.ckpt
+        python -m lightning_gd export-world features --checkpoint tb_logs/world_features/version_0/checkpoints/last.ckpt
     """
     path = export(model, checkpoint, out, gan_weights)
     print(f"wrote {path}")
@@ -91,6 +99,10 @@ def world_card(
             instead of the shipped ones (candidate models from `export-world`).
         view: the renderer's view those models were trained on (default: the shipped models' view).
         transplant_n: donor/recipient pairs per concept and square of the transplant probe.
+
+    Examples:
+        python -m lightning_gd world-card
+        python -m lightning_gd world-card --weights out/world --view close --n 500
     """
     path = write_cards(n, gan_checkpoints or [], out, weights, view, transplant_n)
     print_outputs((), None, [f"open {path}"])
