@@ -16,7 +16,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter, StrMethodFormatter
 from PIL import Image
 
 CATEGORY_COLOURS = {"object": "#3b75af", "part": "#ef8636", "material": "#519e3e"}
@@ -208,34 +208,59 @@ def comparison_figure(rows: list[dict], title: str, path: str | Path | None = No
 RANKING_STYLE = {"alpha": ("α (causal search)", "#d62728"), "iou": ("IoU (dissection)", "#1f77b4")}
 
 
+def ace_zoom_limit(top_n: int) -> int:
+    """The largest n of the ablation curve's first panel: the reported top-n and a little beyond (30 for 20)."""
+    return max(30, -(-3 * top_n // 2))
+
+
 def ace_curve_plot(summary: dict) -> Figure:
-    """Share of c's pixels removed against the number of ablated units, per ranking (Fig. 4, right). Negative
-    shares (ablation made more of c) stay on the axis; the band is the random draws' spread."""
-    sizes, curves = summary["sizes"], summary["ablation_removed"]
-    fig = figure(5.0, 3.4)
-    ax = fig.subplots()
-    plotted = [0.0, 1.0]
+    """Share of c's pixels removed against the number of ablated units, per ranking (Fig. 4, right), in two
+    panels: n up to `ace_zoom_limit` on a linear axis (left), where the reported top-n lies and the rankings
+    differ, with its own y-range, so the tail of many ablated units (a broken image the segmenter labels anew,
+    removal far below zero) does not squash it; and every n on a log axis (right, `fig.axes[0]`). Negative shares
+    stay on the axes; the band is the random draws' spread."""
+    fig = figure(8.6, 3.4)
+    grid = fig.add_gridspec(1, 2, width_ratios=(1, 1.25))
+    full, zoom = fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[0, 0])  # fig.axes: [all n, n ≤ the limit]
+    limit = ace_zoom_limit(summary["top_n"])
+    keep = [i for i, n in enumerate(summary["sizes"]) if n <= limit]
+    fit_ylim(full, _ace_lines(full, summary, range(len(summary["sizes"]))), margin=0.04)
+    fit_ylim(zoom, _ace_lines(zoom, summary, keep), margin=0.04)
+    full.set_xscale("log")
+    full.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))  # 1, 10, 100 rather than powers of ten
+    full.set_title(f"every n (log scale; {summary['sizes'][-1]} = all units)", fontsize=9)
+    zoom.set_xlim(0, limit)
+    zoom.set_title(f"n ≤ {limit}, where the top-{summary['top_n']} lies", fontsize=9)
+    zoom.set_ylabel(f"share of {summary['concept']} pixels removed")
+    for ax in (full, zoom):
+        ax.set_xlabel("units ablated (n)")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        tidy(ax)
+    fig.suptitle(f"ablating {summary['concept']} units ({summary.get('layer', '')})", fontsize=10)
+    full.legend(fontsize=7, frameon=False, loc="best")
+    return fig
+
+
+def _ace_lines(ax, summary: dict, keep) -> list[float]:
+    """The rankings' curves and the random baseline at the sizes `keep` (indices), the reported n marked;
+    returns every value drawn, for the y-limits."""
+    sizes, curves = np.asarray(summary["sizes"])[list(keep)], summary["ablation_removed"]
+    plotted = [0.0, 1.0] if sizes.size and sizes[-1] == summary["sizes"][-1] else [0.0]
     for name, (label, colour) in RANKING_STYLE.items():
         if name in curves:
-            ax.plot(sizes, curves[name], marker="o", ms=3, color=colour, label=label)
-            plotted += curves[name]
+            values = np.asarray(_flat(curves[name]))[list(keep)]
+            ax.plot(sizes, values, marker="o", ms=3, color=colour, label=label, clip_on=False)
+            plotted += list(values)
     if "random_mean" in curves:
-        mean, std = np.asarray(curves["random_mean"]), np.asarray(curves["random_std"])
-        ax.plot(sizes, mean, color="#7f7f7f", ls="--", label="random units (mean)")
+        mean = np.asarray(_flat(curves["random_mean"]))[list(keep)]
+        std = np.asarray(_flat(curves["random_std"]))[list(keep)]
+        ax.plot(sizes, mean, color="#7f7f7f", ls="--", label="random units (mean)", clip_on=False)
         if np.any(std > 0):
             ax.fill_between(sizes, mean - std, mean + std, color="#7f7f7f", alpha=0.2, lw=0, label="random ± 1 s.d.")
         plotted += list(mean - std) + list(mean + std)
     ax.axhline(0, color="#999", lw=0.6)
     ax.axvline(summary["top_n"], color="#555", lw=0.8, ls=":", label=f"n = {summary['top_n']} (reported)")
-    ax.set_xscale("log")
-    ax.set_xlabel("units ablated (n)")
-    ax.set_ylabel(f"share of {summary['concept']} pixels removed")
-    fit_ylim(ax, plotted, margin=0.04)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ax.set_title(f"ablating {summary['concept']} units ({summary.get('layer', '')})", fontsize=10)
-    ax.legend(fontsize=7, frameon=False, loc="best")
-    tidy(ax)
-    return fig
+    return plotted
 
 
 def ace_curve_figure(summary: dict, path: str | Path | None = None) -> bytes:

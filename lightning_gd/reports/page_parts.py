@@ -236,4 +236,4 @@ def label_cells(unit: int, dissections: list[tuple[str, dict[int, dict], str]]) 
 
 
 def label_head(dissections: list[tuple[str, dict[int, dict], str]]) -> list[str]:
-    return [h for name, _, _ in dissections for h in (f"label, {esc(name)}", f"IoU, {esc(name)}")]
+    return [h for name, _, _ in dissections for h in (f"label, {esc(name)}", f"IoU with the label, {esc(name)}")]

@@ -60,14 +60,18 @@ def causal_body(me: Result, final: Path) -> tuple[str, str, str]:
         )
     dissections = dissection_labels(me, final)
     units = search.get("units") or [{"unit": u} for u in (ace or {}).get("top_units", [])]
-    head = ["rank", "unit", "α", f"IoU with {esc(concept)}", *label_head(dissections)]
+    head = ["rank", "unit", "α", f"IoU with {esc(concept)}, the search's dissection", *label_head(dissections)]
     rows = [
         [str(i + 1), str(u["unit"]), num(u.get("alpha")), num(u.get("iou")), *label_cells(u["unit"], dissections)]
         for i, u in enumerate(units[:top_n])
     ]
+    samples = f" of {settings['dissect_samples']} samples" if settings.get("dissect_samples") else ""
     note = (
-        "Labels in grey are below the dissection's interpretability cut; each label links to the unit's images "
-        "in that dissection's unit browser."
+        f"The first IoU is each unit's IoU with {esc(concept)} in the dissection{samples} that initialised α; each "
+        f"dissection found beside this folder gives the unit's best label there and its IoU with that label (often "
+        f"not {esc(concept)}) on its own samples and threshold, so the IoUs agree only where the label is "
+        f"{esc(concept)} and the dissections match. Labels in grey are below the dissection's interpretability cut; "
+        "each label links to the unit's images in that dissection's unit browser."
         if dissections
         else "No dissection of this generator and layer was found beside this folder: run <code>dissect</code> "
         "into a sibling folder to see the units' labels here."

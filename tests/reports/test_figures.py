@@ -76,6 +76,19 @@ def test_ace_curve_holds_the_random_baseline_and_labels_its_band_and_line():
     assert expected <= set(texts)
 
 
+def test_ace_curve_has_a_linear_panel_up_to_30_units_with_its_own_y_range():
+    fig = F.ace_curve_plot(SUMMARY)
+    full, zoom = fig.axes
+    assert full.get_xscale() == "log" and zoom.get_xscale() == "linear"
+    assert zoom.get_xlim() == (0.0, 30.0) and F.ace_zoom_limit(20) == 30 and F.ace_zoom_limit(40) == 60
+    drawn = [line for line in zoom.lines if line.get_transform() == zoom.transData]
+    assert all(max(line.get_xdata()) <= 20 for line in drawn)  # sizes 1 … 20 of SUMMARY; 40 and 128 only in full
+    assert_holds_everything(zoom)
+    assert zoom.get_ylim()[0] > full.get_ylim()[0] + 0.3  # the n = 40 tail (−0.26 − 0.45) does not squash it
+    assert zoom.get_ylim()[0] <= -0.17 - 0.21  # the random band at n = 20
+    assert [line.get_xdata()[0] for line in zoom.lines if line.get_linestyle() == ":"] == [20]  # the reported n
+
+
 def test_ace_curve_without_spread_draws_no_band():
     flat = {**SUMMARY, "ablation_removed": {**SUMMARY["ablation_removed"], "random_std": [0.0] * 7}}
     ax = F.ace_curve_plot(flat).axes[0]

@@ -109,6 +109,9 @@ def test_causal_page_shows_the_stored_numbers_and_the_dissection_labels(root):
     # the dissection's label and IoU of unit 5 (door, 0.200) and unit 3 (tree, 0.040: below the cut, grey)
     assert "<span>door</span>" in text and "<span>0.200</span>" in text
     assert '<span class="dim">tree</span>' in text and '<span class="dim">0.040</span>' in text
+    # two IoUs from two dissections, each column saying which: the search's, with tree; the sibling's, with its label
+    assert ">IoU with tree, the search" in text and ">IoU with the label, dissect (" in text
+    assert "IoU with tree in the dissection that initialised α" in text and "IoUs agree only where" in text
     # each label links to its unit in the dissection's browser (report.html#<layer>/<unit> opens its details)
     units_linked = [ref for ref in references(page) if "report.html#" in ref]
     assert units_linked == [f"../../dissect/report.html#layer4/{u}" for u in (5, 0, 3)]
