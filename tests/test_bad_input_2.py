@@ -160,6 +160,7 @@ def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
         (["--layers", ""], r"empty layer name"),
         (["--layers", "[]"], r"--layers is empty: name at least one layer"),
         (["--layers", "layer1,"], None),  # a trailing comma is no empty name: the bare list drops it
+        (["--n", "1"], None),  # one sample: its top image list is all its candidates (one storage, saved once)
         (["--seed", "1e23"], r"key \"seed\":\s+Expected a <class 'int'>. Got value: 1e\+23"),
         (["--seed", "10" * 12], r"--seed 101010101010101010101010: a seed is an integer in \[0, 1099511627776\]"),
         (["--iqr_seed", "-5"], r"--iqr_seed -5: a seed is an integer in \[0,"),
@@ -174,6 +175,11 @@ def test_empty_and_degenerate_arguments(args, message, tmp_path, capsys, one_thr
     err = fails([*base, *args], capsys)
     assert __import__("re").search(message, err), err
     assert not (tmp_path / "o").exists()
+
+
+def test_dissect_checkpoints_with_no_checkpoints(tmp_path, capsys):
+    err = fails(["dissect-checkpoints", "--checkpoints", "[]", "--out", str(tmp_path / "e")], capsys)
+    assert "--checkpoints is empty" in err and not (tmp_path / "e").exists()
 
 
 def test_context_with_no_units(tmp_path, capsys):
@@ -222,6 +228,94 @@ def test_a_deeply_nested_yaml_is_refused(tmp_path, capsys):
     (tmp_path / "deep.yaml").write_text("layers: " + "[" * 5000 + "]" * 5000 + "\n")
     err = fails(["dissect", "--config", str(tmp_path / "deep.yaml"), "--out", str(tmp_path / "o")], capsys)
     assert "nested more than 64 levels deep" in err or "exceeded maximum nesting depth" in err  # PyYAML's own limit
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (b"\x00\xff\x13\x37" * 100, "is not a YAML text file (not UTF-8"),
+        (b"", "is empty: it sets no option"),
+        (b"# only a comment\n", "is empty: it sets no option"),
+        (b"\tn: 16\n", "line 1: indented with a tab; YAML indents with spaces"),
+        (b"n: 16\nn: 32\n", "line 2: the key 'n' is given twice (YAML keeps the last)"),
+    ],
+)
+def test_a_config_file_is_named_with_what_is_wrong(text, message, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_bytes(text)
+    err = fails(["dissect", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")], capsys)
+    assert f"--config {tmp_path / 'c.yaml'}" in err and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_shipped_configs_pass_the_config_checks():
+    from lightning_gd.cli.config_files import check_config_files
+
+    root = Path(lightning_gd.__file__).parents[1]
+    files = [*root.glob("configs/**/*.yaml"), *Path(lightning_gd.__file__).parent.glob("**/*.yaml")]
+    assert files
+    for path in files:
+        check_config_files(["--config", str(path)])  # raises on a tab, a repeated key, an empty file
+
+
+# ----------------------------------------------------------------------------------------------- results files
+
+
+def _set(doc: dict, keys: list, value) -> dict:
+    target = doc
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+    return doc
+
+
+L4 = ["layers", "layer4"]
+
+
+@pytest.mark.parametrize(
+    "name, keys, value, message",
+    [
+        ("dissect.json", [*L4, "summary", "interpretable"], -5, "summary.interpretable: expected a count in [0, 3]"),
+        ("dissect.json", [*L4, "summary", "interpretable"], 10**30, "interpretable: expected a count in [0, 3]"),
+        ("dissect.json", [*L4, "summary", "per_concept", "tree"], 9, "per_concept.tree: expected a count in [0, 3]"),
+        ("dissect.json", [*L4, "units"], [], "summary.units: expected the number of entries in units (0), got 3"),
+        ("dissect.json", ["layers"], {}, "settings.layers names layer4, which layers does not hold"),
+        ("dissect.json", [*L4, "featuremap_size"], [0, 0], "featuremap_size: expected two sizes ≥ 1, got [0, 0]"),
+        ("causal.json", ["top_units"], [99, 98], "top_units: units [99, 98] are not among the ranked units"),
+        ("causal.json", ["top_n"], 1000, "top_n: expected at most the number of ranked units"),
+        ("causal.json", ["concept"], "", "concept: expected a name, got an empty string"),
+        ("ace.json", ["removed_at_top_n", "alpha"], 5.0, "removed_at_top_n.alpha: expected a share of the concept's"),
+        ("ace.json", ["ablation_removed", "alpha"], [], "ablation_removed.alpha: expected one share per size in sizes"),
+        ("ace.json", ["concept"], "", "concept: expected a name, got an empty string"),
+        ("unit_fid.json", ["ranking"], [], "ranking: expected every unit 0 … 2 once"),
+        ("context.json", ["by_background", "building", "ci"], [1, 0], "by_background.building.ci: expected [low"),
+    ],
+)
+def test_a_results_file_that_contradicts_itself_is_named(name, keys, value, message, tmp_path, capsys):
+    """Values each of the right type, but impossible together: a negative or too large count, a list that does
+    not match its summary, a share above 1, an empty name. Read through `report` (compare for dissect.json, which
+    reads only the JSON), they end in one line naming file and field, and nothing is drawn."""
+    from tests.results.samples import DOCUMENTS, write
+
+    folder = tmp_path / "r"
+    write(folder, name, _set(DOCUMENTS[name](), keys, value))
+    args = ["compare", "--dissections", f"[{folder}]", "--out", str(tmp_path / "c")]
+    err = fails(args if name == "dissect.json" else ["report", "--folder", str(folder)], capsys)
+    assert f"{folder / name}: " in err and message in err, err
+    assert sorted(p.name for p in folder.iterdir()) == [name] and not (tmp_path / "c").exists()
+
+
+def test_a_context_json_with_no_units_is_refused(tmp_path, capsys):
+    from tests.results.samples import DOCUMENTS, write
+
+    write(tmp_path / "r", "context.json", {**DOCUMENTS["context.json"](), "units": [], "k_c": []})
+    err = fails(["report", "--folder", str(tmp_path / "r")], capsys)
+    assert "context.json: units: expected at least one inserted unit" in err
+
+
+def test_a_deeply_nested_results_file_is_one_line(dissected, tmp_path, capsys):
+    (dissected / "dissect.json").write_text("[" * 100_000 + "]" * 100_000)
+    err = fails(["compare", "--dissections", f"[{dissected}]", "--out", str(tmp_path / "c")], capsys)
+    assert f"{dissected / 'dissect.json'} is not a readable dissect.json: nested too deeply" in err
 
 
 # ----------------------------------------------------------------------------------------------- unclear one-liners

@@ -24,7 +24,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lightning_gd import allocator, zoo
 from lightning_gd.cli.commands import COMMANDS, Command
-from lightning_gd.cli.config_files import install_bounded_yaml
+from lightning_gd.cli.config_files import check_config_files, install_bounded_yaml
 from lightning_gd.cli.console import quiet_third_party
 from lightning_gd.cli.help import HelpFormatter, description, parse_docstring, usage
 from lightning_gd.cli.lightning import SUBCOMMANDS, run_lightning
@@ -206,6 +206,7 @@ def _dispatch(argv: list[str], from_sys: bool) -> None:
         print(_usage())
         return
     name = argv[0]
+    check_config_files(argv)
     if name in SUBCOMMANDS:
         run_lightning(None if from_sys else argv)
     elif name in project_commands():

@@ -294,7 +294,8 @@ def cache_keys(
 def _tensors(d: LayerDissection) -> dict[str, torch.Tensor]:
     return {
         "iou": d.iou,
-        "top_indices": d.top_indices,
+        # with n ≤ top_k, top_indices is all of candidates (one storage), which safetensors refuses to save
+        "top_indices": d.top_indices.clone(),
         "top_scores": d.top_scores,
         "candidates": d.candidates,
         "featuremap_size": torch.tensor(d.featuremap_size),

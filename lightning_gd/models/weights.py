@@ -84,6 +84,8 @@ def read_checkpoint(path: str | Path) -> dict:
 def checkpoint_files(paths) -> list[Path]:
     """Checkpoint files from a file, folder (its `*.ckpt`) or glob pattern, or a list of them, in the order given."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise InvalidValue("--checkpoints is empty: name a checkpoint file, a folder of them or a glob pattern")
     files: list[Path] = []
     for p in map(str, paths):
         if any(ch in p for ch in "*?["):

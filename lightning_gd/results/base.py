@@ -121,4 +121,6 @@ class ResultFile:
             raw = json.loads(file.read_bytes())
         except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
             raise ResultError(f"{file} is not a readable {cls.FILE}: {err}") from None
+        except RecursionError:  # a small file can nest deeper than the parser's stack
+            raise ResultError(f"{file} is not a readable {cls.FILE}: nested too deeply") from None
         return cls.from_document(raw, file)

@@ -52,11 +52,20 @@ class CausalSearchResult(ResultFile):
     @classmethod
     def rules(cls, doc: dict) -> None:
         require(doc["top_n"] >= 1, "top_n", f"expected at least 1, got {doc['top_n']}")
+        for key in ("concept", "layer"):
+            require(doc[key] != "", key, "expected a name, got an empty string")
+        require(
+            doc["top_n"] <= len(doc["units"]),
+            "top_n",
+            f"expected at most the number of ranked units ({len(doc['units'])}), got {doc['top_n']}",
+        )
         seen: set[int] = set()
         for i, entry in enumerate(doc["units"]):
             require(entry["unit"] >= 0, f"units[{i}].unit", f"expected a unit number ≥ 0, got {entry['unit']}")
             require(entry["unit"] not in seen, f"units[{i}].unit", f"unit {entry['unit']} is ranked twice")
             seen.add(entry["unit"])
+        stray = [u for u in doc["top_units"] if u not in seen]
+        require(not stray, "top_units", f"units {stray} are not among the ranked units")
 
     @property
     def ranking(self) -> list[int]:
@@ -88,6 +97,26 @@ ACE_SCHEMA = Fields(
 )
 
 
+def ace_rules(doc: dict, at: str = "") -> None:
+    """Rules between the fields of an `ace.json` document (`at`: its path in a larger document)."""
+    for key in ("concept", "layer"):
+        require(doc[key] != "", f"{at}{key}", "expected a name, got an empty string")
+    for ranking, share in doc["removed_at_top_n"].items():
+        require(
+            share is None or share <= 1,
+            f"{at}removed_at_top_n.{ranking}",
+            f"expected a share of the concept's pixels (at most 1), got {share}",
+        )
+    for ranking, curve in doc["ablation_removed"].items():
+        require(
+            len(curve) == len(doc["sizes"]),
+            f"{at}ablation_removed.{ranking}",
+            f"expected one share per size in sizes ({len(doc['sizes'])}), got {len(curve)}",
+        )
+        bad = [v for v in curve if v is not None and v > 1]
+        require(not bad, f"{at}ablation_removed.{ranking}", f"expected shares of at most 1, got {bad}")
+
+
 @dataclass
 class AceResult(ResultFile):
     """What `test` measured on held-out samples: `removed_at_top_n` ({ranking: share of the concept's pixels
@@ -112,6 +141,10 @@ class AceResult(ResultFile):
     generator: str | None = None
 
     @classmethod
+    def rules(cls, doc: dict) -> None:
+        ace_rules(doc)
+
+    @classmethod
     def from_summary(cls, summary: dict) -> AceResult:
         """From `lightning_gd.causal.ace.summarize`'s dict (NaN shares become None)."""
         return cls.from_document(finite_or_none(summary), "the test's summary")
@@ -127,6 +160,11 @@ class CausalSummaryResult(ResultFile):
     LIST_FIELD: ClassVar[str] = "runs"
 
     runs: list[dict]
+
+    @classmethod
+    def rules(cls, doc: dict) -> None:
+        for i, run in enumerate(doc["runs"]):
+            ace_rules(run, f"runs[{i}].")
 
     @classmethod
     def of(cls, results: list[AceResult]) -> CausalSummaryResult:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lightning_gd.results.base import ResultFile
-from lightning_gd.results.schema import INT, NUMBER, STR, Fields, ListOf, MapOf, Maybe, require
+from lightning_gd.results.schema import INT, NUMBER, STR, Fields, ListOf, MapOf, Maybe, key_path, require
 
 SETTINGS = Fields(
     {"concept": STR, "layer": STR, "n": INT, "seed": INT, "region": INT, "respond": NUMBER, "top_n": INT},
@@ -78,6 +78,10 @@ class ContextResult(ResultFile):
             "k_c",
             f"expected one value per inserted unit ({len(doc['units'])}), got {len(doc['k_c'])}",
         )
+        require(len(doc["units"]) >= 1, "units", "expected at least one inserted unit, got none")
+        for concept, entry in doc["by_background"].items():
+            low, high = entry["ci"]
+            require(low <= high, key_path("by_background", concept) + ".ci", f"expected [low, high], got {entry['ci']}")
         trace = doc.get("trace")
         if trace is not None:
             for key in ("visible", "not_visible"):

@@ -61,8 +61,30 @@ class DissectionResult(ResultFile):
             f"expected one category per name ({len(names)}), got {len(doc['vocabulary']['categories'])}",
         )
         known = set(names)
+        missing = [layer for layer in doc["settings"]["layers"] if layer not in doc["layers"]]
+        require(not missing, "layers", f"settings.layers names {', '.join(missing)}, which layers does not hold")
         for layer, entry in doc["layers"].items():
             at = key_path("layers", layer)
+            summary, count = entry["summary"], len(entry["units"])
+            require(
+                summary["units"] == count,
+                f"{at}.summary.units",
+                f"expected the number of entries in units ({count}), got {summary['units']}",
+            )
+            for key in ("interpretable", "distinct_concepts"):
+                require(
+                    0 <= summary[key] <= count,
+                    f"{at}.summary.{key}",
+                    f"expected a count in [0, {count}] (the layer's units), got {summary[key]}",
+                )
+            for concept, units in summary["per_concept"].items():
+                require(
+                    0 <= units <= count,
+                    f"{at}.summary.per_concept.{concept}",
+                    f"expected a count in [0, {count}] (the layer's units), got {units}",
+                )
+            size = entry.get("featuremap_size")
+            require(size is None or min(size) >= 1, f"{at}.featuremap_size", f"expected two sizes ≥ 1, got {size}")
             for i, unit in enumerate(entry["units"]):
                 require(
                     unit["unit"] == i,

@@ -68,6 +68,11 @@ class UnitFidResult(ResultFile):
         units = len(doc["unit_fid"])
         for i, u in enumerate(doc["ranking"]):
             require(0 <= u < units, f"ranking[{i}]", f"unit {u} is out of range: unit_fid has units 0 … {units - 1}")
+        require(
+            sorted(doc["ranking"]) == list(range(units)),
+            "ranking",
+            f"expected every unit 0 … {units - 1} once (a ranking of unit_fid), got {len(doc['ranking'])} entries",
+        )
         for i, row in enumerate(doc["ablation"]):
             flat = [v for item in row["units"] for v in (item if isinstance(item, list) else [item])]
             bad = [u for u in flat if not 0 <= u < units]
