@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
@@ -177,4 +178,9 @@ def create_app(session: PaintSession, host: str = "127.0.0.1", port: int | None 
         Route("/api/undo", handler(lambda b: session.undo(_field(b, "id"))), methods=["POST"]),
         Route("/api/reset", handler(lambda b: session.reset(_field(b, "id"))), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # an unknown path or a wrong method: JSON like every other error (Starlette answers them as plain text)
+        return JSONResponse({"error": str(exc.detail).lower()}, status_code=exc.status_code)
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

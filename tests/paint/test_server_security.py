@@ -140,3 +140,20 @@ def test_a_busy_port_is_a_clear_error_before_any_url(capsys):
     assert exit_info.value.code == 2
     assert f"port {port} on 127.0.0.1 is in use (another server?): choose another --port" in captured.err
     assert "paint at" not in captured.out and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/api/edit", 405),  # a POST route
+        ("PUT", "/api/sample", 405),
+        ("OPTIONS", "/api/sample", 405),  # a CORS preflight gets no CORS headers, only the refusal
+        ("GET", "/nonexistent", 404),
+        ("GET", "/static/..%2f..%2fetc%2fpasswd", 404),
+    ],
+)
+def test_unknown_paths_and_methods_are_json_errors(client, method, path, status):
+    res = client.request(method, path, headers={"content-type": "application/json"})
+    text = clean_json_error(res, status)
+    assert text in ("not found", "method not allowed")
+    assert "access-control-allow-origin" not in res.headers
