@@ -83,6 +83,32 @@ def test_wrote_lists_only_the_runs_own_files(tmp_path, capsys, one_thread):
     assert not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["demo", "--out", "/"], "output folder / is a shared folder"),
+        (["world-card", "--n", "4", "--out", "/"], "output folder / is a shared folder"),
+        (["world-card", "--n", "4", "--out", "/etc/cards"], "output folder /etc/cards is a system folder"),
+        (["world-card", "--n", "2", "--out", "OUT"], "world-card needs n ≥ 4 samples per measurement"),
+    ],
+)
+def test_the_worlds_commands_check_their_output_folder_first(args, message, tmp_path, capsys, monkeypatch):
+    """demo wrote world_samples.png into /; world-card created its folder before measuring (a failed measurement
+    left it empty) and with n = 2 failed inside torch-fidelity's precision and recall with a traceback."""
+    import lightning_gd.world.cards as cards
+
+    monkeypatch.setattr(cards, "measure", lambda *a, **k: pytest.fail("measured before checking --out and n"))
+    args = [str(tmp_path / "o") if a == "OUT" else a for a in args]
+    err = fails(args, capsys)
+    assert message in err, err
+    assert not (tmp_path / "o").exists() and not Path("/world_samples.png").exists()
+
+
+def test_world_card_creates_no_folder_when_its_measurement_fails(tmp_path, capsys):
+    err = fails(["world-card", "--n", "4", "--weights", str(tmp_path / "none"), "--out", str(tmp_path / "c")], capsys)
+    assert "not found" in err and not (tmp_path / "c").exists()
+
+
 # ----------------------------------------------------------------------------------------------- two runs
 
 
@@ -180,6 +206,20 @@ def test_empty_and_degenerate_arguments(args, message, tmp_path, capsys, one_thr
 def test_dissect_checkpoints_with_no_checkpoints(tmp_path, capsys):
     err = fails(["dissect-checkpoints", "--checkpoints", "[]", "--out", str(tmp_path / "e")], capsys)
     assert "--checkpoints is empty" in err and not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--names", "[a, b]"], "--names has 2 label(s) for 1 dissection(s)"),
+        (["--names", "[]"], "--names has 0 label(s) for 1 dissection(s)"),
+        (["--names", "['']"], "--names has an empty label"),
+        (["--layer", ""], "--layer is empty"),
+    ],
+)
+def test_compare_refuses_labels_and_layers_that_do_not_fit(args, message, dissected, tmp_path, capsys):
+    err = fails(["compare", "--dissections", f"[{dissected}]", *args, "--out", str(tmp_path / "c")], capsys)
+    assert message in err and not (tmp_path / "c").exists()
 
 
 def test_context_with_no_units(tmp_path, capsys):

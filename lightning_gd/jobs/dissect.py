@@ -266,6 +266,15 @@ def compare(
     """
     if not dissections:  # checked first: an empty comparison would replace a folder's compare.json with nothing
         raise InvalidValue("dissections is empty: name at least one dissect.json or the folder holding it")
+    if names is not None and len(names) != len(dissections):
+        raise InvalidValue(
+            f"--names has {len(names)} label(s) for {len(dissections)} dissection(s): give one per dissection, or "
+            "leave --names out for the folder names"
+        )
+    if names is not None and any(not str(name).strip() for name in names):
+        raise InvalidValue(f"--names has an empty label: {names}")
+    if layer is not None and not layer.strip():
+        raise InvalidValue("--layer is empty: name a layer, or leave --layer out for each dissection's first layer")
     if out is not None:
         check_writable(out)
     rows = []

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from lightning_gd.errors import InvalidValue
+from lightning_gd.outputs import check_owned
 from lightning_gd.world import load_feature_net, load_generator, load_segmenter
 from lightning_gd.world.evaluate import (
     FRESH_SEED_2,
@@ -24,8 +25,10 @@ from lightning_gd.world.evaluate import (
     world_fidelity,
 )
 from lightning_gd.world.render import DEFAULT_VIEW
-from lightning_gd.world.weights import FILES, default_path, read_metadata
+from lightning_gd.world.weights import FILES, WEIGHTS_DIR, default_path, read_metadata
 
+PRC_NEIGHBOURS = 3  # torch-fidelity's prc neighbourhood (k)
+MIN_N = PRC_NEIGHBOURS + 1  # each sample's k-th neighbour among the others
 LAYER = "layer4"  # the world GAN's probed layer: 8×8 cells of 8×8 pixels
 TRANSPLANT_CONCEPTS, TRANSPLANT_REGIONS = ("tree", "door", "window", "building"), (1, 2)
 
@@ -158,11 +161,16 @@ def write_cards(
     view: str | None = None,
     transplant_n: int = 200,
 ) -> Path:
-    if n < 2:
-        raise InvalidValue(f"world-card needs n ≥ 2 samples per measurement (FID needs a covariance), got {n}")
+    if n < MIN_N:
+        raise InvalidValue(
+            f"world-card needs n ≥ {MIN_N} samples per measurement (precision and recall compare each sample with "
+            f"its {PRC_NEIGHBOURS} nearest neighbours), got {n}"
+        )
     out = Path(out) if out is not None else Path("out/world-card")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != WEIGHTS_DIR.resolve():  # the shipped cards are rewritten only when named explicitly
+        check_owned(out)
     results = measure(n, gan_checkpoints, weights, view, transplant_n)
+    out.mkdir(parents=True, exist_ok=True)  # after the measurement: a failed one leaves no empty folder
     (out / "model_cards.json").write_text(json.dumps(results, indent=2))
     md = [
         "# Model cards: the embedded world",

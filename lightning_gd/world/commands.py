@@ -10,6 +10,7 @@ from jsonargparse.typing import PositiveInt
 
 from lightning_gd.cli.console import command, print_outputs
 from lightning_gd.models.images import to_uint8
+from lightning_gd.outputs import check_owned
 from lightning_gd.reports.grids import colorize
 from lightning_gd.reports.images import save_rows
 from lightning_gd.world import load_generator, load_segmenter
@@ -32,6 +33,7 @@ def demo(out: Path = Path("demo"), n: PositiveInt = 8, seed: int = 0) -> Path:
         python -m lightning_gd demo
         python -m lightning_gd demo --out docs/images --n 8 --seed 0
     """
+    check_owned(out)  # before the work: `--out /` wrote world_samples.png into /
     G, seg = load_generator(), load_segmenter()
     real, real_labels = render_batch(n, seed=seed + RENDER_SEED_OFFSET)
     with torch.no_grad():
