@@ -166,6 +166,16 @@ def test_a_full_cache_disk_keeps_the_work(tmp_path, capsys, monkeypatch, one_thr
     assert (tmp_path / "out" / "dissect.json").is_file()
 
 
+def test_a_tensorboard_folder_that_cannot_be_written_keeps_the_results(tmp_path, capsys, one_thread):
+    """A read-only or full --tb_dir failed the run after the work, and the finished dissection was not written."""
+    (tmp_path / "file").write_text("x")
+    args = [*dissect_args(tmp_path / "out", tmp_path / "cache"), "--tb_dir", str(tmp_path / "file" / "tb")]
+    with pytest.warns(UserWarning, match=r"TensorBoard log in .*file/tb not written .*results are written without it"):
+        main(args)
+    assert (tmp_path / "out" / "dissect.json").is_file() and (tmp_path / "out" / "report.html").is_file()
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
     from lightning_gd.cache import atomic_write
 

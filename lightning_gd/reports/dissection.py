@@ -10,6 +10,8 @@ import io
 import json
 import math
 import os
+import threading
+import warnings
 import zlib
 from importlib import resources
 from pathlib import Path
@@ -243,8 +245,30 @@ def write_pages(
     title = f"Dissection: {', '.join(result.layers)}"
     write_html(folder / "report.html", page_data(result, iou, shown, charts, causal or []), title)
     if tb_dir is not None:
-        log_tensorboard(result, iou, tb_dir, tb_name, shown, charts)
+        log_tensorboard_or_warn(result, iou, tb_dir, tb_name, shown, charts)
     return [*written, folder / "report.html"]
+
+
+def log_tensorboard_or_warn(result, iou, tb_dir, name, shown, charts) -> None:
+    """`log_tensorboard`, whose failure to write (a read-only or full --tb_dir) is a warning: TensorBoard is a
+    view of results the output folder holds, so it never costs the finished run (it did: the error came after
+    the work and nothing was written). The event writer's own thread reports the same failure with a traceback;
+    it is kept to the warning."""
+    hook = threading.excepthook
+
+    def quiet(args):
+        if not issubclass(args.exc_type, OSError):
+            hook(args)
+
+    threading.excepthook = quiet
+    try:
+        log_tensorboard(result, iou, tb_dir, name, shown, charts)
+    except OSError as err:
+        warnings.warn(
+            f"TensorBoard log in {tb_dir} not written ({err}); the results are written without it", stacklevel=2
+        )
+    finally:
+        threading.excepthook = hook
 
 
 def iou_tables(folder: str | Path, result: DissectionResult) -> dict[str, torch.Tensor]:
