@@ -232,6 +232,15 @@ def test_compare_refuses_labels_and_layers_that_do_not_fit(args, message, dissec
     assert message in err and not (tmp_path / "c").exists()
 
 
+@pytest.mark.parametrize("option", ["--generator", "--segmenter"])
+def test_an_empty_zoo_spec_is_refused(option, tmp_path, capsys):
+    """`--segmenter ''` dissected with the default segmenter (its next line suggested `--model.segmenter ''`);
+    `--generator ''` asked for --layers, naming ProGAN's."""
+    err = fails(["dissect", option, "", "--out", str(tmp_path / "o")], capsys)
+    assert f"empty {option[2:]} spec: name one of the zoo's (" in err and "world" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_context_with_no_units(tmp_path, capsys):
     err = fails(["context", "--concept", "tree", "--units", "[]", "--out", str(tmp_path / "c")], capsys)
     assert "--units is empty" in err and not (tmp_path / "c").exists()

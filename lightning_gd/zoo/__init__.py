@@ -169,6 +169,11 @@ def _merge_options(spec: str, in_spec: dict[str, Any], given: dict[str, Any]) ->
 def build(kind: str, spec: str | None, **options) -> Any:
     """The object that the spec names, built by its registered factory."""
     _load_plugins()
+    if spec is not None and not spec.strip():  # it named the default silently (and "--generator ''" asked for layers)
+        raise InvalidValue(
+            f"empty {kind} spec: name one of the zoo's ({', '.join(sorted(_REGISTRY[kind]))}), or leave the option "
+            "out for the default"
+        )
     name, argument, in_spec = parse_spec(spec or DEFAULT)
     if name not in _REGISTRY[kind]:
         import difflib
