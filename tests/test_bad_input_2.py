@@ -58,6 +58,14 @@ def test_an_output_folder_the_run_may_not_own(out, message, tmp_path, capsys, no
     assert not (Path(lightning_gd.__file__).parent / "reports" / "dissect.json").exists()
 
 
+@pytest.mark.parametrize("key", ["tb_dir", "cache_dir"])
+def test_the_tensorboard_and_cache_folders_follow_the_output_rules(key, tmp_path, capsys, no_work):
+    args = [*dissect_args(tmp_path / "out", tmp_path / "cache"), f"--{key}", "/"]  # the last value wins
+    err = fails(args, capsys)
+    assert f"--{key} / is a shared folder" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_output_folder_is_not_the_cache(tmp_path, capsys, no_work):
     err = fails(dissect_args(tmp_path / "cache" / "d", tmp_path / "cache"), capsys)
     assert "is inside --cache_dir" in err and not (tmp_path / "cache").exists()

@@ -21,7 +21,7 @@ from lightning_gd.jobs.dissect import compare, dissect
 from lightning_gd.jobs.emergence import dissect_checkpoints
 from lightning_gd.jobs.paint import paint
 from lightning_gd.latents import is_rank_zero
-from lightning_gd.outputs import check_not_cache, first_process, output_lock, written_under
+from lightning_gd.outputs import check_not_cache, check_owned, first_process, output_lock, written_under
 from lightning_gd.reports.rebuild import rebuild
 from lightning_gd.results import AceResult
 
@@ -37,6 +37,9 @@ class Command:
 
     def __call__(self, **options) -> Any:
         started = time.time()
+        for key in ("tb_dir", "cache_dir"):  # folders a run writes into too: the same rules as --out
+            if options.get(key) is not None:
+                check_owned(options[key], f"--{key}")
         out = options.get("out")
         if out is None or not self.output_folder:
             return self._run(options, started)
