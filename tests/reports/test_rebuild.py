@@ -94,11 +94,14 @@ def test_report_rebuilds_a_dissection_and_a_causal_search_with_no_network(plante
 
 def test_a_rebuilt_dissection_page_equals_the_one_the_dissection_wrote(planted, tmp_path, no_networks):
     _, d, shown = planted
-    write_dissection(d, tmp_path, shown, info={"generator": "planted"})
-    made = (tmp_path / "report.html").read_bytes()
-    (tmp_path / "report.html").unlink()
-    cli.main(["report", str(tmp_path)])
-    assert (tmp_path / "report.html").read_bytes() == made
+    # a folder with no neighbours: the unit browser links the causal searches beside a dissection, and pytest's
+    # tmp_path sits beside every other test's folders (a full run rebuilt links to their searches)
+    out = tmp_path / "alone" / "dissection"
+    write_dissection(d, out, shown, info={"generator": "planted"})
+    made = (out / "report.html").read_bytes()
+    (out / "report.html").unlink()
+    cli.main(["report", str(out)])
+    assert (out / "report.html").read_bytes() == made
 
 
 def test_stored_images_round_trip_and_a_damaged_file_is_named(planted, tmp_path):
