@@ -185,6 +185,44 @@ def run_in_process(
     getattr(module, end)()
 
 
+def _device(module: torch.nn.Module) -> torch.device:
+    return next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
+
+
+def run_stages(
+    module: LightningModule,
+    data: LatentDataModule,
+    stages: list[tuple[str, str]],
+    nets: tuple[torch.nn.Module, ...],
+    device: torch.device,
+    trainer=None,
+    progress: bool = False,
+    verb: str = "ran",
+):
+    """Run `stages` ((stage, description) pairs, `validate` or `test`, in order) through `trainer`, or without one
+    in this process on `device` with no gradients (`run_in_process`). `nets` are back on their own devices
+    afterwards (a Trainer leaves its module on the CPU). Returns `module.result`; a strategy that ran the module's
+    copies in processes it spawned, whose results never come back, is a user error."""
+    devices = [(net, _device(net)) for net in nets]
+    try:
+        for stage, desc in stages:
+            if trainer is not None:
+                getattr(trainer, stage)(module, datamodule=data, verbose=False)
+            else:
+                with torch.no_grad():
+                    run_in_process(module, data, stage, device, desc, progress)
+    finally:
+        for net, dev in devices:
+            net.to(dev)
+    if module.result is None:
+        raise InvalidValue(
+            f"the Trainer's strategy {type(trainer.strategy).__name__} {verb} in processes it spawned, whose results "
+            "do not come back: use a strategy that runs in this process (ddp, or processes started by torchrun or "
+            "SLURM)"
+        )
+    return module.result
+
+
 class UnpaddedShard(DistributedSampler):
     """Sample i goes to rank i mod world size, with no padding: Lightning's default sampler repeats samples to
     even out the ranks, which would count them twice in the evaluation sums. (A DistributedSampler subclass, so

@@ -14,7 +14,7 @@ from torch import nn
 from lightning_gd.causal.context import insert_at_locations, later_layers
 from lightning_gd.dissection.stats import SampleRows, TensorSum
 from lightning_gd.errors import InvalidValue
-from lightning_gd.latents import LatentDataModule, latents, rng, run_in_process
+from lightning_gd.latents import LatentDataModule, latents, rng, run_stages
 from lightning_gd.models.generators import device_of, eval_mode
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import LayerSplit
@@ -160,20 +160,5 @@ def measure_context(
         G, seg, concept, layer, units, k_c, n, seed, **where, batch_size=batch_size, chunk=chunk, z_dim=z_dim
     )
     data = module.datamodule()
-    devices = [(net, device_of(net)) for net in (G, seg)]
     with eval_mode(G, seg):
-        try:
-            if trainer is not None:
-                trainer.test(module, datamodule=data, verbose=False)
-            else:
-                with torch.no_grad():
-                    run_in_process(module, data, "test", device_of(G), f"context[{concept}]", progress)
-        finally:
-            for net, device in devices:  # a Trainer leaves its module on the CPU
-                net.to(device)
-    if module.result is None:  # the Trainer ran the module's copies in processes of its own
-        raise InvalidValue(
-            f"the Trainer's strategy {type(trainer.strategy).__name__} ran in processes it spawned, whose results do "
-            "not come back: use a strategy that runs in this process (ddp, or processes started by torchrun or SLURM)"
-        )
-    return module.result
+        return run_stages(module, data, [("test", f"context[{concept}]")], (G, seg), device_of(G), trainer, progress)

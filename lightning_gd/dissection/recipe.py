@@ -18,15 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from pytorch_lightning import Trainer
 from torch import nn
 
 from lightning_gd import allocator
 from lightning_gd.dissection.module import DissectionModule
 from lightning_gd.dissection.results import Dissection, DissectSettings
-from lightning_gd.errors import InvalidValue
-from lightning_gd.latents import run_in_process
+from lightning_gd.latents import run_stages
 from lightning_gd.models.generators import device_of, eval_mode
 from lightning_gd.models.segmenters import Segmenter
 
@@ -55,27 +53,7 @@ def dissect(
     module = DissectionModule(generator, layers, segmenter, settings, z_dim, cache_dir, **overrides)
     data = module.datamodule()
     iqr = module.settings.threshold == "iqr"
-    devices = [(net, device_of(net)) for net in (generator, segmenter)]
-    with eval_mode(generator, segmenter):
-        try:
-            if trainer is not None:
-                if iqr:
-                    trainer.validate(module, datamodule=data, verbose=False)
-                trainer.test(module, datamodule=data, verbose=False)
-            else:
-                device = device_of(generator)
-                with torch.no_grad():
-                    if iqr:
-                        run_in_process(module, data, "validate", device, "thresholds (iqr)", progress)
-                    tally = "IoU tallies" if iqr else "dissection (one pass)"
-                    run_in_process(module, data, "test", device, tally, progress)
-        finally:
-            for net, device in devices:  # a Trainer leaves its module on the CPU
-                net.to(device)
-    if module.result is None:  # the Trainer ran the module's copies in processes of its own
-        raise InvalidValue(
-            f"the Trainer's strategy {type(trainer.strategy).__name__} dissected in processes it spawned, whose "
-            "results do not come back: use a strategy that runs in this process (ddp, or processes started by "
-            "torchrun or SLURM)"
-        )
-    return module.result
+    stages = [("validate", "thresholds (iqr)"), ("test", "IoU tallies")] if iqr else [("test", "dissection (one pass)")]
+    nets = (generator, segmenter)
+    with eval_mode(*nets):
+        return run_stages(module, data, stages, nets, device_of(generator), trainer, progress, "dissected")

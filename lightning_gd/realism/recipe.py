@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from pytorch_lightning import Trainer
 from torch import nn
 
-from lightning_gd.errors import InvalidValue
-from lightning_gd.latents import run_in_process
+from lightning_gd.latents import run_stages
 from lightning_gd.models.generators import device_of, eval_mode
 from lightning_gd.realism.fid import Extractor, RealStatistics
 from lightning_gd.realism.module import UnitFidModule
@@ -49,22 +47,6 @@ def find_artifact_units(
     module = UnitFidModule(generator, layer, extractor, real, **sample, **table, z_dim=z_dim, storage=storage)
     data = module.datamodule()
     nets = (generator, extractor.module)
-    devices = [(net, device_of(net)) for net in nets]
+    stages = [("validate", "scores + features"), ("test", "ablation FID")]
     with eval_mode(*nets):
-        try:
-            if trainer is not None:
-                trainer.validate(module, datamodule=data, verbose=False)
-                trainer.test(module, datamodule=data, verbose=False)
-            else:
-                with torch.no_grad():
-                    run_in_process(module, data, "validate", device_of(generator), "scores + features", progress)
-                    run_in_process(module, data, "test", device_of(generator), "ablation FID", progress)
-        finally:
-            for net, device in devices:  # a Trainer leaves its module on the CPU
-                net.to(device)
-    if module.result is None:  # the Trainer ran the module's copies in processes of its own
-        raise InvalidValue(
-            f"the Trainer's strategy {type(trainer.strategy).__name__} ran in processes it spawned, whose results do "
-            "not come back: use a strategy that runs in this process (ddp, or processes started by torchrun or SLURM)"
-        )
-    return module.result
+        return run_stages(module, data, stages, nets, device_of(generator), trainer, progress)
