@@ -113,7 +113,10 @@ class CausalSearch(LightningModule):
             raise InvalidValue(f"{type(seg).__name__} gives labels only; the causal search needs soft probabilities")
         # a plain dict, not submodules: the frozen networks stay out of state_dict and checkpoints
         self.frozen = {"generator": G, "segmenter": seg}
-        self.names = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter)}
+        self.names = {
+            "generator": zoo.describe(generator, "generator"),
+            "segmenter": zoo.describe(segmenter, "segmenter"),
+        }
         self.concept_index = seg.concept_index(concept)
         self.split = LayerSplit(G, layer, z_dim)
         self.z_dim = self.split.z_dim

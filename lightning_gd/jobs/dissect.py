@@ -121,7 +121,11 @@ def dissect(
     if (realism is None) != (max_unit_fid is None):
         raise InvalidValue("the realism filter needs both --realism (a unit_fid.json) and --max_unit_fid")
     unit_fid = load_unit_fid(realism, layers, G) if realism is not None else None  # checked before the long passes
-    info = {"generator": zoo.describe(generator), "segmenter": zoo.describe(segmenter), "torch": torch.__version__}
+    info = {
+        "generator": zoo.describe(generator, "generator"),
+        "segmenter": zoo.describe(segmenter, "segmenter"),
+        "torch": torch.__version__,
+    }
     # causal searches beside this folder: the browser shows their ranks and links to them (read now, so that a
     # malformed causal.json is named before the long passes, not after them)
     causal = find_causal(Path(out).resolve().parent, info, links_from=Path(out).resolve())

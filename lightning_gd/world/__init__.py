@@ -85,13 +85,14 @@ def _segmenter(argument: str | None = None, device: torch.device | str | None = 
 
 
 def register(zoo) -> None:
-    """Register the world's networks, FID pieces and subcommands with the zoo (called by the zoo itself)."""
+    """Register the world's networks, FID pieces and subcommands with the zoo, each as its kind's default (the
+    zoo calls this through the `lightning_gd.zoo` entry point declared in pyproject.toml)."""
     from lightning_gd.world import commands
     from lightning_gd.world.fid import world_extractor, world_renders
 
-    zoo.register("generator", "world", _generator, "the embedded world's GAN (world or world:PATH)")
-    zoo.register("segmenter", "world", _segmenter, "the embedded world's segmenter (world or world:PATH)")
-    zoo.register("feature_extractor", "world", world_extractor, "the world's FID feature net (world FID)")
-    zoo.register("real_images", "world", world_renders, "world renders")
+    zoo.register("generator", "world", _generator, "the embedded world's GAN (world or world:PATH)", default=True)
+    zoo.register("segmenter", "world", _segmenter, "the embedded world's segmenter (world or world:PATH)", default=True)
+    zoo.register("feature_extractor", "world", world_extractor, "the world's FID feature net (world FID)", default=True)
+    zoo.register("real_images", "world", world_renders, "world renders", default=True)
     for name, fn in commands.COMMANDS.items():
         zoo.register_command(name, fn)

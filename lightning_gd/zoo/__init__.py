@@ -10,9 +10,10 @@
 A spec is `name` or `name:argument` (a path, usually), e.g. `world` or `world:my_generator.safetensors`, with
 the loader's options after a `?` (`stylegan2:G.pt?truncation=0.7&noise=const`); the command line's
 `--generator SPEC` / `--segmenter SPEC` take the same strings, or a `class_path` config. Networks
-are registered by name per kind (`generator`, `segmenter`, `feature_extractor`, `real_images`); the embedded
-world registers itself through `PLUGINS`, and installed packages can add theirs with a `lightning_gd.zoo`
-entry point whose object is a `register(zoo)` function.
+are registered by name per kind (`generator`, `segmenter`, `feature_extractor`, `real_images`). Networks beyond
+the published loaders below arrive through the `lightning_gd.zoo` entry point group: each entry's object is a
+`register(zoo)` function, loaded on first use. The embedded world is one such plugin (this package's own entry
+point); it registers its networks as the defaults, which is what None means for each kind.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ from lightning_gd.models.generators import GeneratorWrapper
 from lightning_gd.models.segmenters import ModuleSegmenter, Segmenter
 
 KINDS = ("generator", "segmenter", "feature_extractor", "real_images")
-DEFAULT = "world"  # what None means, for every kind
-PLUGINS = ("lightning_gd.world",)  # modules with a `register(zoo)` function, loaded on first use
+ENTRY_POINTS = "lightning_gd.zoo"  # the entry point group whose `register(zoo)` functions add networks
 _WRAP_GENERATOR = ("z_dim", "z_shape", "sampler", "output_range")
 _WRAP_SEGMENTER = ("concepts", "categories", "output")
 
@@ -42,17 +42,33 @@ class Entry:
 
 
 _REGISTRY: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+_DEFAULTS: dict[str, str] = {}  # kind → the name that None means, set by the plugin that registers it as default
 _COMMANDS: dict[str, Callable] = {}
 _loaded = False
 
 
-def register(kind: str, name: str, factory: Callable[..., Any], help: str = "") -> None:
-    """Make `zoo.<kind>("name:argument", **options)` call `factory(argument, **options)`."""
+def register(kind: str, name: str, factory: Callable[..., Any], help: str = "", default: bool = False) -> None:
+    """Make `zoo.<kind>("name:argument", **options)` call `factory(argument, **options)`; with `default`, also
+    `zoo.<kind>()` (the first plugin to claim a kind's default keeps it)."""
     if kind not in KINDS:
         raise InvalidValue(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     if not name or ":" in name:
         raise InvalidValue(f"a zoo name is a non-empty word without ':', got {name!r}")
     _REGISTRY[kind][name] = Entry(factory, help)
+    if default:
+        _DEFAULTS.setdefault(kind, name)
+
+
+def default_name(kind: str) -> str:
+    """The name that None means for `kind` (e.g. `world`, registered by the embedded world's plugin)."""
+    _load_plugins()
+    if kind not in _DEFAULTS:
+        known = ", ".join(sorted(_REGISTRY[kind])) or "none"
+        raise InvalidValue(
+            f"no default {kind} is registered (is lightning_gd installed, `pip install -e .`, so that its "
+            f"'{ENTRY_POINTS}' entry points exist?): name one; the zoo has {known}"
+        )
+    return _DEFAULTS[kind]
 
 
 def register_command(name: str, fn: Callable) -> None:
@@ -65,11 +81,9 @@ def _load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in PLUGINS:
-        importlib.import_module(module).register(_this())
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group="lightning_gd.zoo"):
+    for ep in sorted(entry_points(group=ENTRY_POINTS), key=lambda ep: (ep.dist is None, ep.name)):
         ep.load()(_this())
 
 
@@ -91,10 +105,11 @@ def commands() -> dict[str, Callable]:
     return dict(_COMMANDS)
 
 
-def describe(spec: Any) -> str:
-    """A short name of what a spec denotes, for reports: the spec string, or the network's class name."""
+def describe(spec: Any, kind: str | None = None) -> str:
+    """A short name of what a spec denotes, for reports: the spec string, the network's class name, or for None
+    the name of `kind`'s default (e.g. `world`)."""
     if spec is None:
-        return DEFAULT
+        return default_name(kind) if kind else "default"
     if isinstance(spec, str):
         return spec
     if isinstance(spec, dict):
@@ -174,7 +189,8 @@ def build(kind: str, spec: str | None, **options) -> Any:
             f"empty {kind} spec: name one of the zoo's ({', '.join(sorted(_REGISTRY[kind]))}), or leave the option "
             "out for the default"
         )
-    name, argument, in_spec = parse_spec(spec or DEFAULT)
+    spec = spec or default_name(kind)
+    name, argument, in_spec = parse_spec(spec)
     if name not in _REGISTRY[kind]:
         import difflib
 
@@ -184,8 +200,8 @@ def build(kind: str, spec: str | None, **options) -> Any:
         listing = "; ".join(f"{n}: {_REGISTRY[kind][n].help}" if _REGISTRY[kind][n].help else n for n in known)
         raise InvalidValue(f"unknown {kind} {name!r}{hint}; the zoo has {listing or 'none'}")
     factory = _REGISTRY[kind][name].factory
-    _check_spec_options(spec or DEFAULT, factory, in_spec)
-    return factory(argument, **_merge_options(spec or DEFAULT, in_spec, options))
+    _check_spec_options(spec, factory, in_spec)
+    return factory(argument, **_merge_options(spec, in_spec, options))
 
 
 def _from_config(config: dict) -> Any:
