@@ -26,7 +26,7 @@ class ContextModule(LightningModule):
     """Insert `units` of `layer` at `k_c` at each featuremap location of n images and measure the concept:
 
         module = ContextModule(G, seg, "door", "layer4", units, k_c, n=200, seed=3)
-        trainer.test(module, module.datamodule())  # module.result: what `reports.context.write_context` reads
+        trainer.test(module, module.datamodule())  # module.result: what `context_summary.context_result` reads
 
     Args:
         generator, segmenter: the frozen networks.
@@ -148,9 +148,9 @@ def measure_context(
     progress: bool = True,
     trainer: Trainer | None = None,
 ) -> dict:
-    """Everything `reports.context.write_context` needs: per image and location the concept's pixels and the
-    segmenter's confidence before and after insertion, the background, the window sizes, the location list, and
-    with `trace` the per-layer changes and magnitudes; the same on every rank.
+    """Everything `context_summary.context_result` and `where_images` need: per image and location the concept's
+    pixels and the segmenter's confidence before and after insertion, the background, the window sizes, the
+    location list, and with `trace` the per-layer changes and magnitudes; the same on every rank.
 
     `trainer` runs the module (its `test`; the networks are back on their own devices afterwards); without one it
     runs in this process on the generator's device, over this rank's share of the images when torch.distributed

@@ -18,6 +18,7 @@ from lightning_gd import zoo
 from lightning_gd.cache import check_writable, fingerprint, staged
 from lightning_gd.errors import InvalidValue
 from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
+from lightning_gd.results.base import VERSION_KEY
 
 
 def artifacts(
@@ -44,8 +45,9 @@ def artifacts(
 ) -> dict | None:
     """Find artifact units by per-unit FID and report FID before/after ablating them vs random units.
 
-    Paper §4.2, §S-6.1, Tables 1–2. Writes unit_fid.json, unit_fid.png, ablation.md, top_units.png and
-    before_after.png; returns the unit_fid.json document.
+    Paper §4.2, §S-6.1, Tables 1–2. Writes unit_fid.json, artifact_images.safetensors (the images of the two image
+    rows, so that `python -m lightning_gd report OUT` draws the page again with no network), unit_fid.png,
+    ablation.md, top_units.png, before_after.png and index.html; returns the unit_fid.json document.
 
     Args:
         layer: the generator layer whose units are scored.
@@ -65,7 +67,8 @@ def artifacts(
         real_images: a folder of real images for the real statistics (default: world renders).
         real_n: world renders for the real statistics when real_images is not given.
         batch_size: images per forward pass.
-        out: output folder (unit_fid.json, unit_fid.png, ablation.md, top_units.png, before_after.png).
+        out: output folder (unit_fid.json, artifact_images.safetensors, unit_fid.png, ablation.md, top_units.png,
+            before_after.png, index.html).
         cache_dir: where real-image statistics are cached (None: no cache).
         trainer: where the passes run: Lightning's accelerator, devices, num_nodes, strategy and precision, as
             for `fit` (`--trainer.devices 2 --trainer.strategy ddp`: two processes, which give the same per-unit
@@ -76,9 +79,10 @@ def artifacts(
         python -m lightning_gd artifacts --units "[3, 17, 42]"
         python -m lightning_gd artifacts --n 2000 --top_k 200 --out out/artifacts-small
     """
+    from lightning_gd.realism.artifact_images import artifact_images
     from lightning_gd.realism.fid import real_statistics
-    from lightning_gd.realism.recipe import find_artifact_units
-    from lightning_gd.reports.artifacts import write_artifacts
+    from lightning_gd.realism.recipe import find_artifact_units, unit_fid_result
+    from lightning_gd.reports.artifacts import write_artifact_pages
 
     if n_ablate < 1 or random_draws < 1 or n_eval < 2:
         raise InvalidValue("n_ablate and random_draws must be positive and n_eval at least 2")
@@ -123,8 +127,13 @@ def artifacts(
         "real_n": real.n,
         "n_eval": n_eval,
     }
+    result = unit_fid_result(layer, found, top_k, n, info)
+    shown = artifact_images(G, layer, found, n_ablate, seed, eval_seed, z_dim)
     with staged(out) as stage:
-        return write_artifacts(stage, layer, found, top_k, n, G, n_ablate, seed, eval_seed, info, z_dim)
+        result.save(stage)
+        shown.save(stage)
+        write_artifact_pages(stage)
+    return {k: v for k, v in result.document().items() if k != VERSION_KEY}
 
 
 def available_memory() -> int:

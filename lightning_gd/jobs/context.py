@@ -13,12 +13,14 @@ from torch import nn
 from lightning_gd import zoo
 from lightning_gd.cache import check_writable, staged
 from lightning_gd.causal.context_module import measure_context
+from lightning_gd.causal.context_summary import context_result, where_images
 from lightning_gd.causal.interventions import insertion_values, parse_insertion
 from lightning_gd.errors import InvalidValue
 from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
 from lightning_gd.models.generators import device_of
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.results import CausalSearchResult
+from lightning_gd.results.base import VERSION_KEY
 
 
 def context(
@@ -54,8 +56,10 @@ def context(
     location, how much of the concept appears (paper §4.4, Fig. 11); optionally trace the insertion through
     the later layers (§S-6.5, Fig. 17).
 
-    Writes context.json, context.png (effect by background), where.png (responsive locations outlined on a few
-    images), with --trace true trace.png and trace_heatmap.png, and TensorBoard; returns context.json's content.
+    Writes context.json, context_images.safetensors (the images where.png shows, so that `python -m lightning_gd
+    report OUT` draws the page again with no network), context.png (effect by background), where.png (responsive
+    locations outlined on a few images), with --trace true trace.png and trace_heatmap.png, index.html and
+    TensorBoard; returns context.json's content.
 
     Args:
         concept: the concept to insert.
@@ -94,7 +98,7 @@ def context(
         python -m lightning_gd context --causal out/causal/door-layer4 --trace true --out out/context/door
         python -m lightning_gd context --causal out/causal/door-layer4 --region 2 --out out/context/door-r2
     """
-    from lightning_gd.reports.context import write_context
+    from lightning_gd.reports.context import write_context_pages
 
     if not 0.0 <= respond <= 1.0:
         raise InvalidValue(f"respond is a share of the window's pixels, in [0, 1]; got {respond}")
@@ -124,8 +128,14 @@ def context(
                 "insertion": insertion,
                 "top_n": len(chosen), "locations": locations, "generator": zoo.describe(generator),
                 "bootstrap": bootstrap, "seconds": round(time.perf_counter() - t0, 1), **sources}  # fmt: skip
+    shown, images = where_images(G, found, seed, region, respond, overlays, z_dim)
+    result = context_result(found, tuple(seg.concepts), chosen, k_c, settings, bootstrap, shown)
     with staged(out) as stage:
-        return write_context(stage, found, seg, chosen, k_c, settings, overlays, bootstrap, G, tb_dir)
+        result.save(stage)
+        if images is not None:
+            images.save(stage)
+        write_context_pages(stage, tb_dir)
+    return {k: v for k, v in result.document().items() if k != VERSION_KEY}
 
 
 def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_samples, dissect_samples, cache_dir,

@@ -12,6 +12,7 @@ from lightning_gd.latents import run_stages
 from lightning_gd.models.generators import device_of, eval_mode
 from lightning_gd.realism.fid import Extractor, RealStatistics
 from lightning_gd.realism.module import UnitFidModule
+from lightning_gd.results import UnitFidResult
 
 
 def find_artifact_units(
@@ -50,3 +51,19 @@ def find_artifact_units(
     stages = [("validate", "scores + features"), ("test", "ablation FID")]
     with eval_mode(*nets):
         return run_stages(module, data, stages, nets, device_of(generator), trainer, progress)
+
+
+def unit_fid_result(layer: str, found: dict, top_k: int, n: int, info: dict) -> UnitFidResult:
+    """What `unit_fid.json` holds: what `find_artifact_units` found for `layer` (n samples, each unit's top_k), and
+    where the numbers come from (`info`: the generator, the feature extractor, the real images)."""
+    doc = {
+        "layer": layer,
+        "n": n,
+        "top_k": top_k,
+        "score": "max activation over the featuremap",
+        "ranking": found["ranking"],
+        "unit_fid": found["unit_fid"].tolist(),
+        "ablation": found["rows"],
+        **info,
+    }
+    return UnitFidResult.from_document(doc, "the per-unit FIDs")

@@ -1,5 +1,6 @@
-"""Reports of the context job: the insertion effect by background (paper Fig. 11's bar chart), the responsive
-locations outlined on images (Fig. 11's boxes), and the tracing plot and heatmap (Fig. 17)."""
+"""Reports of the context job, drawn from its stored results (`context.json`, `context_images.safetensors`): the
+insertion effect by background (paper Fig. 11's bar chart), the responsive locations outlined on images (Fig. 11's
+boxes), the tracing plot and heatmap (Fig. 17), the results page and TensorBoard."""
 
 from __future__ import annotations
 
@@ -8,97 +9,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from lightning_gd.causal.context import bootstrap_by_group, region_masks
-from lightning_gd.latents import latents
-from lightning_gd.models.generators import device_of, z_dim_of
-from lightning_gd.models.images import to_uint8
 from lightning_gd.reports.figures import figure, save
 from lightning_gd.reports.images import outline, save_rows
 from lightning_gd.reports.pages import write_page
 from lightning_gd.results import ContextResult
-from lightning_gd.results.schema import finite_or_none
-
-
-def gains(found: dict) -> torch.Tensor:
-    """(B, L): the concept's share of each window gained by each insertion."""
-    return (found["after"] - found["before"]) / found["window"].clamp(min=1)
-
-
-GUARD_QUANTILE = 0.1
-
-
-def guard_confidence(found: dict, quantile: float = GUARD_QUANTILE) -> float | None:
-    """The realism guard's bar: the `quantile` of the segmenter's mean confidence over the concept's pixels in
-    the windows where the generator drew it unedited (its own instances of the concept); None if none."""
-    natural = found["confidence_before"][found["before"] > 0]
-    return float(torch.quantile(natural.double(), quantile)) if natural.numel() else None
-
-
-def summarize(found: dict, concepts: tuple[str, ...], respond: float, reps: int, seed: int) -> dict:
-    """By background concept: mean effect (the concept's share of the window gained), its 95 % bootstrap
-    interval over images, the share of concept-free windows where it appears — raw (any pixel labelled as the
-    concept) and guarded (the segmenter at least as confident of those pixels as of the bottom `GUARD_QUANTILE`
-    of the generator's own instances, so that a patch of the right colour does not count) — and the counts."""
-    effect = gains(found)
-    free = found["before"] == 0
-    appeared = (found["after"] > 0) & free
-    bar = guard_confidence(found)
-    guarded = appeared & (found["confidence_after"] >= bar) if bar is not None else torch.zeros_like(appeared)
-    stats = bootstrap_by_group(effect, found["background"], len(concepts), reps, seed)
-    rows = {}
-    for g, name in enumerate(concepts):
-        in_group = found["background"] == g
-        if not bool(in_group.any()):
-            continue
-        n_free = int((in_group & free).sum())
-        rows[name] = {
-            "effect": float(stats["mean"][g]),
-            "ci": [float(stats["lo"][g]), float(stats["hi"][g])],
-            "appear_rate": float(appeared[in_group & free].double().mean()) if n_free else None,
-            "appear_rate_guarded": float(guarded[in_group & free].double().mean()) if n_free else None,
-            "respond_rate": float((effect[in_group] >= respond).double().mean()),
-            "count": int(stats["count"][g]),
-            "count_free": n_free,
-        }
-    order = sorted(rows, key=lambda k: -rows[k]["effect"])
-    overall = {
-        "effect": float(effect.mean()),
-        "appear_rate": float(appeared[free].double().mean()) if free.any() else None,
-        "appear_rate_guarded": float(guarded[free].double().mean()) if free.any() else None,
-        "guard_confidence": bar,
-        "respond_rate": float((effect >= respond).double().mean()),
-        "count": int(effect.numel()),
-    }
-    return {"by_background": {k: rows[k] for k in order}, "overall": overall}
-
-
-def trace_summary(found: dict, respond: float) -> dict:
-    """Per later layer, the mean normalised change for interventions with a visible effect and without; the
-    last layer's change per insertion location, averaged over the images (the Fig. 17 heatmap)."""
-    if not found["layers"]:
-        return {}
-    visible = gains(found) >= respond
-    lines = {"visible": [], "not_visible": []}
-    per_location = None
-    for name in found["layers"]:
-        scale = (found["magnitude"][name] / found["elements"][name]).clamp(min=1e-12)  # (C,)
-        normalised = (found["change"][name] / scale).mean(-1)  # (B, L)
-        lines["visible"].append(float(normalised[visible].mean()) if visible.any() else None)
-        lines["not_visible"].append(float(normalised[~visible].mean()) if (~visible).any() else None)
-        per_location = normalised.mean(0)  # the last layer's wins
-    h, w = found["size"]
-    heat = torch.full((h * w,), float("nan"))
-    heat[found["locations"]] = per_location.float()
-    return {
-        "layers": list(found["layers"]),
-        **lines,
-        "heatmap": heat.view(h, w).tolist(),
-        "visible_count": int(visible.sum()),
-        "not_visible_count": int((~visible).sum()),
-    }
+from lightning_gd.results.images import ContextImages
 
 
 def context_figure(doc: dict, path: Path | None = None, min_count: int = 20) -> bytes:
@@ -185,62 +101,39 @@ def heatmap_figure(trace: dict, path: Path | None = None) -> bytes:
     return save(fig, path)
 
 
-@torch.no_grad()
-def where_image(G: nn.Module, found: dict, settings: dict, respond: float, count: int, path: Path) -> list[int]:
-    """Two rows: the `count` images with the most responsive insertion locations (the concept's share of the
-    window grew by at least `respond`), and the same images with those locations outlined in yellow (Fig. 11's
-    boxes). Returns the sample indices shown."""
-    hits = gains(found) >= respond  # (B, L)
-    order = torch.sort(hits.sum(1), descending=True, stable=True).indices[: min(count, len(hits))]
-    if len(order) == 0:
-        return []
-    z = latents(order.tolist(), z_dim_of(G), settings["seed"]).to(device_of(G))
-    images = to_uint8(G(z)).cpu()
-    masks = region_masks(found["locations"], found["size"], settings["region"])  # (L, 1, h, w)
-    cells = torch.nn.functional.interpolate(masks, size=images.shape[-2:], mode="nearest")[:, 0] > 0.5  # (L, H, W)
-    marked = []
-    for i, b in enumerate(order.tolist()):
-        region = cells[hits[b]].any(0) if bool(hits[b].any()) else torch.zeros_like(cells[0])
-        marked.append(outline(images[i : i + 1], region[None])[0])
-    concept = settings["concept"]
-    labels = ["generated", f"where inserting\n{concept} adds ≥ {respond:.0%}\nof the window\n(outlined)"]
-    save_rows([images, torch.stack(marked)], path, scale=3, row_labels=labels)
-    return order.tolist()
+def where_figure(result: ContextResult, shown: ContextImages, path: Path) -> Path:
+    """Two rows: the images with the most responsive insertion locations, and the same images with those
+    locations outlined in yellow (Fig. 11's boxes)."""
+    s = result.settings
+    marked = outline(shown.images, shown.regions)
+    labels = ["generated", f"where inserting\n{s['concept']} adds ≥ {s['respond']:.0%}\nof the window\n(outlined)"]
+    return save_rows([shown.images, marked], path, scale=3, row_labels=labels)
 
 
-def write_context(
-    out: Path,
-    found: dict,
-    seg,
-    units: list[int],
-    k_c: torch.Tensor,
-    settings: dict,
-    overlays: int,
-    reps: int,
-    G: nn.Module,
-    tb_dir: Path | None,
-) -> dict:
-    concepts = tuple(seg.concepts)
-    doc = {
-        "settings": settings,
-        "units": list(units),
-        "k_c": [float(v) for v in k_c[units].tolist()],
-        **summarize(found, concepts, settings["respond"], reps, settings["seed"]),
-    }
-    trace = trace_summary(found, settings["respond"])
-    if trace:
-        doc["trace"] = trace
-    doc["where_images"] = where_image(G, found, settings, settings["respond"], overlays, out / "where.png")
-    doc = finite_or_none(doc)  # the heatmap's unsampled cells as null: JSON has no NaN
-    ContextResult.from_document(doc, "the context result").save(out)
-    context_figure(doc, out / "context.png")
-    if trace:
-        trace_figure(trace, out / "trace.png")
-        heatmap_figure(trace, out / "trace_heatmap.png")
-    write_page(out)
+def context_figures(folder: Path, tb_dir: Path | None = None) -> list[Path]:
+    """From a context run's stored results in `folder` (`context.json`, and `context_images.safetensors` where
+    it kept images): context.png, where.png, and when traced trace.png and trace_heatmap.png; the table and the
+    figures to TensorBoard under `tb_dir` if given. Returns the figures written."""
+    folder = Path(folder)
+    result = ContextResult.load(folder)
+    doc = result.document()
+    written = [folder / "context.png"]
+    context_figure(doc, written[0])
+    if (folder / ContextImages.FILE).is_file():
+        written.append(where_figure(result, ContextImages.load(folder), folder / "where.png"))
+    if result.trace:
+        trace_figure(result.trace, folder / "trace.png")
+        heatmap_figure(result.trace, folder / "trace_heatmap.png")
+        written += [folder / "trace.png", folder / "trace_heatmap.png"]
     if tb_dir is not None:
-        _tensorboard(doc, out, Path(tb_dir) / f"context-{settings['concept']}-{settings['layer']}")
-    return doc
+        s = result.settings
+        _tensorboard(doc, folder, Path(tb_dir) / f"context-{s['concept']}-{s['layer']}")
+    return written
+
+
+def write_context_pages(folder: Path, tb_dir: Path | None = None) -> list[Path]:
+    """`context_figures` and the folder's results page (index.html). Returns the files written."""
+    return [*context_figures(folder, tb_dir), write_page(folder)]
 
 
 def _tensorboard(doc: dict, out: Path, run: Path) -> None:

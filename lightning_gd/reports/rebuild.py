@@ -1,14 +1,13 @@
 """`python -m lightning_gd report FOLDER`: a results folder's pages and figures drawn again from its stored
 results alone — no generator, segmenter or checkpoint is loaded. Pictures of generated images are drawn from the
 images the analysis stored beside its JSON (a dissection's `unit_images.safetensors`, a causal test's
-`ace_images.safetensors`); those an analysis kept only as PNG (context's `where.png`, the artifact and emergence
-image rows) stay as they are."""
+`ace_images.safetensors`, a context run's `context_images.safetensors`, an artifact run's
+`artifact_images.safetensors`); those an analysis kept only as PNG (the emergence image rows, and the images of a
+folder written before its analysis stored them) stay as they are."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
 
 from lightning_gd.errors import InvalidValue
 from lightning_gd.reports.pages import write_page
@@ -18,8 +17,8 @@ from lightning_gd.results import CLASSES, load_folder
 def rebuild(folder: Path) -> list[Path]:
     """Draw a results folder's pages and figures again from its stored results, with no network loaded.
 
-    A dissection's unit browser and figures, a causal search's curve, image grids and page, and the pages and
-    JSON-drawn figures of context, artifacts and emergence folders. Returns the files written.
+    A dissection's unit browser and figures, a causal search's curve, image grids and page, a context run's and an
+    artifact run's figures, image rows and page, and an emergence folder's page. Returns the files written.
 
     Args:
         folder: a results folder (holding dissect.json, causal.json / ace.json, context.json, unit_fid.json or
@@ -28,6 +27,8 @@ def rebuild(folder: Path) -> list[Path]:
     Examples:
         python -m lightning_gd report out/dissect
         python -m lightning_gd report out/causal/tree-layer4
+        python -m lightning_gd report out/context/door
+        python -m lightning_gd report out/artifacts
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -41,7 +42,7 @@ def rebuild(folder: Path) -> list[Path]:
         from lightning_gd.reports.causal import write_ace_pages
 
         return write_ace_pages(folder)
-    written = _figures(folder, {name: result.document() for name, result in found.items()})
+    written = _figures(folder, set(found))
     kinds = {"causal.json", "unit_fid.json", "emergence.json", "context.json"}
     if not kinds & set(found):
         raise InvalidValue(
@@ -51,26 +52,16 @@ def rebuild(folder: Path) -> list[Path]:
     return [*written, write_page(folder)]
 
 
-def _figures(folder: Path, docs: dict[str, dict]) -> list[Path]:
-    """The figures drawn from a folder's JSON alone: context's effect chart and tracing plots, the per-unit FID
-    ranking."""
+def _figures(folder: Path, files: set[str]) -> list[Path]:
+    """The figures drawn from a folder's stored results alone: context's effect chart, responsive locations and
+    tracing plots; the per-unit FID ranking, ablation table and image rows of an artifact run."""
     written = []
-    if "context.json" in docs:
-        from lightning_gd.reports.context import context_figure, heatmap_figure, trace_figure
+    if "context.json" in files:
+        from lightning_gd.reports.context import context_figures
 
-        doc = docs["context.json"]
-        context_figure(doc, folder / "context.png")
-        written.append(folder / "context.png")
-        if doc.get("trace"):
-            trace_figure(doc["trace"], folder / "trace.png")
-            heatmap_figure(doc["trace"], folder / "trace_heatmap.png")
-            written += [folder / "trace.png", folder / "trace_heatmap.png"]
-    if "unit_fid.json" in docs:
-        from lightning_gd.reports.figures import unit_fid_figure
+        written += context_figures(folder)
+    if "unit_fid.json" in files:
+        from lightning_gd.reports.artifacts import artifact_figures
 
-        doc = docs["unit_fid.json"]
-        n_ablate = len(doc["ablation"][1]["units"]) if len(doc["ablation"]) > 1 else 0
-        title = f"{doc['layer']}: per-unit FID (top {doc['top_k']} of {doc['n']} images each)"
-        unit_fid_figure(torch.tensor(doc["unit_fid"]), n_ablate, title, folder / "unit_fid.png")
-        written.append(folder / "unit_fid.png")
+        written += artifact_figures(folder)
     return written

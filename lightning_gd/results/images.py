@@ -1,8 +1,10 @@
 """The pictures a results page draws, stored by the analysis beside its JSON so that a page is rebuilt without a
 network: a dissection's top images (`unit_images.safetensors`: each shown sample once, each unit's featuremap on
-its images, the images' segmentations) and a causal test's image grids (`ace_images.safetensors`: originals,
-ablated and inserted images, their labels, the insertion window). Loaded only through `load`, which checks every
-tensor's shape and type and names the file and the tensor that is wrong."""
+its images, the images' segmentations), a causal test's image grids (`ace_images.safetensors`: originals,
+ablated and inserted images, their labels, the insertion window), a context run's responsive locations
+(`context_images.safetensors`) and an artifact run's image rows (`artifact_images.safetensors`: the worst units'
+top images, samples before and after ablation). Loaded only through `load`, which checks every tensor's shape and
+type and names the file and the tensor that is wrong."""
 
 from __future__ import annotations
 
@@ -170,3 +172,70 @@ class AceImages:
         if len(sizes) != 1 or {len(v) for v in [*images.values(), *labels.values(), window]} != {len(window)}:
             raise ResultError(f"{path}: images, labels and window disagree in number or size")
         return cls(images, labels, window, concepts, concept, top_n)
+
+
+@dataclass
+class ContextImages:
+    """What a context page's `where.png` shows: the generated `images` (M, 3, H, W) uint8 of the samples that
+    `context.json` lists in `where_images` (most responsive first), and `regions` (M, H, W) bool: the pixels of
+    each image's responsive insertion locations, outlined on the page."""
+
+    FILE: ClassVar[str] = "context_images.safetensors"
+    WRITTEN_BY: ClassVar[str] = "python -m lightning_gd context"
+
+    images: torch.Tensor
+    regions: torch.Tensor
+
+    def save(self, folder: str | Path) -> Path:
+        tensors = {"images": self.images, "regions": self.regions.to(torch.uint8)}
+        return save_atomic(tensors, Path(folder) / self.FILE)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ContextImages:
+        path = Path(path)
+        path = path / cls.FILE if path.is_dir() else path
+        t, _ = _read(path, cls.WRITTEN_BY)
+        images, regions = _need(t, path, "images", torch.uint8, 4), _need(t, path, "regions", torch.uint8, 3)
+        if regions.shape != images.shape[:1] + images.shape[2:]:
+            raise ResultError(
+                f"{path}: regions: expected one mask per image {tuple(images.shape)}, got {regions.shape}"
+            )
+        return cls(images, regions.bool())
+
+
+@dataclass
+class ArtifactImages:
+    """What an artifact page's image rows show: `units` (R,) the highest-FID units, with `top` (R, k, 3, H, W) their
+    top-activating images of the per-unit FID sample (`top_units.png`); and `rows` of the first evaluation samples
+    (`before_after.png`): as generated (`original`), with the top-n FID units ablated (`ablated_top`) and with the
+    first random draw of as many units ablated (`ablated_random`, absent when the table drew none), each
+    (B, 3, H, W). Every image uint8."""
+
+    FILE: ClassVar[str] = "artifact_images.safetensors"
+    WRITTEN_BY: ClassVar[str] = "python -m lightning_gd artifacts"
+    ROWS: ClassVar[tuple[str, ...]] = ("original", "ablated_top", "ablated_random")
+
+    units: torch.Tensor
+    top: torch.Tensor
+    rows: dict[str, torch.Tensor]
+
+    def save(self, folder: str | Path) -> Path:
+        tensors = {"units": self.units.long(), "top": self.top} | {f"rows.{k}": v for k, v in self.rows.items()}
+        return save_atomic(tensors, Path(folder) / self.FILE)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ArtifactImages:
+        path = Path(path)
+        path = path / cls.FILE if path.is_dir() else path
+        t, _ = _read(path, cls.WRITTEN_BY)
+        units, top = _need(t, path, "units", torch.long, 1), _need(t, path, "top", torch.uint8, 5)
+        if len(units) != len(top):
+            raise ResultError(f"{path}: top: expected one row of images per unit ({len(units)}), got {len(top)}")
+        rows = {k: _need(t, path, f"rows.{k}", torch.uint8, 4) for k in cls.ROWS[:2]}
+        if f"rows.{cls.ROWS[2]}" in t:
+            rows[cls.ROWS[2]] = _need(t, path, f"rows.{cls.ROWS[2]}", torch.uint8, 4)
+        if len({tuple(v.shape) for v in rows.values()}) != 1:
+            raise ResultError(
+                f"{path}: rows: expected images of one shape, got {[tuple(v.shape) for v in rows.values()]}"
+            )
+        return cls(units, top, rows)

@@ -57,7 +57,7 @@ def test_batched_insertion_equals_one_location_at_a_time(chunk, region):
 def test_the_table_shows_doors_on_buildings_and_never_on_the_sky():
     G, s = DoorGenerator(), seg()
     found = measure_context(G, s, "door", "layer1", [1], K_C, 12, 0, None, 1, True, 4, 64, progress=False)
-    from lightning_gd.reports.context import summarize, trace_summary
+    from lightning_gd.causal.context_summary import summarize, trace_summary
 
     doc = summarize(found, tuple(DOOR_CONCEPTS), 0.05, 200, 0)
     rows = doc["by_background"]
@@ -156,7 +156,7 @@ def test_insertion_constants_parse_and_match_a_sorted_sample():
 
 
 def test_the_realism_guard_counts_only_windows_as_confident_as_the_generators_own_instances():
-    from lightning_gd.reports.context import guard_confidence, summarize
+    from lightning_gd.causal.context_summary import guard_confidence, summarize
 
     # 2 images × 3 windows; background 0 everywhere. Natural instances (before > 0) have confidences 0.9, 0.8;
     # the 10th percentile of those is 0.81. Inserted into the 4 concept-free windows: confident, faint, none.
