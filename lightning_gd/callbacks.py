@@ -4,9 +4,12 @@
 
     trainer = pl.Trainer(callbacks=[UnitEmergenceMonitor("nets.G", "layer4", every_n_batches=1000)])
 
-It needs only the attribute path of the generator inside the LightningModule and a layer name; the measurement
-itself is `lightning_gd.dissection.emergence.log_unit_emergence`. `FIDMonitor` logs the FID of the generator,
-and optionally after ablating artifact units, on the same schedule.
+It needs only the attribute path of the generator inside the LightningModule and a layer name. It measures
+with `log_unit_emergence`, the plain-PyTorch entry point: the emergence measurement
+(`lightning_gd.dissection.emergence.EmergenceModule`, the one `dissect-checkpoints` runs through its Trainer) run
+in this process, so the training run's own Trainer is left alone, then written to TensorBoard
+(`lightning_gd.reports.emergence`). `FIDMonitor` logs the FID of the generator, and optionally after ablating
+artifact units, on the same schedule.
 """
 
 from __future__ import annotations
@@ -19,16 +22,52 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_gd import zoo
-from lightning_gd.dissection.emergence import log_unit_emergence
+from lightning_gd.dissection.emergence import measure_unit_emergence
 from lightning_gd.errors import InvalidValue, UnknownAttribute, WrongType
 from lightning_gd.latents import latents
 from lightning_gd.models.generators import device_of, quiet_measurement, z_dim_of
 from lightning_gd.models.hooks import Trace, resolve_layer
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import check_featuremap
-from lightning_gd.reports.emergence import TAG, custom_scalars_layout, scalars
+from lightning_gd.reports.emergence import TAG, custom_scalars_layout, scalars, write_unit_emergence
 
-__all__ = ["FIDMonitor", "UnitEmergenceMonitor", "resolve_attribute"]
+__all__ = ["FIDMonitor", "UnitEmergenceMonitor", "log_unit_emergence", "resolve_attribute"]
+
+
+def log_unit_emergence(
+    generator: nn.Module,
+    step: int,
+    writer=None,
+    layer: str = "layer4",
+    segmenter: Segmenter | str | None = None,
+    history: list[dict] | None = None,
+    n: int = 200,
+    seed: int = 0,
+    batch_size: int = 50,
+    iou_threshold: float = 0.05,
+    units: list[int] | None = None,
+    num_units: int = 4,
+    top_k: int = 4,
+    z_dim: int | None = None,
+    tag: str = TAG,
+) -> dict:
+    """Measure unit emergence in `layer` of `generator` now, in this process (`measure_unit_emergence`), and log
+    it to `writer` (a SummaryWriter) at `step`.
+
+    `history` (a list the caller keeps) receives the record, and feeds the units × time heatmap. The followed
+    units, whose top images are shown, are `units`, else those of the history's first record, else the current
+    top `num_units` (`top_units`). Under torch.distributed call it on every rank, with `writer=None` on all but
+    one. Returns the record."""
+    segmenter = zoo.segmenter(segmenter)
+    fixed = list(units) if units is not None else list(history[0]["fixed_units"]) if history else None
+    sample = {"n": n, "seed": seed, "batch_size": batch_size, "iou_threshold": iou_threshold, "top_k": top_k}
+    m = measure_unit_emergence(generator, layer, segmenter, **sample, z_dim=z_dim, units=fixed, num_units=num_units)
+    record = {"step": int(step), **m.record}
+    if history is not None:
+        history.append(record)
+    if writer is not None:
+        write_unit_emergence(writer, record, history or [record], m.images, tag)
+    return record
 
 
 def resolve_attribute(root: nn.Module, path: str, what: str = "generator") -> nn.Module:
@@ -198,12 +237,11 @@ class UnitEmergenceMonitor(_EveryNBatches):
         # dry run has checked the range convention, so the images are clamped as a viewer would show them rather
         # than stopping the run
         clamp = G.register_forward_hook(_clamp_images)
+        sample = {"n": self.n, "seed": self.seed, "batch_size": self.batch_size, "iou_threshold": self.iou_threshold}
+        followed = {"units": self.units, "num_units": self.num_units, "top_k": self.top_k, "z_dim": self._z_dim}
+        where = {"layer": self.layer, "segmenter": self.segmenter, "history": self.history, "tag": self.tag}
         try:
-            record = log_unit_emergence(
-                G, trainer.global_step, writer, layer=self.layer, segmenter=self.segmenter, history=self.history,
-                n=self.n, seed=self.seed, batch_size=self.batch_size, iou_threshold=self.iou_threshold,
-                units=self.units, num_units=self.num_units, top_k=self.top_k, z_dim=self._z_dim, tag=self.tag,
-            )  # fmt: skip
+            record = log_unit_emergence(G, trainer.global_step, writer, **where, **sample, **followed)
         finally:
             clamp.remove()
         record["batch"] = int(batches)

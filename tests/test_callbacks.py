@@ -130,7 +130,7 @@ def test_monitor_does_not_change_training(monitored):
 
 def test_record_matches_a_direct_dissection(monitored):
     _, module, (_, m_mix), *_ = monitored
-    record, _ = measure_unit_emergence(module.nets["G"], "mix", segmenter(), PROBE["n"], 0, 5, top_k=2)
+    record = measure_unit_emergence(module.nets["G"], "mix", segmenter(), PROBE["n"], 0, 5, top_k=2).record
     last = m_mix.history[-1]
     assert record["best_concept"] == last["best_concept"] and record["interpretable"] == last["interpretable"]
     torch.testing.assert_close(torch.tensor(record["best_iou"]), torch.tensor(last["best_iou"]), atol=1e-5, rtol=0)
@@ -222,7 +222,7 @@ def test_two_ddp_ranks_log_what_one_rank_measures(tmp_path):
     ]  # both ranks hold the same, reduced, measurement
     G = TinyGenerator()
     G.load_state_dict(torch.load(tmp_path / "G0.pt", weights_only=True))
-    one, _ = measure_unit_emergence(G, "mix", segmenter(), PROBE["n"], 0, 7, top_k=2)  # one process, all samples
+    one = measure_unit_emergence(G, "mix", segmenter(), PROBE["n"], 0, 7, top_k=2).record  # one process, all samples
     for key in ("interpretable", "distinct_concepts", "per_concept", "best_concept"):
         assert one[key] == h0[-1][key], key
     torch.testing.assert_close(torch.tensor(one["best_iou"]), torch.tensor(h0[-1]["best_iou"]), atol=1e-5, rtol=0)

@@ -4,6 +4,8 @@ generator again."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -44,10 +46,13 @@ def unit_images(
     batch_size: int = 64,
     segmenter: Segmenter | None = None,
     vocabulary: Vocabulary | None = None,
+    z_of: Callable[[list[int]], torch.Tensor] | None = None,
 ) -> UnitImages:
     """Generate the images `shown` per layer — (result, R units, (R, k) sample indices, -1 = none) — once each,
     and keep every shown unit's featuremap on each of its images. Row r of a layer is the r-th of its units.
-    With `segmenter` and the dissection's `vocabulary`, also each image's segmentation (`vocabulary_labels`)."""
+    With `segmenter` and the dissection's `vocabulary`, also each image's segmentation (`vocabulary_labels`).
+    `z_of`: the z of a list of sample indices as the generator takes them (default: the seeded latents of `seed`
+    on the generator's device)."""
     samples = sorted({int(i) for _, _, idx in shown.values() for i in idx.flatten().tolist() if i >= 0})
     pos = {i: n for n, i in enumerate(samples)}
     slots = {layer: idx.clone().apply_(lambda i: pos.get(i, -1)) for layer, (_, _, idx) in shown.items()}
@@ -59,8 +64,9 @@ def unit_images(
     with eval_mode(generator):  # a generator in train mode would update its BatchNorm statistics here
         for start in range(0, len(samples), batch_size):
             with TraceDict(generator, layers) as tr:
-                x = generator(latents(samples[start : start + batch_size], z_dim, seed).to(dev))
-            images.append(to_uint8(x).cpu())
+                batch = samples[start : start + batch_size]
+                x = generator(z_of(batch) if z_of is not None else latents(batch, z_dim, seed).to(dev))
+            images.append(to_uint8(x.float()).cpu())
             if segmenter is not None and vocabulary is not None:
                 segmentations.append(vocabulary_labels(vocabulary, segmenter.labels(x).cpu()))
             for layer, (_, units, idx) in shown.items():

@@ -9,10 +9,10 @@ from torch import nn
 
 from lightning_gd import zoo
 from lightning_gd.cache import check_writable, staged
-from lightning_gd.dissection.emergence import measure_unit_emergence, top_units
+from lightning_gd.dissection.emergence import measure_unit_emergence
 from lightning_gd.errors import InvalidValue
 from lightning_gd.jobs import run_name
-from lightning_gd.models.generators import resolve_device
+from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.weights import (
     checkpoint_batches,
@@ -22,6 +22,9 @@ from lightning_gd.models.weights import (
     state_dict_of,
     training_order,
 )
+from lightning_gd.results import EmergenceResult
+from lightning_gd.results.emergence import EmergenceImages
+from lightning_gd.results.images import UnitImages
 
 
 def load_checkpoint_generator(
@@ -30,7 +33,8 @@ def load_checkpoint_generator(
     """(generator with the checkpoint's weights under `prefix`, step, batches). A spec or None builds the zoo's
     generator sized from the checkpoint's hyper-parameters (e.g. a world GAN training run)."""
     ckpt = read_checkpoint(path)
-    if generator is None or generator == zoo.DEFAULT:  # the default network's own training run: sized from it
+    # the default network's own training run: sized from it
+    if generator is None or generator == zoo.default_name("generator"):
         generator = zoo.generator(generator, hyper_parameters=ckpt.get("hyper_parameters", {}))
     elif isinstance(generator, (str, dict)):  # another spec or config: its architecture, then these weights
         generator = zoo.generator(generator)
@@ -57,13 +61,14 @@ def dissect_checkpoints(
     top_k: PositiveInt = 4,
     out: Path = Path("out/emergence"),
     tb_dir: Path | None = Path("tb_logs"),
-    device: str = "cpu",
-) -> list[dict]:
+    trainer: TrainerOptions = ONE_CPU,
+) -> list[dict] | None:
     """Dissect a layer in each checkpoint of a training run and plot how its units emerge (paper Fig. 18).
 
-    One measurement per training step (`last.ckpt` duplicates dropped); writes emergence.json, emergence.png,
-    emergence_heatmap.png, emergence_units.png (the fixed units over training) and TensorBoard with the
-    checkpoints' steps as the x-axis. Returns the records.
+    One measurement per training step (`last.ckpt` duplicates dropped), each with the followed units' top images;
+    writes emergence.json and emergence_images.safetensors (the results), then draws from them emergence.png,
+    emergence_heatmap.png, emergence_units.png (the followed units over training), index.html and TensorBoard
+    with the checkpoints' steps as the x-axis. Returns the records.
 
     Args:
         checkpoints: Lightning checkpoints: a file, folder (its *.ckpt) or quoted glob pattern, or a list of them.
@@ -77,13 +82,16 @@ def dissect_checkpoints(
         seed: seed of the probe z.
         batch_size: samples per forward pass.
         iou_threshold: a unit is interpretable when its best IoU exceeds this.
-        units: units whose top images are shown per checkpoint (default: the top units of the last checkpoint).
-        num_units: how many units to show when `units` is not given.
+        units: units whose top images are kept per checkpoint (default: the top units of the last checkpoint,
+            which is therefore measured first).
+        num_units: how many units to follow when `units` is not given (0: no images).
         top_k: top images kept per unit.
-        out: output folder (emergence.json, emergence.png, emergence_heatmap.png, emergence_units.png).
+        out: output folder (emergence.json, emergence_images.safetensors, the figures, index.html).
         tb_dir: TensorBoard folder (None: no TensorBoard); the run is `emergence-<layer>` (with the output
             folder's name when it is not `emergence`).
-        device: torch device for both networks.
+        trainer: where each dissection runs: Lightning's accelerator, devices, num_nodes, strategy and precision,
+            as for `dissect` (`--trainer.accelerator gpu`; `--trainer.devices 2 --trainer.strategy ddp`: two
+            processes, which measure what one does; only global rank 0 writes the outputs, the others return None).
 
     Examples:
         python -m lightning_gd dissect-checkpoints tb_logs/world_progan/version_0/checkpoints --prefix generator_ema
@@ -92,34 +100,50 @@ def dissect_checkpoints(
     from lightning_gd.reports.emergence import write_emergence
 
     check_writable(out)
-    device = resolve_device(device)
+    engine = trainer.trainer(progress=False)
+    found = distinct_steps(checkpoints, say=engine.is_global_zero)
+    device = engine.strategy.root_device
     seg = zoo.segmenter(segmenter).to(device)
-    by_step: dict[int, tuple] = {}
-    for path in sorted(checkpoint_files(checkpoints), key=training_order):
-        G, step, batches = load_checkpoint_generator(path, prefix, generator)
-        if step in by_step:
-            print(f"{path.name}: step {step} already dissected from {by_step[step][0].name}; skipped")
-            continue
-        record, result = measure_unit_emergence(
-            G.to(device), layer, seg, n, seed, batch_size, iou_threshold, top_k, z_dim
+    measured: dict[int, tuple[dict, UnitImages | None]] = {}
+    fixed = None if units is None else list(units)
+    for path, step, batches in [found[-1], *found[:-1]]:  # the last first: the followed units are its top units
+        G = load_checkpoint_generator(path, prefix, generator)[0].to(device)
+        sample = {"n": n, "seed": seed, "batch_size": batch_size, "iou_threshold": iou_threshold, "top_k": top_k}
+        m = measure_unit_emergence(
+            G, layer, seg, **sample, z_dim=z_dim, units=fixed, num_units=num_units, trainer=engine
         )
-        by_step[step] = (path, {"step": step, "batches": batches, "checkpoint": str(path), **record}, result)
-        r = by_step[step][1]
-        print(
-            f"{path.name:<18} step {step:>7}: {r['interpretable']:>3}/{r['units']} interpretable, "
-            f"{r['distinct_concepts']} concepts, mean IoU {r['mean_iou']:.3f} ({r['seconds']:.1f} s)",
-            flush=True,
-        )
-    history = [by_step[s][1] for s in sorted(by_step)]
-    fixed = list(units) if units is not None else top_units(history[-1], num_units)
-    for r in history:
-        r["fixed_units"] = fixed
-    runs = (  # one generator in memory at a time
-        (record, result, load_checkpoint_generator(path, prefix, generator)[0].to(device))
-        for path, record, result in (by_step[s] for s in sorted(by_step))
-    )
+        fixed = m.record["fixed_units"]
+        r = {"step": step, "batches": batches, "checkpoint": str(path), **m.record}
+        measured[step] = (r, m.images)
+        if engine.is_global_zero:
+            print(
+                f"{path.name:<18} step {step:>7}: {r['interpretable']:>3}/{r['units']} interpretable, "
+                f"{r['distinct_concepts']} concepts, mean IoU {r['mean_iou']:.3f} ({r['seconds']:.1f} s)",
+                flush=True,
+            )
+    if not engine.is_global_zero:  # every rank measured the same; one writes it
+        return None
+    steps = sorted(measured)
+    history = [measured[s][0] for s in steps]
     tb = None if tb_dir is None else Path(tb_dir) / run_name("emergence", out, [layer])
-    title = f"{layer}: unit emergence over training ({n} samples)"
     with staged(out) as stage:
-        write_emergence(runs, history, stage, tb, title, seed, z_dim)
+        EmergenceResult(history).save(stage)
+        if fixed:
+            EmergenceImages.stack(layer, steps, fixed, [measured[s][1] for s in steps]).save(stage)
+        write_emergence(stage, tb)
     return history
+
+
+def distinct_steps(checkpoints: list[str] | str, say: bool = True) -> list[tuple[Path, int, int | None]]:
+    """(file, global step, batches) of each checkpoint in training order, a step that an earlier file holds
+    (`last.ckpt`) skipped (and, if `say`, said)."""
+    by_step: dict[int, tuple[Path, int, int | None]] = {}
+    for path in sorted(checkpoint_files(checkpoints), key=training_order):
+        ckpt = read_checkpoint(path)
+        step = checkpoint_step(ckpt, path)
+        if step in by_step:
+            if say:
+                print(f"{path.name}: step {step} is {by_step[step][0].name}'s; skipped")
+            continue
+        by_step[step] = (path, step, checkpoint_batches(ckpt))
+    return [by_step[s] for s in sorted(by_step)]

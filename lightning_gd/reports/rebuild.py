@@ -2,8 +2,8 @@
 results alone — no generator, segmenter or checkpoint is loaded. Pictures of generated images are drawn from the
 images the analysis stored beside its JSON (a dissection's `unit_images.safetensors`, a causal test's
 `ace_images.safetensors`, a context run's `context_images.safetensors`, an artifact run's
-`artifact_images.safetensors`); those an analysis kept only as PNG (the emergence image rows, and the images of a
-folder written before its analysis stored them) stay as they are."""
+`artifact_images.safetensors`, an emergence run's `emergence_images.safetensors`); those of a folder written
+before its analysis stored them stay as they are."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def rebuild(folder: Path) -> list[Path]:
     """Draw a results folder's pages and figures again from its stored results, with no network loaded.
 
     A dissection's unit browser and figures, a causal search's curve, image grids and page, a context run's and an
-    artifact run's figures, image rows and page, and an emergence folder's page. Returns the files written.
+    artifact run's figures, image rows and page, and an emergence run's figures and page. Returns the files
+    written.
 
     Args:
         folder: a results folder (holding dissect.json, causal.json / ace.json, context.json, unit_fid.json or
@@ -54,7 +55,8 @@ def rebuild(folder: Path) -> list[Path]:
 
 def _figures(folder: Path, files: set[str]) -> list[Path]:
     """The figures drawn from a folder's stored results alone: context's effect chart, responsive locations and
-    tracing plots; the per-unit FID ranking, ablation table and image rows of an artifact run."""
+    tracing plots; the per-unit FID ranking, ablation table and image rows of an artifact run; an emergence run's
+    curves, heatmap and followed units."""
     written = []
     if "context.json" in files:
         from lightning_gd.reports.context import context_figures
@@ -64,4 +66,8 @@ def _figures(folder: Path, files: set[str]) -> list[Path]:
         from lightning_gd.reports.artifacts import artifact_figures
 
         written += artifact_figures(folder)
+    if "emergence.json" in files:
+        from lightning_gd.reports.emergence import emergence_figures
+
+        written += emergence_figures(folder)
     return written
