@@ -170,9 +170,11 @@ class IqrThresholds:
     def __init__(self, shapes: Shapes, vocab: Vocabulary, s: DissectSettings, device: torch.device) -> None:
         self.shapes, self.vocab, self.s = shapes, vocab, s
         C = len(vocab.names)
-        self.hists = {layer: UnitConceptHistogram(u, C).to(device) for layer, u in shapes.units.items()}
         H, W = shapes.segmentation
         sampled = (H // s.stride) * (W // s.stride)  # pixels `sparse_upsample` reads per image
+        # no count can pass the pixels a unit is read at over the validation sample: int32 counts while they fit
+        hists = {layer: UnitConceptHistogram(u, C, max_count=s.iqr_n * sampled) for layer, u in shapes.units.items()}
+        self.hists = {layer: h.to(device) for layer, h in hists.items()}
         # featuremap locations per sampled pixel: the effective sample size of the significance test
         self.per_pixel = {layer: min(1.0, h * w / sampled) for layer, (h, w) in shapes.featuremap.items()}
 

@@ -244,6 +244,62 @@ def test_iqr_counts_are_batch_split_invariant():
     assert all(torch.equal(c, results[0]) for c in results[1:])
 
 
+def brute_concept_counts(r: torch.Tensor, groups, offsets, C: int, per_octave: int = 16) -> torch.Tensor:
+    """(U, C + 1, bins) counts one pixel at a time: each pixel's bin in its concepts' rows and the last row."""
+    bins = bin_index(r, per_octave)  # (B, U, H, W)
+    counts = torch.zeros(r.shape[1], C + 1, num_bins(per_octave), dtype=torch.long)
+    for b, y, x in torch.cartesian_prod(*(torch.arange(n) for n in groups[0].shape)).tolist():
+        present = [off + int(lab[b, y, x]) for lab, off in zip(groups, offsets) if lab[b, y, x] >= 0]
+        for u in range(r.shape[1]):
+            for row in [*present, C]:
+                counts[u, row, bins[b, u, y, x]] += 1
+    return counts
+
+
+def test_iqr_state_is_bounded_by_blocks_and_sized_int32_with_the_same_answer(monkeypatch):
+    """One unit per block (as at the paper's scale: 512 units × 1,501 rows × 1,537 bins), in `update` and in
+    `compute`, and int32 counts give the counts of the pixel-by-pixel twin, and thresholds and ratios identical to
+    one pass of `iqr_from_counts` over the whole state (the computation before blocks)."""
+    from lightning_gd.dissection import stats
+
+    r, groups, offsets, C = concept_data(2)
+    whole = UnitConceptHistogram(3, C)
+    blocks = UnitConceptHistogram(3, C, max_count=r[:, 0].numel(), block_cells=1)
+    assert whole.counts.dtype == torch.long and blocks.counts.dtype == torch.int32 and blocks.block == 1
+    for chunk, a, b in splits(r, 4, *groups):
+        whole.update(chunk, [a, b], offsets)
+        with monkeypatch.context() as patch:
+            patch.setattr(stats, "BLOCK_KEYS", 1)  # one unit per step
+            blocks.update(chunk, [a, b], offsets)
+    assert torch.equal(blocks.counts.long(), brute_concept_counts(r, groups, offsets, C))
+    assert torch.equal(whole.counts, blocks.counts.long())
+    thr, ratio = blocks.compute(0.5)
+    one_pass = iqr_from_counts(whole.counts, 16, 0.5)
+    assert torch.equal(thr, one_pass[0]) and torch.equal(ratio, one_pass[1])
+    assert ratio[0, 0] > 0.2  # unit 0 is about concept 0: there is an answer to compare
+
+
+def test_iqr_state_sizes():
+    from lightning_gd.dissection.stats import concept_histogram_bytes, count_dtype
+
+    assert (
+        count_dtype(None) == torch.long and count_dtype(2**31) == torch.long and count_dtype(2**31 - 1) == torch.int32
+    )
+    # the paper's scale: 512 units, 1,500 concepts + all pixels, 1,537 bins, 500 images of 64 × 64 strided pixels
+    assert concept_histogram_bytes(512, 1500, 500 * 64 * 64) == 512 * 1501 * 1537 * 4
+    assert UnitConceptHistogram(2, 3, max_count=10).counts.nbytes == concept_histogram_bytes(2, 3, 10)
+    h = UnitConceptHistogram(1, 1, max_count=2 * 16)
+    h.update(torch.randn(2, 1, 4, 4), [torch.zeros(2, 4, 4, dtype=torch.long)], [0])
+    with pytest.raises(ValueError, match="more than the max_count=32"):  # int32 counts could overflow past it
+        h.update(torch.randn(1, 1, 4, 4), [torch.zeros(1, 4, 4, dtype=torch.long)], [0])
+    # torchmetrics' copy of the default (for `reset`) is empty, not a second state; `reset` makes the zeros again
+    assert h._defaults["counts"].numel() == 0
+    h.reset()
+    assert torch.equal(h.counts, torch.zeros(1, 2, num_bins(16), dtype=torch.int32)) and h.seen == 0
+    h.update(torch.randn(2, 1, 4, 4), [torch.zeros(2, 4, 4, dtype=torch.long)], [0])
+    assert h.counts[0, 0].sum() == h.counts[0, 1].sum() == 32
+
+
 # ----------------------------------------------------------------------------------------------- IoU
 
 
