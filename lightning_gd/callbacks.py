@@ -14,7 +14,7 @@ artifact units, on the same schedule.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -25,7 +25,7 @@ from lightning_gd import zoo
 from lightning_gd.dissection.emergence import measure_unit_emergence
 from lightning_gd.errors import InvalidValue, UnknownAttribute, WrongType
 from lightning_gd.latents import latents
-from lightning_gd.models.generators import device_of, quiet_measurement, z_dim_of
+from lightning_gd.models.generators import default_layer, device_of, quiet_measurement, z_dim_of
 from lightning_gd.models.hooks import Trace, resolve_layer
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import check_featuremap
@@ -38,7 +38,7 @@ def log_unit_emergence(
     generator: nn.Module,
     step: int,
     writer=None,
-    layer: str = "layer4",
+    layer: str | None = None,
     segmenter: Segmenter | str | None = None,
     history: list[dict] | None = None,
     n: int = 200,
@@ -136,7 +136,8 @@ class UnitEmergenceMonitor(_EveryNBatches):
 
     Args:
         generator: attribute path of the generator inside the LightningModule (`generator`, `G`, `nets.G`).
-        layer: the generator layer to dissect (a module name, as in `dict(generator.named_modules())`).
+        layer: the generator layer to dissect (a module name, as in `dict(generator.named_modules())`; default: the
+            generator's default layer, the first of its `probe_layers`).
         segmenter: a zoo spec or a `lightning_gd.models.segmenters.Segmenter`; default: the embedded world's.
         every_n_batches: measure after every this many training batches.
         n: probe samples (the same z every time; seeded per index).
@@ -155,7 +156,7 @@ class UnitEmergenceMonitor(_EveryNBatches):
     def __init__(
         self,
         generator: str = "generator",
-        layer: str = "layer4",
+        layer: str | None = None,
         segmenter: Segmenter | str | None = None,
         every_n_batches: int = 1000,
         n: int = 200,
@@ -203,6 +204,7 @@ class UnitEmergenceMonitor(_EveryNBatches):
         if stage != "fit":
             return
         G = resolve_attribute(pl_module, self.generator)
+        self.layer = self.layer if self.layer is not None else default_layer(G)
         resolve_layer(G, self.layer)  # LayerNotFoundError listing the valid layers
         self._z_dim = z_dim_of(G, self.z_dim)
         self.segmenter = zoo.segmenter(self.segmenter)
@@ -312,10 +314,12 @@ class FIDMonitor(_EveryNBatches):
         find_artifacts: if > 0, find this many highest per-unit-FID units of `layer` at every measurement
             (their top `top_k` of the n images each) and ablate those.
         top_k: top-activating images per unit for `find_artifacts`.
-        feature_extractor: `world` (world FID) or `inception` (needs feature_extractor_weights_path).
+        feature_extractor: a zoo spec of the FID feature extractor: the default's (the embedded world's feature
+            net: world FID), or `inception` (needs feature_extractor_weights_path).
         feature_extractor_weights_path: local weights of the extractor.
-        real_images: a folder of real images (default: world renders, `real_n` of them).
-        real_n: world renders for the real statistics.
+        real_images: a folder of real images (default: `real_n` images of the default real-image source, the
+            world's renders).
+        real_n: images of the default source for the real statistics.
         batch_size: images per forward pass.
         cache_dir: where the real statistics are cached.
         z_dim: latent size, if the generator has no `z_dim` attribute.
@@ -332,7 +336,7 @@ class FIDMonitor(_EveryNBatches):
         artifact_units: list[int] | None = None,
         find_artifacts: int = 0,
         top_k: int = 100,
-        feature_extractor: Literal["world", "inception"] = "world",
+        feature_extractor: str | None = None,
         feature_extractor_weights_path: str | None = None,
         real_images: str | None = None,
         real_n: int = 2000,
@@ -385,7 +389,7 @@ class FIDMonitor(_EveryNBatches):
             if self.real_images is not None:
                 source = zoo.real_images(f"folder:{self.real_images}")
             else:
-                source = zoo.real_images("world", n=self.real_n)
+                source = zoo.real_images(None, n=self.real_n)
             self._real = real_statistics(self._extractor, source, self.cache_dir, progress=False)
         return self._real
 

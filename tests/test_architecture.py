@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lightning_gd"
-WORLD_ALLOWED = ("world", "zoo")  # the world itself, and the zoo that loads it as a plugin
+WORLD_ALLOWED = ("world",)  # the world itself; the zoo finds it through the `lightning_gd.zoo` entry point
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
 
 # The layers, lowest first: a module may import its own layer and those below it. A module is in the layer of
@@ -43,8 +43,6 @@ FMT_SKIP_LEFT = {
     "bench/dissect.py": 5,
     "bench/world.py": 1,
     "lightning_gd/causal/search.py": 4,
-    "lightning_gd/jobs/context.py": 3,
-    "lightning_gd/jobs/paint.py": 1,
     "lightning_gd/outputs.py": 1,
     "lightning_gd/paint/session.py": 1,
     "lightning_gd/world/cards.py": 1,
@@ -85,7 +83,7 @@ def imported(path: Path, name: str) -> set[str]:
     return {m for m in found if m in known and m != name}
 
 
-def test_nothing_outside_the_world_and_the_zoo_imports_the_world():
+def test_nothing_outside_the_world_imports_the_world():
     offenders = []
     for name, path in modules().items():
         if name.split(".")[1:2] and name.split(".")[1] in WORLD_ALLOWED:
@@ -103,6 +101,38 @@ def test_nothing_outside_the_world_and_the_zoo_imports_the_world():
         if world or strings:
             offenders.append(f"{name}: {sorted(world) + strings}")
     assert not offenders, "the core must ask the zoo for the world, not import it:\n" + "\n".join(offenders)
+
+
+def code_strings(path: Path) -> list[str]:
+    """The string constants of a module that are not docstrings."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
+
+
+def test_the_zoo_names_no_world_and_the_world_arrives_through_its_entry_point():
+    for name, path in modules().items():
+        if name == "lightning_gd.zoo" or name.startswith("lightning_gd.zoo."):
+            named = [s for s in code_strings(path) if s == "world" or "lightning_gd.world" in s]
+            assert not named, f"{name} names the world in code: {named}"
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
+    assert '[project.entry-points."lightning_gd.zoo"]\nworld = "lightning_gd.world:register"' in pyproject
+    from importlib.metadata import entry_points
+
+    assert "lightning_gd.world:register" in {ep.value for ep in entry_points(group="lightning_gd.zoo")}, (
+        "the installed package lacks the world's entry point: pip install -e . again"
+    )
 
 
 def test_the_check_sees_a_world_import(tmp_path):
@@ -254,3 +284,26 @@ def test_importing_changes_no_global_state(module):
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_core_signatures_take_their_defaults_from_the_networks_not_the_world():
+    """No function outside the world defaults to a layer name, a world concept or the world itself: the default
+    layer is the generator's (`probe_layers`), a concept is always named, and None means the zoo's default."""
+    import re
+
+    from lightning_gd.world import CONCEPTS
+
+    offenders = []
+    for name, path in modules().items():
+        if name.split(".")[1:2] == ["world"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for default in [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]:
+                value = default.value if isinstance(default, ast.Constant) else None
+                if isinstance(value, str) and (
+                    value in CONCEPTS or value == "world" or re.fullmatch(r"layer\d+", value)
+                ):
+                    offenders.append(f"{name}.{node.name}: default {value!r}")
+    assert not offenders, "\n".join(offenders)

@@ -40,4 +40,5 @@ def grid_images(module, z: torch.Tensor, locations: torch.Tensor) -> AceImages:
         list(seg.concepts),
         module.hparams.concept,
         n,
+        list(seg.colours),
     )

@@ -36,6 +36,7 @@ from lightning_gd.dissection.recipe import dissect
 from lightning_gd.dissection.stats import TensorSum
 from lightning_gd.errors import InvalidValue, NotReady
 from lightning_gd.latents import latents
+from lightning_gd.models.generators import default_layer
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.split import LayerSplit
 from lightning_gd.results import CausalSearchResult
@@ -48,7 +49,8 @@ class CausalSearch(LightningModule):
 
     Args:
         concept: the concept to cause (a name in the segmenter's vocabulary).
-        layer: the generator layer whose units are searched.
+        layer: the generator layer whose units are searched (default: the generator's default layer, the first of
+            its `probe_layers`).
         generator: a zoo spec (`world`, …) or a generator module (class_path + init_args); default: the
             embedded world's GAN.
         generator_weights: a local weights file for `generator` (safetensors, or a torch file read weights-only).
@@ -79,8 +81,8 @@ class CausalSearch(LightningModule):
 
     def __init__(
         self,
-        concept: str = "tree",
-        layer: str = "layer4",
+        concept: str,
+        layer: str | None = None,
         generator: nn.Module | str | None = None,
         generator_weights: Path | None = None,
         segmenter: Segmenter | str | None = None,
@@ -118,6 +120,8 @@ class CausalSearch(LightningModule):
             "segmenter": zoo.describe(segmenter, "segmenter"),
         }
         self.concept_index = seg.concept_index(concept)
+        if layer is None:  # the generator's own default layer, recorded so a checkpoint names what it searched
+            layer = self.hparams["layer"] = default_layer(G)
         self.split = LayerSplit(G, layer, z_dim)
         self.z_dim = self.split.z_dim
         with torch.no_grad():

@@ -123,7 +123,7 @@ def _causal_summary(table: str, options: dict, started: float) -> None:
     print(table)
     runs = [Path(r) if Path(r).is_dir() else Path(r).parent for r in options["runs"]]
     first = AceResult.load(runs[0])
-    concept, layer = first.concept, first.layer or "layer4"
+    concept, layer = first.concept, first.layer
     steps = [
         command(
             "context",

@@ -8,7 +8,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import torch
 from jsonargparse.typing import PositiveInt
@@ -18,11 +17,12 @@ from lightning_gd import zoo
 from lightning_gd.cache import check_writable, fingerprint, staged
 from lightning_gd.errors import InvalidValue
 from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
+from lightning_gd.models.generators import default_layer
 from lightning_gd.results.base import VERSION_KEY
 
 
 def artifacts(
-    layer: str = "layer4",
+    layer: str | None = None,
     generator: nn.Module | str | None = None,
     generator_weights: Path | None = None,
     z_dim: int | None = None,
@@ -34,7 +34,7 @@ def artifacts(
     random_draws: PositiveInt = 5,
     n_eval: PositiveInt = 2_000,
     eval_seed: int = 1,
-    feature_extractor: Literal["world", "inception"] = "world",
+    feature_extractor: str | None = None,
     feature_extractor_weights_path: Path | None = None,
     real_images: Path | None = None,
     real_n: PositiveInt = 2_000,
@@ -50,7 +50,7 @@ def artifacts(
     ablation.md, top_units.png, before_after.png and index.html; returns the unit_fid.json document.
 
     Args:
-        layer: the generator layer whose units are scored.
+        layer: the generator layer whose units are scored (default: the generator's default layer).
         generator: a zoo spec or a generator module (class_path + init_args); default: the embedded world's GAN.
         generator_weights: a local weights file for `generator` (safetensors, or a torch file read weights-only).
         z_dim: latent size, if the generator has no `z_dim` attribute.
@@ -62,10 +62,12 @@ def artifacts(
         random_draws: random unit sets of size n_ablate for the baseline (mean ± std).
         n_eval: samples per FID of the ablation table (the same seeded z for every row).
         eval_seed: seed of those samples (differs from `seed`).
-        feature_extractor: `world` (world FID) or `inception` (needs feature_extractor_weights_path).
+        feature_extractor: a zoo spec of the FID feature extractor: the default's (the embedded world's feature
+            net: world FID), or `inception` (needs feature_extractor_weights_path).
         feature_extractor_weights_path: local weights of the extractor (Inception: torch-fidelity's layout).
-        real_images: a folder of real images for the real statistics (default: world renders).
-        real_n: world renders for the real statistics when real_images is not given.
+        real_images: a folder of real images for the real statistics (default: the default real-image source,
+            the world's renders; needed with another generator and extractor).
+        real_n: images of the default source for the real statistics when real_images is not given.
         batch_size: images per forward pass.
         out: output folder (unit_fid.json, artifact_images.safetensors, unit_fid.png, ablation.md, top_units.png,
             before_after.png, index.html).
@@ -94,11 +96,12 @@ def artifacts(
     engine = trainer.trainer()
     device = engine.strategy.root_device  # this process's device: the real statistics and the figures run there too
     G = zoo.generator(generator, weights=generator_weights).to(device).eval()
+    layer = layer if layer is not None else default_layer(G)
     extractor = zoo.feature_extractor(feature_extractor, weights_path=feature_extractor_weights_path).to(device)
-    if real_images is None and generator is not None and feature_extractor != "world":
+    if real_images is None and generator is not None and feature_extractor is not None:
         raise InvalidValue("name the real images of your model's domain with --real_images (a folder of PNG/JPEG)")
     if real_images is None:
-        source = zoo.real_images("world", n=real_n)
+        source = zoo.real_images(None, n=real_n)
     else:
         source = zoo.real_images(f"folder:{real_images}")
     real = real_statistics(extractor, source, cache_dir, batch_size)
@@ -120,7 +123,7 @@ def artifacts(
     if not engine.is_global_zero:  # every rank holds the same result; one writes it
         return None
     info = {
-        "generator": zoo.describe(generator),
+        "generator": zoo.describe(generator, "generator"),
         "generator_fingerprint": fingerprint(G, code=False),
         "feature_extractor": extractor.identity,
         "real": "world renders" if real_images is None else str(real_images),

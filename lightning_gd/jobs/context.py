@@ -17,15 +17,15 @@ from lightning_gd.causal.context_summary import context_result, where_images
 from lightning_gd.causal.interventions import insertion_values, parse_insertion
 from lightning_gd.errors import InvalidValue
 from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
-from lightning_gd.models.generators import device_of
+from lightning_gd.models.generators import default_layer, device_of
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.results import CausalSearchResult
 from lightning_gd.results.base import VERSION_KEY
 
 
 def context(
-    concept: str = "door",
-    layer: str = "layer4",
+    concept: str | None = None,
+    layer: str | None = None,
     generator: nn.Module | str | None = None,
     generator_weights: Path | None = None,
     segmenter: Segmenter | str | None = None,
@@ -62,8 +62,9 @@ def context(
     TensorBoard; returns context.json's content.
 
     Args:
-        concept: the concept to insert.
-        layer: the generator layer of its units.
+        concept: the concept to insert (default: the concept of the `causal` search).
+        layer: the generator layer of its units (default: the `causal` search's layer, else the generator's
+            default layer).
         generator: a zoo spec or a generator module (class_path + init_args); default: the embedded world's GAN.
         generator_weights: a local weights file for `generator`.
         segmenter: a zoo spec or a Segmenter (class_path + init_args); default: the world's.
@@ -100,20 +101,18 @@ def context(
     """
     from lightning_gd.reports.context import write_context_pages
 
-    if not 0.0 <= respond <= 1.0:
-        raise InvalidValue(f"respond is a share of the window's pixels, in [0, 1]; got {respond}")
-    if units is not None and len(units) == 0:  # inserting nothing gives a table of zeros that looks like a result
-        raise InvalidValue("--units is empty: name the units to insert, or leave it out to rank them by IoU")
-    parse_insertion(insertion)  # a malformed constant fails before any work
+    concept, layer = _checked_request(concept, layer, causal, units, respond, insertion)
     check_writable(out)
     engine = trainer.trainer(progress)
     dev = engine.strategy.root_device  # this process's device: k_c, the ranking and the figures are made there too
     G = zoo.generator(generator, weights=generator_weights).to(dev).eval()
+    layer = layer if layer is not None else default_layer(G)
     seg = zoo.segmenter(segmenter).to(dev).eval()
     seg.concept_index(concept)  # an unknown concept fails here, before any work
     t0 = time.perf_counter()
-    chosen, k_c, sources = _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_samples,
-                                          dissect_samples, cache_dir, progress)  # fmt: skip
+    chosen, k_c, sources = _units_and_k_c(
+        G, seg, concept, layer, causal, units, top_n, z_dim, kc_samples, dissect_samples, cache_dir, progress
+    )
     if parse_insertion(insertion)[0] == "quantile":  # measured on the generator's own activations
         from lightning_gd.models.split import LayerSplit
 
@@ -124,10 +123,21 @@ def context(
     found = measure_context(G, seg, concept, layer, chosen, k_c, n, seed, **where, z_dim=z_dim, trainer=engine)
     if not engine.is_global_zero:  # every rank holds the same result; one writes it
         return None
-    settings = {"concept": concept, "layer": layer, "n": n, "seed": seed, "region": region, "respond": respond,
-                "insertion": insertion,
-                "top_n": len(chosen), "locations": locations, "generator": zoo.describe(generator),
-                "bootstrap": bootstrap, "seconds": round(time.perf_counter() - t0, 1), **sources}  # fmt: skip
+    settings = {
+        "concept": concept,
+        "layer": layer,
+        "n": n,
+        "seed": seed,
+        "region": region,
+        "respond": respond,
+        "insertion": insertion,
+        "top_n": len(chosen),
+        "locations": locations,
+        "generator": zoo.describe(generator, "generator"),
+        "bootstrap": bootstrap,
+        "seconds": round(time.perf_counter() - t0, 1),
+        **sources,
+    }
     shown, images = where_images(G, found, seed, region, respond, overlays, z_dim)
     result = context_result(found, tuple(seg.concepts), chosen, k_c, settings, bootstrap, shown)
     with staged(out) as stage:
@@ -138,8 +148,38 @@ def context(
     return {k: v for k, v in result.document().items() if k != VERSION_KEY}
 
 
-def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_samples, dissect_samples, cache_dir,
-                   progress) -> tuple[list[int], torch.Tensor, dict]:  # fmt: skip
+def _checked_request(
+    concept: str | None, layer: str | None, causal: Path | None, units: list[int] | None, respond: float, insertion: str
+) -> tuple[str, str | None]:
+    """The concept and layer to insert at (named, or those of the causal search), after checking the settings that
+    need no network, so that a mistake fails before any work."""
+    if not 0.0 <= respond <= 1.0:
+        raise InvalidValue(f"respond is a share of the window's pixels, in [0, 1]; got {respond}")
+    if units is not None and len(units) == 0:  # inserting nothing gives a table of zeros that looks like a result
+        raise InvalidValue("--units is empty: name the units to insert, or leave it out to rank them by IoU")
+    parse_insertion(insertion)
+    if causal is not None:  # what the search was for, unless named (a mismatch is an error in _read_causal)
+        searched = _read_causal(Path(causal))[0]
+        concept, layer = concept or searched.concept, layer or searched.layer
+    if concept is None:
+        raise InvalidValue("name the concept to insert (--concept), or a causal search of it (--causal FOLDER)")
+    return concept, layer
+
+
+def _units_and_k_c(
+    G: nn.Module,
+    seg: Segmenter,
+    concept: str,
+    layer: str,
+    causal: Path | None,
+    units: list[int] | None,
+    top_n: int,
+    z_dim: int | None,
+    kc_samples: int,
+    dissect_samples: int,
+    cache_dir: Path | None,
+    progress: bool,
+) -> tuple[list[int], torch.Tensor, dict]:
     """The units to insert, their k_c, and where both came from."""
     from lightning_gd.causal.interventions import concept_means
     from lightning_gd.models.split import LayerSplit
@@ -167,13 +207,18 @@ def _units_and_k_c(G, seg, concept, layer, causal, units, top_n, z_dim, kc_sampl
     return chosen, k_c.to(device_of(G)), sources
 
 
-def _read_causal(folder: Path, concept: str, layer: str) -> tuple[CausalSearchResult, dict]:
+def _read_causal(
+    folder: Path, concept: str | None = None, layer: str | None = None
+) -> tuple[CausalSearchResult, dict | None]:
+    """The causal search's result and, once the concept and layer it must be for are known, its tensors (k_c)."""
     from safetensors.torch import load_file
 
     path = folder / "causal.json" if folder.is_dir() else folder
     if not path.is_file():
         raise FileNotFoundError(f"no causal.json at {path}: run the causal search first (python -m lightning_gd fit)")
     doc = CausalSearchResult.load(path)
+    if concept is None or layer is None:
+        return doc, None
     if doc.layer != layer or doc.concept != concept:
         raise InvalidValue(f"{path} is a search for {doc.concept!r} at {doc.layer!r}, not {concept!r} at {layer!r}")
     tensors = path.parent / "alpha.safetensors"

@@ -20,7 +20,7 @@ from lightning_gd.dissection.top_images import no_images, shown_images
 from lightning_gd.errors import InvalidValue, UnknownName
 from lightning_gd.jobs import run_name
 from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
-from lightning_gd.models.generators import z_dim_of
+from lightning_gd.models.generators import default_layer, z_dim_of
 from lightning_gd.models.hooks import layer_names
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.results import CompareResult, DissectionResult
@@ -57,7 +57,8 @@ def dissect(
     Writes dissect.json, iou-<layer>.npy, report.html, figures and TensorBoard; returns the JSON document.
 
     Args:
-        layers: layer names to dissect (default: layer4 of the world's generator); one name or a list.
+        layers: layer names to dissect (default: the generator's default layer, the first of its `probe_layers`);
+            one name or a list.
         all_layers: dissect every `layer*` block of the generator in one run.
         generator: a zoo spec (`world`, `world:PATH`, …) or a generator module (class_path + init_args);
             default: the embedded world's GAN.
@@ -103,7 +104,7 @@ def dissect(
     # on this process's device from the start: the time estimate and the top images run there too
     G = zoo.generator(generator, weights=generator_weights).to(engine.strategy.root_device).eval()
     seg = zoo.segmenter(segmenter).to(engine.strategy.root_device).eval()
-    layers = _layers(G, _named_layers(layers), all_layers, generator is None)
+    layers = _layers(G, _named_layers(layers), all_layers)
     settings = DissectSettings(
         layers=tuple(layers),
         n=n,
@@ -233,18 +234,14 @@ def _named_layers(layers: list[str] | str | None) -> list[str]:
     return names
 
 
-def _layers(G: nn.Module, layers: list[str], all_layers: bool, default_generator: bool) -> list[str]:
+def _layers(G: nn.Module, layers: list[str], all_layers: bool) -> list[str]:
     if all_layers:
         layers = [name for name in layer_names(G) if name.startswith("layer") and "." not in name]
         if not layers:
             raise InvalidValue(
                 f"all_layers: {type(G).__name__} has no top-level `layer*` blocks; name them with layers"
             )
-    if not layers and not default_generator:
-        raise InvalidValue(
-            f"name the layers to dissect (--layers); {type(G).__name__} has: {', '.join(layer_names(G))}"
-        )
-    return layers or ["layer4"]
+    return layers or [default_layer(G)]
 
 
 def compare(

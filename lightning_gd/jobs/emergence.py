@@ -13,6 +13,7 @@ from lightning_gd.dissection.emergence import measure_unit_emergence
 from lightning_gd.errors import InvalidValue
 from lightning_gd.jobs import run_name
 from lightning_gd.jobs.trainer import ONE_CPU, TrainerOptions
+from lightning_gd.models.generators import default_layer
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.models.weights import (
     checkpoint_batches,
@@ -47,7 +48,7 @@ def load_checkpoint_generator(
 
 def dissect_checkpoints(
     checkpoints: list[str] | str,
-    layer: str = "layer4",
+    layer: str | None = None,
     generator: nn.Module | str | None = None,
     prefix: str = "generator",
     segmenter: Segmenter | str | None = None,
@@ -72,7 +73,7 @@ def dissect_checkpoints(
 
     Args:
         checkpoints: Lightning checkpoints: a file, folder (its *.ckpt) or quoted glob pattern, or a list of them.
-        layer: the generator layer to dissect.
+        layer: the generator layer to dissect (default: the generator's default layer).
         generator: the generator to load each checkpoint into: a module (class_path + init_args), or a zoo spec
             whose network is sized from the checkpoint's hyper-parameters (default: the world's).
         prefix: the generator's key prefix in the checkpoint's state_dict (`generator`, `generator_ema`, `nets.G`).
@@ -108,6 +109,7 @@ def dissect_checkpoints(
     fixed = None if units is None else list(units)
     for path, step, batches in [found[-1], *found[:-1]]:  # the last first: the followed units are its top units
         G = load_checkpoint_generator(path, prefix, generator)[0].to(device)
+        layer = layer if layer is not None else default_layer(G)
         sample = {"n": n, "seed": seed, "batch_size": batch_size, "iou_threshold": iou_threshold, "top_k": top_k}
         m = measure_unit_emergence(
             G, layer, seg, **sample, z_dim=z_dim, units=fixed, num_units=num_units, trainer=engine

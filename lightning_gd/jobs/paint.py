@@ -12,12 +12,12 @@ from torch import nn
 from lightning_gd import allocator, zoo
 from lightning_gd.causal.interventions import parse_insertion
 from lightning_gd.errors import InvalidValue
-from lightning_gd.models.generators import resolve_device
+from lightning_gd.models.generators import default_layer, resolve_device
 from lightning_gd.models.segmenters import Segmenter
 
 
 def paint_session(
-    layer: str = "layer4",
+    layer: str | None = None,
     generator: nn.Module | str | None = None,
     generator_weights: Path | None = None,
     segmenter: Segmenter | str | None = None,
@@ -40,6 +40,7 @@ def paint_session(
     dev = resolve_device(device)
     G = zoo.generator(generator, weights=generator_weights).to(dev).eval()
     seg = zoo.segmenter(segmenter).to(dev).eval()
+    layer = layer if layer is not None else default_layer(G)
     brushes = find_results(results, layer)
     if not brushes:
         cached = f" (cached in {cache_dir})" if cache_dir else ""
@@ -61,7 +62,7 @@ def paint_session(
 
 
 def paint(
-    layer: str = "layer4",
+    layer: str | None = None,
     generator: nn.Module | str | None = None,
     generator_weights: Path | None = None,
     segmenter: Segmenter | str | None = None,
@@ -80,7 +81,7 @@ def paint(
     Starts a web server on this machine and prints its URL; Ctrl-C stops it.
 
     Args:
-        layer: the generator layer whose units are painted with.
+        layer: the generator layer whose units are painted with (default: the generator's default layer).
         generator: a zoo spec or a generator module (class_path + init_args); default: the embedded world's GAN.
         generator_weights: a local weights file for `generator`.
         segmenter: a zoo spec or a Segmenter (class_path + init_args); default: the world's.
@@ -109,10 +110,21 @@ def paint(
         raise InvalidValue(f"port must be in 1-65535, got {port}")
     parse_insertion(insertion)
     sock = bind(host, port)  # first: a busy port fails before the palette is prepared, and no URL names another server
-    session = paint_session(layer, generator, generator_weights, segmenter, z_dim, results, dissect_samples,
-                            kc_samples, cache_dir, device, insertion)  # fmt: skip
+    session = paint_session(
+        layer,
+        generator,
+        generator_weights,
+        segmenter,
+        z_dim,
+        results,
+        dissect_samples,
+        kc_samples,
+        cache_dir,
+        device,
+        insertion,
+    )
     names = ", ".join(session.brushes)
-    print(f"palette ({layer}): {names}")
+    print(f"palette ({session.layer}): {names}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: other machines on the network can reach this page")
     print(f"paint at http://{'[' + host + ']' if ':' in host else host}:{port}/  (Ctrl-C stops the server)")

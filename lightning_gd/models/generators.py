@@ -5,6 +5,8 @@ The contract lightning_gd relies on:
   sample index (`lightning_gd.latents`), so a sample is the same whatever the batch size, the number of
   batches or the DDP rank that draws it;
 - images in [-1, 1] (checked by the segmenter; up to 1e-3 of slack);
+- optionally `probe_layers`: the names of the layers worth dissecting, the first being the default layer of every
+  analysis that is given none (the zoo's loaders set it: the ProGAN's layer4, a StyleGAN2's middle layers);
 - optionally `forward_from(layer, r)`: the rest of the network after `layer` applied to its output r.
   Without it, an intervention re-runs the whole generator with the layer's output replaced (correct for any
   network, but it pays for the layers before `layer` again: about twice the cost for a middle layer);
@@ -74,6 +76,34 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
+def probe_layers(generator: nn.Module) -> tuple[str, ...]:
+    """The layers a generator declares worth probing (`probe_layers`, on it or on the network a wrapper holds)."""
+    module = generator
+    while module is not None:
+        declared = getattr(module, "probe_layers", None)
+        if declared:
+            return tuple(declared)
+        inner = getattr(module, "wraps", None)
+        module = getattr(module, inner, None) if isinstance(inner, str) else None
+    return ()
+
+
+def default_layer(generator: nn.Module) -> str:
+    """The layer an analysis probes when it is given none: the first of the generator's `probe_layers`."""
+    declared = probe_layers(generator)
+    if declared:
+        return declared[0]
+    from lightning_gd.models.hooks import layer_names
+
+    names = layer_names(generator)
+    shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+    raise InvalidValue(
+        f"{type(generator).__name__} declares no probe layers, so there is no default layer: name one (--layer / "
+        f"--layers; in Python layer=…), or declare them with zoo.generator(net, probe_layers=[...]); its layers: "
+        f"{shown or 'none'}"
+    )
+
+
 Sampler = Literal["normal", "uniform"] | Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -91,6 +121,8 @@ class GeneratorWrapper(nn.Module):
         sampler: `normal` (z as drawn), `uniform` (each value mapped to U(−1, 1) through the normal CDF), or a
             function of the standard-normal z (B, z_dim) → the network's z (before reshaping to `z_shape`).
         output_range: the network's image range (lo, hi), mapped linearly to [-1, 1] (e.g. (0, 1)).
+        probe_layers: the layers worth probing, the first the default layer of the analyses (default: those the
+            network declares, if any).
     """
 
     wraps = "network"  # hooks look layers up inside `network`
@@ -102,6 +134,7 @@ class GeneratorWrapper(nn.Module):
         z_shape: tuple[int, ...] | None = None,
         sampler: Sampler = "normal",
         output_range: tuple[float, float] = (-1.0, 1.0),
+        probe_layers: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
         if sampler not in ("normal", "uniform") and not callable(sampler):
@@ -112,16 +145,16 @@ class GeneratorWrapper(nn.Module):
         lo, hi = (float(v) for v in output_range)
         if not hi > lo:
             raise InvalidValue(f"output_range must be (low, high) with high > low, got {output_range}")
-        self.network, self.z_dim, self.z_shape, self.sampler, self.output_range = (
-            network,
-            z_dim,
-            z_shape,
-            sampler,
-            (
-                lo,
-                hi,
-            ),
-        )
+        self.network, self.z_dim, self.z_shape, self.sampler = network, z_dim, z_shape, sampler
+        self.output_range = (lo, hi)
+        if probe_layers is not None:
+            from lightning_gd.models.hooks import resolve_layer
+
+            if isinstance(probe_layers, str) or not probe_layers:
+                raise InvalidValue(f"probe_layers must be a non-empty list of layer names, got {probe_layers!r}")
+            for name in probe_layers:
+                resolve_layer(network, name)  # an unknown name fails here, listing the valid ones
+            self.probe_layers = tuple(probe_layers)
 
     def fingerprint_settings(self) -> dict:
         sampler = self.sampler if isinstance(self.sampler, str) else getattr(self.sampler, "__qualname__", "callable")

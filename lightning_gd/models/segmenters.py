@@ -1,9 +1,9 @@
 """Segmenters: image → per-pixel scores over a concept vocabulary with categories.
 
 Dissection needs hard labels; the causal search needs differentiable soft probabilities. Any segmenter the
-project uses is a `Segmenter`: it names its `concepts` and their `categories` and implements `logits`;
-`probs`, `labels` and the input checks come from here. `ModuleSegmenter` wraps any network whose output is
-logits, probabilities or labels.
+project uses is a `Segmenter`: it names its `concepts`, their `categories` and the `colours` its label maps are
+drawn in, and implements `logits`; `probs`, `labels` and the input checks come from here. `ModuleSegmenter`
+wraps any network whose output is logits, probabilities or labels.
 """
 
 from __future__ import annotations
@@ -17,14 +17,61 @@ from lightning_gd.errors import InvalidValue, UnknownName
 from lightning_gd.models.images import segmenter_input
 
 SegmenterOutput = Literal["logits", "probs", "labels"]
+Colour = tuple[int, int, int]
+
+
+def default_colours(n: int) -> list[Colour]:
+    """n RGB colours for label maps, distinct for any vocabulary in use (5,000 were; UPP has about 1,500): hue,
+    saturation and value follow a three-dimensional low-discrepancy sequence (Roberts' R3), so neighbouring indices
+    differ in lightness as well as hue and a large vocabulary fills the colour space evenly; a colour that rounds
+    onto an earlier one moves on along the hue circle."""
+    import colorsys
+
+    a1, a2, a3 = 0.8191725133961645, 0.6710436067037893, 0.5497004779019703  # 1/φ₃, 1/φ₃², 1/φ₃³
+    out: list[Colour] = []
+    seen: set[Colour] = set()
+    for i in range(n):
+        hue, sat, val = (0.5 + a1 * i) % 1.0, 0.45 + 0.5 * ((0.5 + a2 * i) % 1.0), 0.55 + 0.4 * ((0.5 + a3 * i) % 1.0)
+        colour = (0, 0, 0)
+        for step in range(1000):  # at most 1,000 tries; 1,500 concepts need a handful in all
+            r, g, b = colorsys.hsv_to_rgb((hue + step * 0.0037) % 1.0, sat, val)
+            colour = (round(255 * r), round(255 * g), round(255 * b))
+            if colour not in seen:
+                break
+        seen.add(colour)
+        out.append(colour)
+    return out
+
+
+def checked_colours(colours, concepts: tuple[str, ...]) -> list[Colour]:
+    """One (r, g, b) of integers 0–255 per concept, given as a list in vocabulary order or a {concept: colour} dict."""
+    if isinstance(colours, dict):
+        missing = [c for c in concepts if c not in colours]
+        if missing:
+            raise InvalidValue(f"colours: no colour for {', '.join(missing[:6])}")
+        colours = [colours[c] for c in concepts]
+    colours = list(colours)
+    if len(colours) != len(concepts):
+        raise InvalidValue(f"{len(colours)} colours for {len(concepts)} concepts")
+    for c in colours:
+        if len(c) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c):
+            raise InvalidValue(f"a colour is (r, g, b) of integers 0–255, got {c!r}")
+    return [tuple(c) for c in colours]
 
 
 class Segmenter(nn.Module):
-    """Base class. Subclasses set `concepts`, `categories` and implement `logits(x) → (B, C, H, W)`."""
+    """Base class. Subclasses set `concepts`, `categories` and implement `logits(x) → (B, C, H, W)`; they may set
+    `declared_colours` (one (r, g, b) per concept), else `colours` are `default_colours`."""
 
     concepts: tuple[str, ...] = ()
     categories: dict[str, str] = {}
     differentiable: bool = True  # whether `probs` carries gradients to the image (the causal search needs it)
+    declared_colours: list[Colour] | None = None
+
+    @property
+    def colours(self) -> list[Colour]:
+        """The colour of each concept's pixels in drawn label maps, in vocabulary order."""
+        return list(self.declared_colours) if self.declared_colours else default_colours(len(self.concepts))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement logits(x) → (B, C, H, W)")
@@ -79,6 +126,8 @@ class ModuleSegmenter(Segmenter):
         output: what the network returns: `logits` (B, C, H, W), `probs` (B, C, H, W) that sum to 1 over C
             (used as they are, never softmaxed again), or `labels` (B, H, W) class indices (then `probs` is
             one-hot and not differentiable, so the causal search cannot use it).
+        colours: the colour each concept's pixels are drawn in (a list of (r, g, b) in concept order, or a
+            {concept: (r, g, b)} dict); default: `default_colours`.
     """
 
     def __init__(
@@ -87,6 +136,7 @@ class ModuleSegmenter(Segmenter):
         concepts: tuple[str, ...] | list[str],
         categories: dict[str, str] | list[str] | None = None,
         output: SegmenterOutput = "logits",
+        colours: list[Colour] | dict[str, Colour] | None = None,
     ) -> None:
         super().__init__()
         if output not in ("logits", "probs", "labels"):
@@ -102,6 +152,7 @@ class ModuleSegmenter(Segmenter):
         self.categories = dict(categories)
         self.output = output
         self.differentiable = output != "labels"
+        self.declared_colours = None if colours is None else checked_colours(colours, self.concepts)
 
     def fingerprint_settings(self) -> dict:
         return {"output": self.output, "concepts": self.concepts}

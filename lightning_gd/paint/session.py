@@ -231,7 +231,7 @@ class PaintSession:
             "iou_cut": BRUSH_IOU,
             "legend": [  # the segmentation overlay's colours, one per segmenter class
                 {"name": name, "colour": "#" + "".join(f"{v:02x}" for v in colour)}
-                for name, colour in zip(self.segmenter.concepts, segmentation_colours(len(self.segmenter.concepts)))
+                for name, colour in zip(self.segmenter.concepts, self.segmenter.colours)
             ],
         }
 
@@ -335,16 +335,11 @@ class PaintSession:
         labels = self.segmenter.labels(x)
         return {
             "image": _png(to_uint8(x)[0]),
-            "segmentation": _png(colorize(labels)[0]),
+            "segmentation": _png(colorize(labels, self.segmenter.colours)[0]),
             "present": torch.unique(labels).tolist(),  # the classes the overlay shows, for its legend
             "edits": len(canvas.strokes),
             "ms": round(1000 * (time.perf_counter() - t0), 1),
         }
-
-
-def segmentation_colours(num_classes: int) -> list[list[int]]:
-    """The RGB colour `colorize` gives each class index."""
-    return colorize(torch.arange(num_classes)[None, None])[0, :, 0].T.tolist()
 
 
 def _png(image: torch.Tensor) -> str:

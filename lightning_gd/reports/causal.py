@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from lightning_gd.reports.figures import ace_curve_figure, save_png
-from lightning_gd.reports.grids import Grid, colorize, concept_legend
+from lightning_gd.reports.grids import Grid, concept_legend
+from lightning_gd.reports.grids import colorize as draw_labels
 from lightning_gd.reports.images import outline
 from lightning_gd.reports.page_parts import num, pct
 from lightning_gd.reports.pages import write_page
@@ -27,6 +28,10 @@ def image_grids(shown: AceImages) -> dict[str, Grid]:
     ablated, each above its segmentation. Insertion: the originals with the window of the insertion marked, their
     labels, the α top-n inserted there, its labels. Each with the legend of the concepts its label rows show."""
     im, lab, window, n, c = shown.images, shown.labels, shown.window, shown.top_n, shown.concept
+
+    def colorize(labels: torch.Tensor) -> torch.Tensor:
+        return draw_labels(labels, shown.colours)
+
     ablation = Grid(
         [
             im["original"],
@@ -44,7 +49,7 @@ def image_grids(shown: AceImages) -> dict[str, Grid]:
             f"{c} units\nby IoU (top {n})\nablated",
             "labels",
         ],
-        concept_legend([lab["original"], lab["ablated_alpha"], lab["ablated_iou"]], shown.concepts),
+        concept_legend([lab["original"], lab["ablated_alpha"], lab["ablated_iou"]], shown.concepts, shown.colours),
     )
     insertion = Grid(
         [
@@ -54,7 +59,7 @@ def image_grids(shown: AceImages) -> dict[str, Grid]:
             outline(colorize(lab["inserted"]), window, WINDOW_ON_LABELS),
         ],
         ["original,\nwindow marked", "labels before", f"{c} units\nby α (top {n})\ninserted", "labels after"],
-        concept_legend([lab["original"], lab["inserted"]], shown.concepts),
+        concept_legend([lab["original"], lab["inserted"]], shown.concepts, shown.colours),
     )
     return {"ablation": ablation, "insertion": insertion}
 

@@ -12,30 +12,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-# One distinct colour per concept index (wraps for large vocabularies).
-_PALETTE = np.array(
-    [
-        [120, 170, 255],
-        [245, 245, 245],
-        [255, 215, 0],
-        [60, 180, 60],
-        [90, 90, 90],
-        [200, 80, 60],
-        [40, 60, 160],
-        [120, 60, 20],
-        [20, 100, 30],
-        [255, 0, 255],
-        [0, 255, 255],
-        [255, 128, 0],
-    ],
-    dtype=np.uint8,
-)
+from lightning_gd.models.segmenters import default_colours
 
 
-def colorize(labels: torch.Tensor) -> torch.Tensor:
-    """labels (B, H, W) → uint8 colour images (B, 3, H, W)."""
-    lab = labels.cpu().numpy() % len(_PALETTE)
-    return torch.from_numpy(_PALETTE[lab]).permute(0, 3, 1, 2)
+def colorize(labels: torch.Tensor, colours: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+    """labels (B, H, W) → uint8 colour images (B, 3, H, W): each label in its concept's colour (`colours`, one per
+    concept: the segmenter's `colours`; default `default_colours`). Negative labels (no concept) are black."""
+    lab = labels.cpu().long()
+    n = max(int(lab.max()) + 1 if lab.numel() else 0, len(colours or ()))
+    table = torch.tensor(list(colours or ()) + default_colours(n)[len(colours or ()) :], dtype=torch.uint8)
+    table = torch.cat([table.view(-1, 3), torch.zeros(1, 3, dtype=torch.uint8)])  # index -1: black
+    return table[lab.where(lab >= 0, torch.full_like(lab, -1))].permute(0, 3, 1, 2)
 
 
 Colour = tuple[int, int, int]
@@ -65,15 +52,20 @@ def font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def concept_legend(labels: torch.Tensor | Sequence[torch.Tensor], names: Sequence[str]) -> list[tuple[str, Colour]]:
+def concept_legend(
+    labels: torch.Tensor | Sequence[torch.Tensor],
+    names: Sequence[str],
+    colours: Sequence[Sequence[int]] | None = None,
+) -> list[tuple[str, Colour]]:
     """(name, colour) of every concept present in `labels` (label maps (B, H, W), or several), in vocabulary
-    order, with the colour `colorize` draws it in. Concepts absent from the pictures stay out of the legend."""
+    order, with the colour `colorize` draws it in (given the same `colours`). Concepts absent from the pictures
+    stay out of the legend."""
     maps = [labels] if isinstance(labels, torch.Tensor) else list(labels)
     present = [i for i in torch.unique(torch.cat([m.flatten().cpu() for m in maps])).tolist() if i >= 0]
     if not present:  # no labelled pixel (-1 is "none", never a concept)
         return []
-    colours = colorize(torch.tensor(present).view(1, 1, -1))[0, :, 0].T  # (K, 3)
-    return [(names[i] if i < len(names) else str(i), tuple(int(v) for v in c)) for i, c in zip(present, colours)]
+    drawn = colorize(torch.tensor(present).view(1, 1, -1), colours)[0, :, 0].T  # (K, 3)
+    return [(names[i] if i < len(names) else str(i), tuple(int(v) for v in c)) for i, c in zip(present, drawn)]
 
 
 def labelled_grid(

@@ -137,7 +137,8 @@ def iou_table(folder: str | Path, layer: str, shape: tuple[int, int]) -> torch.T
 class AceImages:
     """What a causal test's image grids show, on the same few held-out samples: `original`, `ablated_alpha` and
     `ablated_iou` (the top-n units of each ranking ablated everywhere), `inserted` (the α top-n inserted in
-    `window`) as uint8 (B, 3, H, W); `labels` of each (B, H, W) int64; the segmenter's `concepts` (the legend)."""
+    `window`) as uint8 (B, 3, H, W); `labels` of each (B, H, W) int64; the segmenter's `concepts` (the legend) and
+    the `colours` it declares for them (None in a file written before segmenters declared colours: the default)."""
 
     FILE: ClassVar[str] = "ace_images.safetensors"
     WRITTEN_BY: ClassVar[str] = "python -m lightning_gd test"
@@ -149,12 +150,15 @@ class AceImages:
     concepts: list[str]
     concept: str
     top_n: int
+    colours: list[tuple[int, int, int]] | None = None
 
     def save(self, folder: str | Path) -> Path:
         tensors = {f"images.{k}": v for k, v in self.images.items()}
         tensors |= {f"labels.{k}": v.long() for k, v in self.labels.items()}
         tensors["window"] = self.window.to(torch.uint8)
         meta = {"concepts": list(self.concepts), "concept": self.concept, "top_n": self.top_n}
+        if self.colours is not None:
+            meta["colours"] = [list(c) for c in self.colours]
         return save_atomic(tensors, Path(folder) / self.FILE, {"meta": json.dumps(meta)})
 
     @classmethod
@@ -171,7 +175,20 @@ class AceImages:
         sizes = {tuple(v.shape[-2:]) for v in labels.values()} | {tuple(window.shape[-2:])}
         if len(sizes) != 1 or {len(v) for v in [*images.values(), *labels.values(), window]} != {len(window)}:
             raise ResultError(f"{path}: images, labels and window disagree in number or size")
-        return cls(images, labels, window, concepts, concept, top_n)
+        return cls(images, labels, window, concepts, concept, top_n, _colours(meta.get("colours"), concepts, path))
+
+
+def _colours(raw, concepts: list[str], path: Path) -> list[tuple[int, int, int]] | None:
+    """The stored colour per concept, checked (absent: None, the default palette)."""
+    if raw is None:
+        return None
+    ok = isinstance(raw, list) and len(raw) == len(concepts)
+    ok = ok and all(
+        isinstance(c, list) and len(c) == 3 and all(type(v) is int and 0 <= v <= 255 for v in c) for c in raw
+    )
+    if not ok:
+        raise ResultError(f"{path}: metadata: colours must be one [r, g, b] of integers 0–255 per concept")
+    return [tuple(c) for c in raw]
 
 
 @dataclass

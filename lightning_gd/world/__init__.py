@@ -18,7 +18,7 @@ import torch
 from lightning_gd.errors import InvalidValue
 from lightning_gd.models.segmenters import ModuleSegmenter
 from lightning_gd.world.models import FeatureNet, UNet
-from lightning_gd.world.render import CATEGORIES, CONCEPTS, render_scene
+from lightning_gd.world.render import CATEGORIES, COLOURS, CONCEPTS, render_scene
 from lightning_gd.world.weights import default_path, load_module, to_device
 from lightning_gd.zoo.progan import ProGAN
 
@@ -49,7 +49,7 @@ def load_segmenter(path: str | Path | None = None, device: torch.device | str | 
 
     # The file holds the bare UNet's state dict (what `export` writes); wrap it after loading.
     net = load_module(build, path or default_path("segmenter"), "segmenter")
-    return to_device(ModuleSegmenter(net, CONCEPTS, CATEGORIES).eval().requires_grad_(False), device)
+    return to_device(ModuleSegmenter(net, CONCEPTS, CATEGORIES, colours=COLOURS).eval().requires_grad_(False), device)
 
 
 def load_feature_net(path: str | Path | None = None, device: torch.device | str | None = None) -> FeatureNet:

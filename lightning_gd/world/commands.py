@@ -40,10 +40,10 @@ def demo(out: Path = Path("demo"), n: PositiveInt = 8, seed: int = 0) -> Path:
         fake = G(G.sample_z(n, seed=seed))
     rows = [
         to_uint8(real),
-        colorize(real_labels),
-        colorize(seg.labels(real)),
+        colorize(real_labels, seg.colours),
+        colorize(seg.labels(real), seg.colours),
         to_uint8(fake),
-        colorize(seg.labels(fake)),
+        colorize(seg.labels(fake), seg.colours),
     ]
     path = save_rows(rows, Path(out) / "world_samples.png")
     legend = ", ".join(seg.concepts)

@@ -51,6 +51,18 @@ CATEGORIES: dict[str, str] = {
     "tree": "object",
 }
 LABEL = {name: i for i, name in enumerate(CONCEPTS)}
+# the colour each concept's pixels are drawn in (the world segmenter declares them): close to what they look like
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "sky": (120, 170, 255),
+    "cloud": (245, 245, 245),
+    "sun": (255, 215, 0),
+    "grass": (60, 180, 60),
+    "road": (90, 90, 90),
+    "building": (200, 80, 60),
+    "window": (40, 60, 160),
+    "door": (120, 60, 20),
+    "tree": (20, 100, 30),
+}
 
 _YY, _XX = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
 

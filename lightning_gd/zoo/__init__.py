@@ -31,8 +31,8 @@ from lightning_gd.models.segmenters import ModuleSegmenter, Segmenter
 
 KINDS = ("generator", "segmenter", "feature_extractor", "real_images")
 ENTRY_POINTS = "lightning_gd.zoo"  # the entry point group whose `register(zoo)` functions add networks
-_WRAP_GENERATOR = ("z_dim", "z_shape", "sampler", "output_range")
-_WRAP_SEGMENTER = ("concepts", "categories", "output")
+_WRAP_GENERATOR = ("z_dim", "z_shape", "sampler", "output_range", "probe_layers")
+_WRAP_SEGMENTER = ("concepts", "categories", "output", "colours")
 
 
 @dataclass(frozen=True)
@@ -226,9 +226,9 @@ def generator(spec: str | nn.Module | dict | None = None, weights: str | None = 
     """A generator from a spec (`world`, `world:PATH`, …), a `class_path` config, a module, or None (the default).
 
     `weights` loads a local weights file into a module or config (safetensors, or a torch file read with
-    weights_only). `z_dim`, `z_shape`, `sampler` and `output_range` wrap the network in a `GeneratorWrapper`
-    (see its doc), which any network needs that lacks a `z_dim` attribute, wants z of another shape or
-    distribution, or returns images outside [-1, 1]."""
+    weights_only). `z_dim`, `z_shape`, `sampler`, `output_range` and `probe_layers` wrap the network in a
+    `GeneratorWrapper` (see its doc), which any network needs that lacks a `z_dim` attribute, wants z of another
+    shape or distribution, returns images outside [-1, 1], or declares no default layer of its own."""
     wrap, options = _split(dict(options), _WRAP_GENERATOR)
     if spec is None or isinstance(spec, str):
         net = build("generator", spec, weights=weights, **options)
@@ -254,8 +254,9 @@ def generator(spec: str | nn.Module | dict | None = None, weights: str | None = 
 def segmenter(spec: str | nn.Module | dict | None = None, **options) -> Segmenter:
     """A segmenter from a spec (`world`, …), a `class_path` config, a module, or None (the default).
 
-    A network that is not a `Segmenter` needs `concepts` (its class names, in order) and may give `categories`
-    and `output` (`logits`, `probs` or `labels`: what it returns); it is wrapped in a `ModuleSegmenter`."""
+    A network that is not a `Segmenter` needs `concepts` (its class names, in order) and may give `categories`,
+    `output` (`logits`, `probs` or `labels`: what it returns) and `colours` (one per concept, for drawn label
+    maps); it is wrapped in a `ModuleSegmenter`."""
     if spec is None or isinstance(spec, str):  # the factory takes its own options (e.g. concepts for torchvision)
         return build("segmenter", spec, **options)
     wrap, options = _split(dict(options), _WRAP_SEGMENTER)

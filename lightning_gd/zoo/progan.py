@@ -152,6 +152,8 @@ class ProGAN(nn.Sequential):
         children = [(f"layer{i + 1}", block) for i, block in enumerate(blocks)]
         super().__init__(OrderedDict([*children, (f"output_{resolution}x{resolution}", ToRGB(sizes[-1], tanh))]))
         self.sizes, self.z_dim, self.resolution = tuple(sizes), sizes[0], resolution
+        # the paper's layer (8×8); a generator too small to have one offers its last convolution
+        self.probe_layers = ("layer4",) if len(blocks) >= 4 else (f"layer{len(blocks)}",)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim not in (2, 4) or z.shape[1] != self.z_dim or z[0].numel() != self.z_dim:

@@ -98,6 +98,10 @@ class StyleGAN2Generator(nn.Module):
             res, index = res * 2, index + 2
         self.noise, self.truncation, self.latent = noise, truncation, latent
         self.w_avg_source = "none"
+        # the middle of the synthesis network: the 32×32 layers, then the 16×16 ones (the largest below them for a
+        # network too small to have them)
+        middle = [names for res, names in self.blocks if res in (32, 16)][::-1]
+        self.probe_layers = tuple(n for names in middle for n in names) or tuple(self.blocks[-1][1])
 
     @property
     def noise(self) -> str:

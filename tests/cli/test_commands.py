@@ -100,7 +100,8 @@ def test_dissect_subcommand(tmp_path, monkeypatch, capsys):
 
     with pytest.raises(ValueError, match="--layers") as err:
         run_dissect(tmp_path / "nolayers")  # a custom generator has no default layer
-    assert "PlantedGenerator has: embed, layer1, layer2, render" in str(err.value)
+    assert "PlantedGenerator declares no probe layers" in str(err.value)
+    assert "its layers: embed, layer1, layer2, render" in str(err.value)
     # `threshold` is typed: an unknown mode is refused while parsing, naming it and the modes
     # (`DissectSettings` says the same to library callers: tests/dissection/test_results.py)
     capsys.readouterr()

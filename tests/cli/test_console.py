@@ -135,7 +135,7 @@ def test_fit_reads_the_dissection_that_dissect_cached(tmp_path, monkeypatch, cap
         raise AssertionError("the causal search dissected the layer again instead of reading the cache")
 
     monkeypatch.setattr("lightning_gd.dissection.module.QuantilePass", no_pass)
-    search = CausalSearch(dissect_samples=40, kc_samples=8, out=tmp_path / "causal", progress=False)
+    search = CausalSearch("tree", dissect_samples=40, kc_samples=8, out=tmp_path / "causal", progress=False)
     assert search.hparams.cache_dir == "out/cache"  # the default: the folder dissect wrote to
     search.prepare()
     iou = np.load("out/dissect/iou-layer4.npy")  # (U, C), the table dissect wrote

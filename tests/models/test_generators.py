@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_gd.models.generators import GeneratorWrapper, eval_mode, z_dim_of
+from lightning_gd.errors import InvalidValue
+from lightning_gd.models.generators import GeneratorWrapper, default_layer, eval_mode, probe_layers, z_dim_of
 from lightning_gd.models.hooks import Trace, layer_names
 from lightning_gd.models.split import LayerSplit
 
@@ -72,3 +73,29 @@ def test_eval_mode_restores_each_submodule():
     with eval_mode(net):
         assert not any(m.training for m in net.modules())
     assert net.training and net[0].training and not net[1].training
+
+
+def test_the_default_layer_is_the_first_probe_layer_the_network_declares():
+    from lightning_gd.zoo.progan import ProGAN
+    from lightning_gd.zoo.stylegan2 import StyleGAN2Generator
+
+    assert default_layer(ProGAN([8, 4, 4, 4])) == "layer4"  # the paper's 8×8 layer
+    assert probe_layers(ProGAN([8, 4])) == ("layer2",)  # too small for a layer4: its last convolution
+    channels = {r: 4 for r in (4, 8, 16, 32, 64)}
+    stylegan = StyleGAN2Generator(64, channels, [8, 8])
+    assert probe_layers(stylegan) == ("layer6", "layer7", "layer4", "layer5")  # 32×32, then 16×16
+    assert default_layer(StyleGAN2Generator(8, {4: 4, 8: 4}, [8, 8])) == "layer2"  # its largest layers
+    # a wrapper looks through to the network's declaration, and may declare its own
+    assert default_layer(GeneratorWrapper(ProGAN([8, 4, 4, 4]), z_dim=8)) == "layer4"
+    net = nn.Sequential(nn.Linear(4, 12), nn.Unflatten(1, (3, 2, 2)))
+    assert default_layer(GeneratorWrapper(net, z_dim=4, probe_layers=["1", "0"])) == "1"
+
+
+def test_a_generator_without_probe_layers_has_no_default_and_the_error_lists_its_layers():
+    net = nn.Sequential(nn.Linear(4, 12), nn.Unflatten(1, (3, 2, 2)))
+    with pytest.raises(InvalidValue, match=r"declares no probe layers.*--layer.*its layers: 0, 1"):
+        default_layer(GeneratorWrapper(net, z_dim=4))
+    with pytest.raises(InvalidValue, match="non-empty list"):
+        GeneratorWrapper(net, z_dim=4, probe_layers="0")
+    with pytest.raises(KeyError, match="no layer 'nope'.*valid layers: 0, 1"):
+        GeneratorWrapper(net, z_dim=4, probe_layers=["nope"])

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.models.segmenters import ModuleSegmenter, concept_lookup
 
 
@@ -49,3 +50,28 @@ def test_wrong_outputs_are_clear_errors():
         ModuleSegmenter(nn.Identity(), ["a"], output="scores")
     with pytest.raises(KeyError, match=r"unknown concept 'tre' \(did you mean tree\?\)"):
         concept_lookup("tre", ("tree", "sky"))
+
+
+def test_a_segmenter_declares_its_colours_or_gets_distinct_defaults():
+    from lightning_gd.models.segmenters import ModuleSegmenter, default_colours
+    from lightning_gd.reports.grids import colorize, concept_legend
+
+    net = torch.nn.Conv2d(3, 3, 1)
+    plain = ModuleSegmenter(net, ["a", "b", "c"])
+    assert plain.colours == default_colours(3)
+    many = default_colours(1500)  # a UPP-sized vocabulary: no colour repeats
+    assert len(set(many)) == 1500 and all(0 <= v <= 255 for c in many for v in c)
+    named = ModuleSegmenter(net, ["a", "b", "c"], colours={"a": (1, 2, 3), "b": (4, 5, 6), "c": (7, 8, 9)})
+    assert named.colours == [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
+    labels = torch.tensor([[[2, 0], [-1, 1]]])  # -1: no concept, drawn black
+    drawn = colorize(labels, named.colours)[0].permute(1, 2, 0).tolist()
+    assert drawn == [[[7, 8, 9], [1, 2, 3]], [[0, 0, 0], [4, 5, 6]]]
+    assert concept_legend(labels, named.concepts, named.colours) == [
+        ("a", (1, 2, 3)),
+        ("b", (4, 5, 6)),
+        ("c", (7, 8, 9)),
+    ]
+    for bad, match in (([(1, 2, 3)], "1 colours for 3 concepts"), ({"a": (1, 2, 3)}, "no colour for b, c"),
+                       ([(1, 2, 3), (4, 5, 6), (7, 8, 256)], "integers 0–255")):  # fmt: skip
+        with pytest.raises(InvalidValue, match=match):
+            ModuleSegmenter(net, ["a", "b", "c"], colours=bad)

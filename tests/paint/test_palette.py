@@ -18,7 +18,6 @@ from lightning_gd.paint.session import (
     brush_concepts,
     find_results,
     palette_means,
-    segmentation_colours,
 )
 from lightning_gd.reports.grids import colorize
 from tests.helpers import ColourSegmenter, PlantedGenerator
@@ -87,6 +86,6 @@ def test_the_legend_gives_the_overlay_colours(session):
     legend = session.palette()["legend"]
     names = [e["name"] for e in legend]
     assert names == list(session.segmenter.concepts)
-    colours = colorize(torch.arange(len(names))[None, None])[0, :, 0].T.tolist()
-    assert segmentation_colours(len(names)) == colours
+    colours = colorize(torch.arange(len(names))[None, None], session.segmenter.colours)[0, :, 0].T.tolist()
+    assert [list(c) for c in session.segmenter.colours] == colours
     assert all(e["colour"] == "#" + "".join(f"{v:02x}" for v in c) for e, c in zip(legend, colours))

@@ -101,11 +101,10 @@ def test_unit_rows_image_has_a_row_per_unit(planted):
 
 
 def test_colorize_and_save_rows(tmp_path):
-    labels = torch.tensor([[[0, 1], [2, 13]]])  # 13 wraps around the palette
+    labels = torch.tensor([[[0, 1], [2, 13]]])  # 13: the default palette never wraps
     colours = colorize(labels)
     assert colours.shape == (1, 3, 2, 2) and colours.dtype == torch.uint8
-    assert torch.equal(colours[0, :, 1, 1], colours[0, :, 0, 1])  # 13 % 12 == 1
-    assert not torch.equal(colours[0, :, 0, 0], colours[0, :, 0, 1])
+    assert len({tuple(c) for c in colours[0].flatten(1).T.tolist()}) == 4
     rows = [torch.zeros(3, 3, 4, 4, dtype=torch.uint8), torch.full((3, 3, 4, 4), 255, dtype=torch.uint8)]
     path = save_rows(rows, tmp_path / "sub" / "grid.png", scale=2, pad=2)
     with Image.open(path) as img:

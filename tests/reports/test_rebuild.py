@@ -225,3 +225,27 @@ def test_stored_context_and_artifact_images_round_trip_and_a_damaged_file_is_nam
     ArtifactImages(torch.tensor([5, 1]), top, {"original": images}).save(tmp_path)
     with pytest.raises(ResultError, match="rows.ablated_top: expected torch.uint8 of 4 dimensions, got missing"):
         ArtifactImages.load(tmp_path)
+
+
+def test_the_causal_grids_draw_labels_in_the_colours_the_segmenter_declared(tmp_path):
+    from lightning_gd.reports.causal import image_grids
+
+    shown = causal_folder(tmp_path / "plain")
+    assert AceImages.load(tmp_path / "plain").colours is None  # an older file: the default palette
+    declared = [(10, 20, 30), (40, 50, 60), (70, 80, 90)]
+    coloured = AceImages(shown.images, shown.labels, shown.window, shown.concepts, shown.concept, 2, declared)
+    coloured.save(tmp_path / "coloured")
+    loaded = AceImages.load(tmp_path / "coloured")
+    assert loaded.colours == declared
+    rows = image_grids(loaded)["ablation"].rows
+    expected = torch.tensor(declared, dtype=torch.uint8)[shown.labels["original"]].permute(0, 3, 1, 2)
+    assert torch.equal(rows[1], expected)  # "its labels": every pixel in its concept's declared colour
+    assert dict(image_grids(loaded)["ablation"].legend) == {
+        "sky": declared[0],
+        "dome": declared[1],
+        "grass": declared[2],
+    }
+    bad = AceImages(shown.images, shown.labels, shown.window, shown.concepts, shown.concept, 2, [(1, 2, 3)])
+    bad.save(tmp_path / "bad")
+    with pytest.raises(ResultError, match="colours must be one"):
+        AceImages.load(tmp_path / "bad")
