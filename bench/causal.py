@@ -84,8 +84,10 @@ def main() -> None:
     print(
         f"concept {args.concept}, {args.layer}, batch {B}, {edited} edited featuremaps per step, threads {args.threads}"
     )
-    print(f"one optimisation step       {t_step * 1e3:8.1f} ms (bf16 autocast, the default; float32 "
-          f"{t_step32 * 1e3:.1f} ms: {t_step32 / t_step:.2f}×)")  # fmt: skip
+    print(
+        f"one optimisation step       {t_step * 1e3:8.1f} ms (bf16 autocast, the default; float32 "
+        f"{t_step32 * 1e3:.1f} ms: {t_step32 / t_step:.2f}×)"
+    )
     print(f"f + segmenter forward (B)   {t_f * 1e3:8.1f} ms")
     print(f"G + segmenter forward (B)   {t_g * 1e3:8.1f} ms")
     print(f"ratio step / (f + seg forward on B):              {t_step / t_f:.2f}")

@@ -193,9 +193,16 @@ def main() -> None:
         return
 
     def child(n: int, mode: str, repeats: int) -> dict:
-        cmd = [sys.executable, __file__, "--layer", args.layer, "--n", str(n), "--batch-size", str(args.batch_size),
-               "--device", args.device, "--generator", args.generator, "--mode", mode,
-               "--repeats", str(repeats)]  # fmt: skip
+        options = {
+            "--layer": args.layer,
+            "--n": n,
+            "--batch-size": args.batch_size,
+            "--device": args.device,
+            "--generator": args.generator,
+            "--mode": mode,
+            "--repeats": repeats,
+        }
+        cmd = [sys.executable, __file__, *(str(part) for option in options.items() for part in option)]
         cmd += ["--threads", str(args.threads)] if args.threads else []
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -204,25 +211,33 @@ def main() -> None:
     big = child(args.big_n, "time", args.big_repeats)
     mem = "peak_cuda_mb" if args.device.startswith("cuda") else "peak_rss_mb"
     alloc = "raised (lightning_gd.allocator)" if small["allocator_tuned"] else "glibc's (LIGHTNING_GD_MALLOC=default)"
-    print(f"layer {args.layer}, batch {args.batch_size}, device {small['device']}, {small['threads']} threads, "
-          f"malloc thresholds {alloc}")  # fmt: skip
+    print(
+        f"layer {args.layer}, batch {args.batch_size}, device {small['device']}, {small['threads']} threads, "
+        f"malloc thresholds {alloc}"
+    )
     for res in (small, big):
         n = res["n"]
-        print(f"N={n}: forward {res['forward_s']:.2f} s ({n / res['forward_s']:.0f} images/s), dissect "
-              f"{res['dissect_s']:.2f} s ({n / res['dissect_s']:.0f} images/s); ratio dissect / forward: "
-              f"{res['ratio']:.2f} wall clock, {res['cpu_ratio']:.2f} CPU time  (median of {res['repeats']} "
-              f"side-by-side runs; target <= 1.25)")  # fmt: skip
+        print(
+            f"N={n}: forward {res['forward_s']:.2f} s ({n / res['forward_s']:.0f} images/s), dissect "
+            f"{res['dissect_s']:.2f} s ({n / res['dissect_s']:.0f} images/s); ratio dissect / forward: "
+            f"{res['ratio']:.2f} wall clock, {res['cpu_ratio']:.2f} CPU time  (median of {res['repeats']} "
+            f"side-by-side runs; target <= 1.25)"
+        )
     ph = small["phases"]
     other = ph["total"] - sum(v for k, v in ph.items() if k != "total")
     parts = ", ".join(f"{k} {v:.2f} s" for k, v in ph.items() if k != "total")
     print(
         f"N={args.n}, one more dissection with its phases timed ({ph['total']:.2f} s): {parts}, the rest {other:.2f} s"
     )
-    print(f"peak memory ({mem}) N={args.n}: {small[mem]:.0f} MB; N={args.big_n}: {big[mem]:.0f} MB; "
-          f"ratio {big[mem] / small[mem]:.2f}  (target <= 1.2)")  # fmt: skip
-    print(f"against the exact computation at N={args.n} ({small['units']} units): IoU max error "
-          f"{small['iou_max_error']:.5f} (target <= 0.002); threshold max error {small['threshold_max_error']:.5f} "
-          f"(largest threshold {small['threshold_scale']:.3f})")  # fmt: skip
+    print(
+        f"peak memory ({mem}) N={args.n}: {small[mem]:.0f} MB; N={args.big_n}: {big[mem]:.0f} MB; "
+        f"ratio {big[mem] / small[mem]:.2f}  (target <= 1.2)"
+    )
+    print(
+        f"against the exact computation at N={args.n} ({small['units']} units): IoU max error "
+        f"{small['iou_max_error']:.5f} (target <= 0.002); threshold max error {small['threshold_max_error']:.5f} "
+        f"(largest threshold {small['threshold_scale']:.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,10 @@ def main() -> None:
         ("segmenter forward", args.n / timed(segment), "images/s"),
         ("generator + segmenter forward", args.n / timed(both), "images/s"),
     ]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, n={args.n}, batch {args.batch_size}, "
-          f"malloc thresholds {'raised (lightning_gd.allocator)' if tuned else 'glibc defaults'}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, n={args.n}, batch {args.batch_size}, "
+        f"malloc thresholds {'raised (lightning_gd.allocator)' if tuned else 'glibc defaults'}"
+    )
     for name, value, unit in rows:
         print(f"{name:<32} {value:10.1f} {unit}")
 

@@ -22,8 +22,21 @@ from pathlib import Path
 from lightning_gd.errors import InvalidValue
 
 # Folders whose whole tree belongs to the system; a run may own no folder inside them.
-SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
-                "/sys", "/usr")  # fmt: skip
+SYSTEM_TREES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+)
 # Shared folders that hold other people's files: a run may own a new folder inside them, never the folder itself.
 SHARED_FOLDERS = ("/", "/home", "/root", "/tmp", "/var", "/var/tmp", "/opt", "/srv", "/mnt", "/media")
 LOCK_NAME = ".lightning_gd.lock"

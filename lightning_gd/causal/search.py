@@ -174,8 +174,16 @@ class CausalSearch(LightningModule):
             ),
             label=f"{hp.concept}-{hp.layer}",
         )
-        result = dissect(self.generator, hp.layer, self.segmenter, n=hp.dissect_samples, seed=hp.dissect_seed,
-                         z_dim=self.z_dim, cache_dir=hp.cache_dir, progress=hp.progress)  # fmt: skip
+        result = dissect(
+            self.generator,
+            hp.layer,
+            self.segmenter,
+            n=hp.dissect_samples,
+            seed=hp.dissect_seed,
+            z_dim=self.z_dim,
+            cache_dir=hp.cache_dir,
+            progress=hp.progress,
+        )
         iou = result.layers[hp.layer].iou[:, result.vocabulary.index(hp.concept)]
         with torch.no_grad():
             self.k_c.copy_(kc["k_c"])
@@ -246,9 +254,16 @@ class CausalSearch(LightningModule):
         if missing:
             sel = torch.tensor(missing, device=r.device)
             found = training_locations(
-                self.split, self.segmenter, self.concept_index, self.k_c, indices[sel], z[sel], r[sel],
-                self.hparams.candidates, self.hparams.location_seed,
-            )  # fmt: skip
+                self.split,
+                self.segmenter,
+                self.concept_index,
+                self.k_c,
+                indices[sel],
+                z[sel],
+                r[sel],
+                self.hparams.candidates,
+                self.hparams.location_seed,
+            )
             for j, loc in zip(missing, found.tolist()):
                 self._locations[int(indices[j])] = (loc[0], loc[1])
         return torch.tensor([self._locations[int(i)] for i in indices.tolist()], device=r.device)
@@ -354,8 +369,10 @@ class CausalSearch(LightningModule):
         if self.trainer.is_global_zero:
             out, top = self.save_result(), ", ".join(str(u) for u in self.ranking()[: self.top_n].tolist())
             said = diagnose(self.alpha, self.top_n, self.hparams.lam)
-            self._report = (f"{self.hparams.concept} @ {self.hparams.layer}: top-{self.top_n} units by α: {top}\n"
-                            f"{'warning: ' + said + chr(10) if said else ''}")  # fmt: skip
+            self._report = (
+                f"{self.hparams.concept} @ {self.hparams.layer}: top-{self.top_n} units by α: {top}\n"
+                f"{'warning: ' + said + chr(10) if said else ''}"
+            )
             self.written = [out / "causal.json", out / "alpha.safetensors"]
             tb_views.log_fit_result(self, self._removed_val)
 
@@ -364,9 +381,17 @@ class CausalSearch(LightningModule):
         seed = self.hparams.location_seed
         orders = ace.with_random([self.ranking(), self.iou_ranking()], self.hparams.random_draws, seed)
         sums = ace.batch_sums(
-            self.split, self.segmenter, z, indices, orders.to(z.device), self.sizes, self.top_n, self.k_c,
-            self.concept_index, seed,
-        )  # fmt: skip
+            self.split,
+            self.segmenter,
+            z,
+            indices,
+            orders.to(z.device),
+            self.sizes,
+            self.top_n,
+            self.k_c,
+            self.concept_index,
+            seed,
+        )
         for key, value in sums.items():
             self.test_sums[key].update(value)
         if self._grid_batch is None:

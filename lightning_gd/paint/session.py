@@ -226,7 +226,7 @@ class PaintSession:
             "concepts": [
                 {"name": b.name, "concept": b.concept, "ranking": b.ranking, "source": b.source}
                 for b in self.brushes.values()
-            ],  # fmt: skip
+            ],
             "matches": {b.name: b.match for b in self.brushes.values() if b.match is not None},
             "iou_cut": BRUSH_IOU,
             "legend": [  # the segmentation overlay's colours, one per segmenter class

@@ -198,8 +198,10 @@ def targets_table(rows: list[dict]) -> str:
     widths = [max(len(r[k]) for r in rows) for k in ("target", "measured", "bar")]
     lines = [f"{'target':<{widths[0]}}  {'measured':<{widths[1]}}  {'target value':<{widths[2]}}  holds"]
     for r in rows:
-        lines.append(f"{r['target']:<{widths[0]}}  {r['measured']:<{widths[1]}}  {r['bar']:<{widths[2]}}  "
-                     f"{'yes' if r['holds'] else 'NO'}")  # fmt: skip
+        lines.append(
+            f"{r['target']:<{widths[0]}}  {r['measured']:<{widths[1]}}  {r['bar']:<{widths[2]}}  "
+            f"{'yes' if r['holds'] else 'NO'}"
+        )
     held = sum(r["holds"] for r in rows)
     lines.append(f"{held} of {len(rows)} targets hold")
     return "\n".join(lines)

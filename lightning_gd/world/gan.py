@@ -70,8 +70,9 @@ class Discriminator(nn.Module):
     def __init__(self, widths: tuple[int, ...] | list[int] = DISCRIMINATOR_WIDTHS, resolution: int = 64) -> None:
         super().__init__()
         if 4 * 2 ** (len(widths) - 1) != resolution:
-            raise InvalidValue(f"{len(widths)} discriminator widths make a {4 * 2 ** (len(widths) - 1)}² input, "
-                             f"not {resolution}²")  # fmt: skip
+            raise InvalidValue(
+                f"{len(widths)} discriminator widths make a {4 * 2 ** (len(widths) - 1)}² input, not {resolution}²"
+            )
         self.from_rgb = EqualConv2d(3, widths[0], 1)
         self.down = nn.ModuleList(EqualConv2d(a, b, 3) for a, b in zip(widths[:-1], widths[1:]))
         self.final_conv = EqualConv2d(widths[-1] + 1, widths[-1], 3)

@@ -51,11 +51,15 @@ class FeatureNet(nn.Module):
         w = width
         self.num_classes, self.grid, self.feature_dim = num_classes, grid, feature_dim
         self.conv = nn.Sequential(
-            _conv_block(3, w), nn.MaxPool2d(2),  # 32²
-            _conv_block(w, 2 * w), nn.MaxPool2d(2),  # 16²
-            _conv_block(2 * w, 4 * w), nn.MaxPool2d(2),  # 8²
-            _conv_block(4 * w, 4 * w), nn.AdaptiveAvgPool2d(grid),  # (B, 4w, grid, grid)
-        )  # fmt: skip
+            _conv_block(3, w),
+            nn.MaxPool2d(2),  # 32²
+            _conv_block(w, 2 * w),
+            nn.MaxPool2d(2),  # 16²
+            _conv_block(2 * w, 4 * w),
+            nn.MaxPool2d(2),  # 8²
+            _conv_block(4 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(grid),  # (B, 4w, grid, grid)
+        )
         self.features = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * grid * grid, feature_dim), nn.ReLU())
         self.head = nn.Linear(feature_dim, num_classes * grid * grid)
 

@@ -161,8 +161,11 @@ def _check_spec_options(spec: str, factory: Callable[..., Any], options: dict[st
     wanted = {bool: "true or false", int: "an integer", float: "a number"}
     for key, value in options.items():
         kind = hints.get(key)
-        ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}.get(kind)  # fmt: skip
+        ok = {
+            bool: lambda v: isinstance(v, bool),
+            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        }.get(kind)
         if ok is not None and not ok(value):
             raise InvalidValue(f"spec option {key}={value!r} in {spec!r}: expected {wanted[kind]}")
 
