@@ -432,7 +432,8 @@ class FIDMonitor(_EveryNBatches):
 
     def layout(self) -> dict:
         tags = [f"{self.tag}/fid", f"{self.tag}/fid_ablated"]  # FID, and after ablating the artifact units
-        return {self.tag: {f"FID ({self.feature_extractor} features), before/after ablation": ["Multiline", tags]}}
+        features = zoo.describe(self.feature_extractor, "feature_extractor")
+        return {self.tag: {f"FID ({features} features), before/after ablation": ["Multiline", tags]}}
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": [dict(r) for r in self.history]}

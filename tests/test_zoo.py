@@ -137,3 +137,18 @@ def test_spec_options_reach_the_loader():
     assert seen == {"two_layers": True, "name": "a b", "weights": None}
     with pytest.raises(ValueError, match="is not key=value"):
         parse_spec("world:x?oops")
+
+
+def test_a_broken_plugin_is_left_out_with_a_warning_and_the_world_stays_the_default(monkeypatch):
+    import importlib.metadata as metadata
+
+    from lightning_gd import zoo
+
+    group = zoo.ENTRY_POINTS
+    broken = metadata.EntryPoint(name="aaa", value="no_such_module_anywhere:register", group=group)
+    world = metadata.EntryPoint(name="world", value="lightning_gd.world:register", group=group)
+    monkeypatch.setattr(metadata, "entry_points", lambda group=None: [broken, world])
+    monkeypatch.setattr(zoo, "_loaded", False)
+    with pytest.warns(UserWarning, match="zoo plugin aaa .*failed to load and is left out"):
+        zoo._load_plugins()
+    assert zoo.default_name("generator") == "world"

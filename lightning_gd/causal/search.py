@@ -122,6 +122,8 @@ class CausalSearch(LightningModule):
         self.concept_index = seg.concept_index(concept)
         if layer is None:  # the generator's own default layer, recorded so a checkpoint names what it searched
             layer = self.hparams["layer"] = default_layer(G)
+            if hasattr(self, "_hparams_initial"):  # the copy Lightning logs as hparams.yaml
+                self._hparams_initial["layer"] = layer
         self.split = LayerSplit(G, layer, z_dim)
         self.z_dim = self.split.z_dim
         with torch.no_grad():

@@ -98,7 +98,8 @@ def artifacts(
     G = zoo.generator(generator, weights=generator_weights).to(device).eval()
     layer = layer if layer is not None else default_layer(G)
     extractor = zoo.feature_extractor(feature_extractor, weights_path=feature_extractor_weights_path).to(device)
-    if real_images is None and generator is not None and feature_extractor is not None:
+    defaults = (None, zoo.default_name("feature_extractor"))  # the default extractor goes with the default images
+    if real_images is None and generator is not None and feature_extractor not in defaults:
         raise InvalidValue("name the real images of your model's domain with --real_images (a folder of PNG/JPEG)")
     if real_images is None:
         source = zoo.real_images(None, n=real_n)
@@ -126,7 +127,7 @@ def artifacts(
         "generator": zoo.describe(generator, "generator"),
         "generator_fingerprint": fingerprint(G, code=False),
         "feature_extractor": extractor.identity,
-        "real": "world renders" if real_images is None else str(real_images),
+        "real": zoo.describe(None, "real_images") if real_images is None else str(real_images),
         "real_n": real.n,
         "n_eval": n_eval,
     }

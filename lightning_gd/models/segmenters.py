@@ -8,6 +8,7 @@ wraps any network whose output is logits, probabilities or labels.
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 import torch
@@ -54,9 +55,9 @@ def checked_colours(colours, concepts: tuple[str, ...]) -> list[Colour]:
     if len(colours) != len(concepts):
         raise InvalidValue(f"{len(colours)} colours for {len(concepts)} concepts")
     for c in colours:
-        if len(c) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c):
+        if len(c) != 3 or not all(isinstance(v, numbers.Integral) and 0 <= v <= 255 for v in c):
             raise InvalidValue(f"a colour is (r, g, b) of integers 0–255, got {c!r}")
-    return [tuple(c) for c in colours]
+    return [tuple(int(v) for v in c) for c in colours]
 
 
 class Segmenter(nn.Module):
@@ -71,7 +72,9 @@ class Segmenter(nn.Module):
     @property
     def colours(self) -> list[Colour]:
         """The colour of each concept's pixels in drawn label maps, in vocabulary order."""
-        return list(self.declared_colours) if self.declared_colours else default_colours(len(self.concepts))
+        if not self.declared_colours:
+            return default_colours(len(self.concepts))
+        return checked_colours(self.declared_colours, self.concepts)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement logits(x) → (B, C, H, W)")

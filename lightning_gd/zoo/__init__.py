@@ -81,10 +81,18 @@ def _load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
+    import warnings
     from importlib.metadata import entry_points
 
-    for ep in sorted(entry_points(group=ENTRY_POINTS), key=lambda ep: (ep.dist is None, ep.name)):
-        ep.load()(_this())
+    # this package's own plugin (the world) first, so that its defaults stand unless it is missing or broken
+    found = sorted(
+        entry_points(group=ENTRY_POINTS), key=lambda ep: (ep.value.split(".")[0] != __package__.split(".")[0], ep.name)
+    )
+    for ep in found:
+        try:
+            ep.load()(_this())
+        except Exception as err:  # one broken plugin must not take the others (or the default world) with it
+            warnings.warn(f"zoo plugin {ep.name} ({ep.value}) failed to load and is left out: {err!r}", stacklevel=2)
 
 
 def _this():

@@ -75,3 +75,13 @@ def test_a_segmenter_declares_its_colours_or_gets_distinct_defaults():
                        ([(1, 2, 3), (4, 5, 6), (7, 8, 256)], "integers 0–255")):  # fmt: skip
         with pytest.raises(InvalidValue, match=match):
             ModuleSegmenter(net, ["a", "b", "c"], colours=bad)
+
+
+def test_colours_may_be_numpy_integers_and_are_stored_as_ints():
+    import numpy as np
+
+    from lightning_gd.models.segmenters import ModuleSegmenter
+
+    palette = np.array([[1, 2, 3], [250, 251, 252]], dtype=np.uint8)
+    seg = ModuleSegmenter(torch.nn.Conv2d(3, 2, 1), ["a", "b"], colours=palette)
+    assert seg.colours == [(1, 2, 3), (250, 251, 252)] and all(type(v) is int for c in seg.colours for v in c)
