@@ -471,3 +471,19 @@ def chromium_path() -> str:
 
         pytest.fail("the browser tests drive Debian's chromium: install it (apt-get install -y chromium)")
     return path
+
+
+def run_ddp_script(script, cwd):
+    """Run a script that starts a 2-process DDP Trainer (Lightning launches the second process by running the script
+    again) in a clean environment: one thread per process, no inherited rank or port variables. Returns the
+    completed process after checking that it succeeded."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for name in ("MASTER_PORT", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc

@@ -7,9 +7,6 @@ The networks are the planted generator and colour segmenter of `tests.helpers` (
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import torch
 from lightning_gd.cli import main
 from lightning_gd.dissection import DissectionModule, dissect
 from tests.dissection.test_recipe import N, settings
-from tests.helpers import PlantedGenerator, segmenter
+from tests.helpers import PlantedGenerator, run_ddp_script, segmenter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,13 +147,7 @@ def test_two_ddp_processes_dissect_what_one_process_dissects(tmp_path, monkeypat
     ddp = tmp_path / "ddp"
     script = tmp_path / "ddp_dissect.py"
     script.write_text(textwrap.dedent(_DDP.format(root=str(ROOT), args=ARGS, out=str(ddp), missed=MISSED)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    for name in ("MASTER_PORT", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK"):
-        env.pop(name, None)
-    proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_ddp_script(script, tmp_path)
     assert proc.stdout.count("layer1: ") == 2  # one report per command: rank 0's
 
     monkeypatch.chdir(tmp_path)

@@ -7,9 +7,6 @@ The networks are the tiny ones of `tests.helpers`; each sample is split unevenly
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from lightning_gd.cli import main
 from lightning_gd.latents import latents
 from lightning_gd.models.images import to_uint8
 from tests.dissection.test_module import same_numbers
-from tests.helpers import TinyConvGenerator, tiny_extractor
+from tests.helpers import TinyConvGenerator, run_ddp_script, tiny_extractor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,13 +102,7 @@ def test_two_ddp_processes_measure_what_one_process_measures(tmp_path, monkeypat
         root=str(ROOT), ddp=DDP, artifacts=artifacts_args(real), context=context_args(causal), out=str(ddp)
     )
     script.write_text(textwrap.dedent(text))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    for name in ("MASTER_PORT", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK"):
-        env.pop(name, None)
-    proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_ddp_script(script, tmp_path)
     assert proc.stdout.count("highest per-unit FID") == 1  # one report per command: rank 0's
 
     monkeypatch.chdir(tmp_path)

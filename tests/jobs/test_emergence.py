@@ -7,9 +7,6 @@ tests/cli/test_commands.py."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from lightning_gd.dissection.emergence import measure_unit_emergence
 from lightning_gd.jobs.emergence import dissect_checkpoints, load_checkpoint_generator
 from lightning_gd.results.emergence import EmergenceImages
 from tests.dissection.test_module import same_numbers
-from tests.helpers import PROBE, TinyGenerator, segmenter
+from tests.helpers import PROBE, TinyGenerator, run_ddp_script, segmenter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,13 +124,7 @@ def test_two_ddp_processes_measure_what_one_process_measures(emergence_run, tmp_
     run = {"checkpoint": str(ckdir / "step=8.ckpt"), "n": PROBE["n"], "units": history[-1]["fixed_units"]}
     script = tmp_path / "ddp_emergence.py"
     script.write_text(_DDP_SCRIPT.format(root=str(ROOT), **run, out=str(out)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    for name in ("MASTER_PORT", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK"):
-        env.pop(name, None)
-    proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_ddp_script(script, tmp_path)
     assert proc.stdout.count("interpretable, ") == 1  # one line per checkpoint: rank 0's
     (two,) = json.loads((out / "emergence.json").read_text())["history"]
     single = json.loads((one / "emergence.json").read_text())["history"][1]
