@@ -8,6 +8,7 @@ wraps any network whose output is logits, probabilities or labels.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Literal
 
@@ -26,6 +27,12 @@ def default_colours(n: int) -> list[Colour]:
     saturation and value follow a three-dimensional low-discrepancy sequence (Roberts' R3), so neighbouring indices
     differ in lightness as well as hue and a large vocabulary fills the colour space evenly; a colour that rounds
     onto an earlier one moves on along the hue circle."""
+    return list(_palette(n))
+
+
+@functools.lru_cache(maxsize=8)
+def _palette(n: int) -> tuple[Colour, ...]:
+    """The palette of `default_colours`, computed once per size (label maps are drawn at every paint stroke)."""
     import colorsys
 
     a1, a2, a3 = 0.8191725133961645, 0.6710436067037893, 0.5497004779019703  # 1/φ₃, 1/φ₃², 1/φ₃³
@@ -41,7 +48,7 @@ def default_colours(n: int) -> list[Colour]:
                 break
         seen.add(colour)
         out.append(colour)
-    return out
+    return tuple(out)
 
 
 def checked_colours(colours, concepts: tuple[str, ...]) -> list[Colour]:

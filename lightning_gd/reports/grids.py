@@ -18,9 +18,9 @@ from lightning_gd.models.segmenters import default_colours
 def colorize(labels: torch.Tensor, colours: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
     """labels (B, H, W) → uint8 colour images (B, 3, H, W): each label in its concept's colour (`colours`, one per
     concept: the segmenter's `colours`; default `default_colours`). Negative labels (no concept) are black."""
-    lab = labels.cpu().long()
-    n = max(int(lab.max()) + 1 if lab.numel() else 0, len(colours or ()))
-    table = torch.tensor(list(colours or ()) + default_colours(n)[len(colours or ()) :], dtype=torch.uint8)
+    lab, given = labels.cpu().long(), [tuple(c) for c in colours or ()]
+    n = max(int(lab.max()) + 1 if lab.numel() else 0, len(given))
+    table = torch.tensor(given + (default_colours(n)[len(given) :] if n > len(given) else []), dtype=torch.uint8)
     table = torch.cat([table.view(-1, 3), torch.zeros(1, 3, dtype=torch.uint8)])  # index -1: black
     return table[lab.where(lab >= 0, torch.full_like(lab, -1))].permute(0, 3, 1, 2)
 

@@ -14,7 +14,7 @@ import torch
 
 from lightning_gd.cache import save_atomic
 from lightning_gd.results.base import ResultFile
-from lightning_gd.results.images import UnitImages, _need, _read
+from lightning_gd.results.images import UnitImages, need_tensor, read_stored
 from lightning_gd.results.schema import INT, NUMBER, STR, Fields, ListOf, MapOf, ResultError, require
 
 RECORD = Fields(
@@ -125,16 +125,14 @@ class EmergenceImages:
 
     @classmethod
     def load(cls, path: str | Path) -> EmergenceImages:
-        path = Path(path)
-        path = path / cls.FILE if path.is_dir() else path
-        t, meta = _read(path, cls.WRITTEN_BY)
+        path, t, meta = read_stored(cls, path)
         layer, steps, units = meta.get("layer"), meta.get("steps"), meta.get("units")
         ints = all(isinstance(v, list) and all(type(x) is int for x in v) for v in (steps, units))
         if not isinstance(layer, str) or not ints:
             raise ResultError(f"{path}: metadata: expected a layer and lists of steps and units, got {meta!r}")
-        samples = _need(t, path, "samples", torch.long, 3)
-        images, maps = _need(t, path, "images", torch.uint8, 6), _need(t, path, "maps", torch.float32, 5)
-        thresholds = _need(t, path, "thresholds", torch.float32, 2)
+        samples = need_tensor(t, path, "samples", torch.long, 3)
+        images, maps = need_tensor(t, path, "images", torch.uint8, 6), need_tensor(t, path, "maps", torch.float32, 5)
+        thresholds = need_tensor(t, path, "thresholds", torch.float32, 2)
         shape = (len(steps), len(units))
         if (
             tuple(samples.shape[:2]) != shape

@@ -18,6 +18,8 @@ import torch
 from torch.nn import functional as F
 
 from lightning_gd.cache import save_atomic
+from lightning_gd.errors import InvalidValue
+from lightning_gd.models.segmenters import checked_colours
 from lightning_gd.results.schema import ResultError
 
 
@@ -28,22 +30,25 @@ def dim_outside(images: torch.Tensor, masks: torch.Tensor, keep: float = 0.3) ->
     return torch.where(masks[:, None].to(images.device), images, dark)
 
 
-def _read(path: Path, written_by: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and the JSON metadata of a safetensors file written by `save_atomic`."""
+def read_stored(cls, path: str | Path) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    """The file of an images class (`cls.FILE` inside a folder, or the file named), its tensors and its JSON
+    metadata, as `save_atomic` wrote them."""
     from safetensors import SafetensorError, safe_open
 
+    path = Path(path)
+    path = path / cls.FILE if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"no {path.name} at {path} (`{written_by}` writes it)")
+        raise FileNotFoundError(f"no {path.name} at {path} (`{cls.WRITTEN_BY}` writes it)")
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
             meta = json.loads((f.metadata() or {}).get("meta", "{}"))
     except (SafetensorError, ValueError, OSError) as err:
         raise ResultError(f"{path} is not a readable {path.name}: {err}") from None
-    return tensors, meta
+    return path, tensors, meta
 
 
-def _need(tensors: dict, path: Path, name: str, dtype: torch.dtype, dims: int) -> torch.Tensor:
+def need_tensor(tensors: dict, path: Path, name: str, dtype: torch.dtype, dims: int) -> torch.Tensor:
     t = tensors.get(name)
     if t is None or t.dtype != dtype or t.dim() != dims:
         got = "missing" if t is None else f"{t.dtype} of {t.dim()} dimensions"
@@ -97,25 +102,23 @@ class UnitImages:
 
     @classmethod
     def load(cls, path: str | Path) -> UnitImages:
-        path = Path(path)
-        path = path / cls.FILE if path.is_dir() else path
-        t, meta = _read(path, cls.WRITTEN_BY)
+        path, t, meta = read_stored(cls, path)
         layers = meta.get("layers")
         if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
             raise ResultError(f"{path}: metadata layers: expected a list of layer names, got {layers!r}")
-        samples, images = _need(t, path, "samples", torch.long, 1), _need(t, path, "images", torch.uint8, 4)
+        samples, images = need_tensor(t, path, "samples", torch.long, 1), need_tensor(t, path, "images", torch.uint8, 4)
         if len(samples) != len(images):
             raise ResultError(f"{path}: images: expected one per sample ({len(samples)}), got {len(images)}")
-        seg = _need(t, path, "segmentations", torch.int16, 4) if "segmentations" in t else None
+        seg = need_tensor(t, path, "segmentations", torch.int16, 4) if "segmentations" in t else None
         slots, maps, thresholds, pools = {}, {}, {}, {}
         for i, layer in enumerate(layers):
-            slots[layer] = _need(t, path, f"slots.{i}", torch.long, 2)
-            maps[layer] = _need(t, path, f"maps.{i}", torch.float32, 4)
-            thresholds[layer] = _need(t, path, f"thresholds.{i}", torch.float32, 1)
+            slots[layer] = need_tensor(t, path, f"slots.{i}", torch.long, 2)
+            maps[layer] = need_tensor(t, path, f"maps.{i}", torch.float32, 4)
+            thresholds[layer] = need_tensor(t, path, f"thresholds.{i}", torch.float32, 1)
             if slots[layer].numel() and int(slots[layer].max()) >= len(samples):
                 raise ResultError(f"{path}: slots.{i}: points past the {len(samples)} stored images")
             if f"pools.{i}" in t:
-                pools[layer] = _need(t, path, f"pools.{i}", torch.long, 2)
+                pools[layer] = need_tensor(t, path, f"pools.{i}", torch.long, 2)
         return cls(samples, images, slots, maps, thresholds, seg, pools or None)
 
 
@@ -163,15 +166,13 @@ class AceImages:
 
     @classmethod
     def load(cls, path: str | Path) -> AceImages:
-        path = Path(path)
-        path = path / cls.FILE if path.is_dir() else path
-        t, meta = _read(path, cls.WRITTEN_BY)
+        path, t, meta = read_stored(cls, path)
         concepts, concept, top_n = meta.get("concepts"), meta.get("concept"), meta.get("top_n")
         if not isinstance(concepts, list) or not isinstance(concept, str) or not isinstance(top_n, int):
             raise ResultError(f"{path}: metadata: expected concepts, concept and top_n, got {sorted(meta)}")
-        images = {k: _need(t, path, f"images.{k}", torch.uint8, 4) for k in cls.IMAGES}
-        labels = {k: _need(t, path, f"labels.{k}", torch.long, 3) for k in cls.IMAGES}
-        window = _need(t, path, "window", torch.uint8, 3).bool()
+        images = {k: need_tensor(t, path, f"images.{k}", torch.uint8, 4) for k in cls.IMAGES}
+        labels = {k: need_tensor(t, path, f"labels.{k}", torch.long, 3) for k in cls.IMAGES}
+        window = need_tensor(t, path, "window", torch.uint8, 3).bool()
         sizes = {tuple(v.shape[-2:]) for v in labels.values()} | {tuple(window.shape[-2:])}
         if len(sizes) != 1 or {len(v) for v in [*images.values(), *labels.values(), window]} != {len(window)}:
             raise ResultError(f"{path}: images, labels and window disagree in number or size")
@@ -179,16 +180,17 @@ class AceImages:
 
 
 def _colours(raw, concepts: list[str], path: Path) -> list[tuple[int, int, int]] | None:
-    """The stored colour per concept, checked (absent: None, the default palette)."""
+    """The stored colour per concept, checked as a segmenter's are (absent: None, the default palette)."""
     if raw is None:
         return None
-    ok = isinstance(raw, list) and len(raw) == len(concepts)
-    ok = ok and all(
-        isinstance(c, list) and len(c) == 3 and all(type(v) is int and 0 <= v <= 255 for v in c) for c in raw
-    )
-    if not ok:
-        raise ResultError(f"{path}: metadata: colours must be one [r, g, b] of integers 0–255 per concept")
-    return [tuple(c) for c in raw]
+    try:
+        if not isinstance(raw, list):
+            raise InvalidValue(f"got {type(raw).__name__}")
+        return checked_colours(raw, tuple(concepts))
+    except (InvalidValue, TypeError) as err:
+        raise ResultError(
+            f"{path}: metadata: colours must be one [r, g, b] of integers 0–255 per concept ({err})"
+        ) from None
 
 
 @dataclass
@@ -209,10 +211,11 @@ class ContextImages:
 
     @classmethod
     def load(cls, path: str | Path) -> ContextImages:
-        path = Path(path)
-        path = path / cls.FILE if path.is_dir() else path
-        t, _ = _read(path, cls.WRITTEN_BY)
-        images, regions = _need(t, path, "images", torch.uint8, 4), _need(t, path, "regions", torch.uint8, 3)
+        path, t, _ = read_stored(cls, path)
+        images, regions = (
+            need_tensor(t, path, "images", torch.uint8, 4),
+            need_tensor(t, path, "regions", torch.uint8, 3),
+        )
         if regions.shape != images.shape[:1] + images.shape[2:]:
             raise ResultError(
                 f"{path}: regions: expected one mask per image {tuple(images.shape)}, got {regions.shape}"
@@ -242,15 +245,13 @@ class ArtifactImages:
 
     @classmethod
     def load(cls, path: str | Path) -> ArtifactImages:
-        path = Path(path)
-        path = path / cls.FILE if path.is_dir() else path
-        t, _ = _read(path, cls.WRITTEN_BY)
-        units, top = _need(t, path, "units", torch.long, 1), _need(t, path, "top", torch.uint8, 5)
+        path, t, _ = read_stored(cls, path)
+        units, top = need_tensor(t, path, "units", torch.long, 1), need_tensor(t, path, "top", torch.uint8, 5)
         if len(units) != len(top):
             raise ResultError(f"{path}: top: expected one row of images per unit ({len(units)}), got {len(top)}")
-        rows = {k: _need(t, path, f"rows.{k}", torch.uint8, 4) for k in cls.ROWS[:2]}
+        rows = {k: need_tensor(t, path, f"rows.{k}", torch.uint8, 4) for k in cls.ROWS[:2]}
         if f"rows.{cls.ROWS[2]}" in t:
-            rows[cls.ROWS[2]] = _need(t, path, f"rows.{cls.ROWS[2]}", torch.uint8, 4)
+            rows[cls.ROWS[2]] = need_tensor(t, path, f"rows.{cls.ROWS[2]}", torch.uint8, 4)
         if len({tuple(v.shape) for v in rows.values()}) != 1:
             raise ResultError(
                 f"{path}: rows: expected images of one shape, got {[tuple(v.shape) for v in rows.values()]}"
