@@ -232,6 +232,25 @@ def test_the_generators_are_the_published_progan_class_and_only_the_ema_clamps()
     assert math.isclose(ema_beta(32, 10**9, 10.0, 0.05), 0.5 ** (32 / 10000))
 
 
+def test_training_runs_channels_last_and_the_layout_changes_no_value(six_steps):
+    """The fit puts every network in the channels-last layout (faster convolutions); a contiguous copy of the
+    trained networks computes the same images and scores, to float32 rounding (kernels sum in another order)."""
+    _, module, _, _, _, _ = six_steps
+    for name in ("generator", "generator_ema", "discriminator"):
+        net = getattr(module, name)
+        kernels = [p for p in net.parameters() if p.dim() == 4]
+        assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels), name
+    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    plain = GANModule(**TINY)
+    plain.load_state_dict(module.state_dict())
+    assert all(p.is_contiguous() for p in plain.parameters())
+    with torch.no_grad():
+        for name in ("generator", "generator_ema"):
+            torch.testing.assert_close(getattr(module, name)(z), getattr(plain, name)(z), rtol=1e-4, atol=1e-4)
+        x = plain.generator(z)
+        torch.testing.assert_close(module.discriminator(x), plain.discriminator(x), rtol=1e-4, atol=1e-4)
+
+
 def test_validation_z_is_a_seeded_buffer():
     torch.manual_seed(5)
     a = GANModule(**TINY, val_seed=7)
