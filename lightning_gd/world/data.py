@@ -83,18 +83,24 @@ class SceneDataModule(pl.LightningDataModule):
         self.val_set = SceneDataset(val_size, seed + _STREAM["val"], view)
         self.test_set = SceneDataset(val_size, seed + _STREAM["test"], view)
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, ds: Dataset, shuffle: bool, order: torch.Generator | None = None) -> DataLoader:
         return DataLoader(
             ds,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            generator=order,
             num_workers=self.num_workers,
             drop_last=shuffle,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        # The order of the training scenes is drawn from the seed and the global step the run starts at. The
+        # loader's position is not in a checkpoint, so a resumed run starts a new epoch: with the global RNG
+        # reseeded by seed_everything it would draw the same order, and train on the scenes it began with again.
+        start = self.trainer.global_step if self.trainer is not None else 0
+        seed = int(np.random.SeedSequence([self.hparams.seed, _STREAM["train"], start]).generate_state(1)[0])
+        return self._loader(self.train_set, shuffle=True, order=torch.Generator().manual_seed(seed))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

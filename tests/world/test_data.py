@@ -1,7 +1,9 @@
 """The world's data: a dataset item is the seeded render, `render_batch` matches the dataset, train / val / test
-draw separate streams, and an item does not depend on the batch size."""
+draw separate streams, an item does not depend on the batch size, and a resumed run draws a new training order."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -69,3 +71,18 @@ def test_items_do_not_depend_on_the_batch_size():
     assert x_train.shape == expected.shape
     matches = (x_train[:, None] == expected[None]).flatten(2).all(-1)  # (loaded, expected)
     assert matches.sum(1).eq(1).all() and matches.sum(0).eq(1).all()
+
+
+def test_the_training_order_is_seeded_by_the_step_a_run_starts_at():
+    """A run that starts (or resumes) at the same global step draws the same order of training scenes; a resumed
+    run draws another one instead of repeating the scenes its first start began with. Each is a permutation."""
+    dm = SceneDataModule(batch_size=4, train_size=64, val_size=4)
+
+    def order(step: int | None) -> list[int]:
+        dm.trainer = None if step is None else SimpleNamespace(global_step=step)
+        return list(iter(dm.train_dataloader().sampler))
+
+    first, again, resumed = order(0), order(0), order(1000)
+    assert first == again == order(None)
+    assert resumed != first
+    assert sorted(first) == sorted(resumed) == list(range(64))
