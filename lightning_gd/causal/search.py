@@ -30,7 +30,7 @@ from lightning_gd.cache import Cache, check_writable, fingerprint, save_atomic, 
 from lightning_gd.causal import ace
 from lightning_gd.causal import tensorboard as tb_views
 from lightning_gd.causal.diagnosis import diagnose, stale_checkpoint
-from lightning_gd.causal.interventions import concept_means, partial_effect
+from lightning_gd.causal.interventions import concept_means, insertion_values, parse_insertion, partial_effect
 from lightning_gd.causal.locations import training_locations
 from lightning_gd.dissection.recipe import dissect
 from lightning_gd.dissection.stats import TensorSum
@@ -64,6 +64,9 @@ class CausalSearch(LightningModule):
         location_seed: seed of those locations and of the test's insertion locations.
         kc_samples: samples for k_c, the per-unit mean activation where c is present (§S-6.4).
         kc_seed: seed of that sample.
+        insertion: the value inserted units are set to, in training, in the search for insertion locations and in
+            the test's insertion effect: 'k_c' (the paper's, the default), 'k_c*M' (M times it) or 'qP' (each
+            unit's P-quantile over every location of `kc_samples` samples), as `context --insertion` takes.
         dissect_samples: samples of the dissection that gives the IoU (initialisation and IoU ranking).
         dissect_seed: seed of that dissection.
         eval_sizes: n of the test's ablation curve (default: 1, 2, 5, 10, 15, 20, 30, … up to U).
@@ -95,6 +98,7 @@ class CausalSearch(LightningModule):
         location_seed: int = 0,
         kc_samples: int = 500,
         kc_seed: int = 10,
+        insertion: str = "k_c",
         dissect_samples: int = 1000,
         dissect_seed: int = 0,
         eval_sizes: list[int] | None = None,
@@ -106,6 +110,7 @@ class CausalSearch(LightningModule):
     ) -> None:
         super().__init__()
         _check_settings(lam, init, top_n, candidates, random_draws, kc_samples, dissect_samples)
+        parse_insertion(insertion)  # an unknown form fails here, before any network is loaded
         # paths as strings: checkpoints are read back with weights_only=True, which refuses pathlib objects
         out, cache_dir, generator_weights = (None if p is None else str(p) for p in (out, cache_dir, generator_weights))
         self.save_hyperparameters(ignore=["generator", "segmenter"])
@@ -134,7 +139,7 @@ class CausalSearch(LightningModule):
         self.out = Path(out) if out is not None else Path("out/causal") / f"{concept}-{layer}"
         check_writable(self.out)  # now, not after the search (nothing is created yet)
         self.alpha = nn.Parameter(torch.zeros(U))  # (U,)
-        for name, shape in (("k_c", (U,)), ("iou", (U,)), ("presence", ())):
+        for name, shape in (("k_c", (U,)), ("k_insert", (U,)), ("iou", (U,)), ("presence", ())):
             self.register_buffer(name, torch.zeros(shape))
         self.register_buffer("prepared", torch.zeros((), dtype=torch.bool))
         self.register_buffer("previous_top", torch.full((self.top_n,), -1, dtype=torch.long))
@@ -187,8 +192,10 @@ class CausalSearch(LightningModule):
             progress=hp.progress,
         )
         iou = result.layers[hp.layer].iou[:, result.vocabulary.index(hp.concept)]
+        k_insert = insertion_values(hp.insertion, kc["k_c"], self.split, n=hp.kc_samples, progress=hp.progress)
         with torch.no_grad():
             self.k_c.copy_(kc["k_c"])
+            self.k_insert.copy_(k_insert)
             self.presence.copy_(kc["presence"])
             self.iou.copy_(iou)
             if hp.init == "iou" and iou.max() > 0:
@@ -207,6 +214,7 @@ class CausalSearch(LightningModule):
             "segmenter": fingerprint(self.segmenter, code=False),
             # what α, k_c and the IoU in the checkpoint were made with: a resumed run must report its own
             **{key: self.hparams[key] for key in ("kc_samples", "kc_seed", "dissect_samples", "dissect_seed", "init")},
+            "insertion": self.hparams.insertion,
             "top_n": self.top_n,
         }
 
@@ -216,9 +224,13 @@ class CausalSearch(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """α and k_c belong to one concept, layer and pair of networks: refuse a checkpoint of another search."""
         self.fit_step = int(checkpoint.get("global_step", 0))  # where a test of it sits on the fit's x-axis
+        state = checkpoint.get("state_dict", {})
+        if "k_c" in state and "k_insert" not in state:  # a checkpoint from before the insertion option inserted k_c
+            state["k_insert"] = state["k_c"].clone()
         saved = checkpoint.get("causal_search")
         if saved is None:
             return
+        saved = {"insertion": "k_c", **saved}
         mine = self._identity
         wrong = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
         if wrong:
@@ -259,7 +271,7 @@ class CausalSearch(LightningModule):
                 self.split,
                 self.segmenter,
                 self.concept_index,
-                self.k_c,
+                self.k_insert,
                 indices[sel],
                 z[sel],
                 r[sel],
@@ -272,7 +284,9 @@ class CausalSearch(LightningModule):
 
     def delta(self, z: torch.Tensor, r: torch.Tensor, locations: torch.Tensor) -> dict[str, torch.Tensor]:
         """δ_α and its two terms on a batch (`interventions.partial_effect`)."""
-        return partial_effect(self.split, self.segmenter, self.concept_index, self.alpha, self.k_c, z, r, locations)
+        return partial_effect(
+            self.split, self.segmenter, self.concept_index, self.alpha, self.k_insert, z, r, locations
+        )
 
     def training_step(self, batch, batch_idx: int):
         kind = self.device.type
@@ -390,7 +404,7 @@ class CausalSearch(LightningModule):
             orders.to(z.device),
             self.sizes,
             self.top_n,
-            self.k_c,
+            self.k_insert,
             self.concept_index,
             seed,
         )

@@ -55,7 +55,7 @@ def causal_body(me: Result, final: Path) -> tuple[str, str, str]:
         )
         rows = [[esc(name), num(v.get("ace")), pct(v.get("appeared"))] for name, v in ins.items()]
         body.append(
-            "<h2>Insertion at one location</h2>"
+            f"<h2>Insertion at one location (units set to {esc(settings.get('insertion', 'k_c'))})</h2>"
             + table(["units", "insertion effect (ACE)", f"windows where {esc(concept)} appeared"], rows, {1, 2})
         )
     dissections = dissection_labels(me, final)

@@ -37,7 +37,7 @@ from tests.helpers import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DOME = CONCEPTS.index("dome")
-STATE_KEYS = {"alpha", "k_c", "iou", "presence", "prepared", "previous_top"}
+STATE_KEYS = {"alpha", "k_c", "k_insert", "iou", "presence", "prepared", "previous_top"}
 
 
 def search(out, **kw) -> CausalSearch:
@@ -98,7 +98,7 @@ def test_delta_matches_eq5_by_hand(tmp_path, make):
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
         m.alpha.copy_(torch.rand(CAUSAL_UNITS, generator=gen))
-        m.k_c.copy_(torch.tensor([1.0, 0.8, 1.0, 0.3]))
+        m.k_insert.copy_(torch.tensor([1.0, 0.8, 1.0, 0.3]))
     z = latents(range(5), Z_DIM, seed=3)
     r = m.split.h(z)
     # ablations in the dome (edge and middle cells), insertions anywhere; −1: this sample has none of that kind
@@ -113,7 +113,7 @@ def test_delta_matches_eq5_by_hand(tmp_path, make):
     )
     got = m.delta(z, r, locations)
     alpha = m.alpha.detach().clone().requires_grad_(True)
-    expected = delta_by_hand(g, seg, r, alpha, m.k_c, locations)
+    expected = delta_by_hand(g, seg, r, alpha, m.k_insert, locations)
     for key in ("delta", "ablation", "insertion"):
         assert abs(float(got[key].detach()) - float(expected[key].detach())) < 1e-5, key
     assert 0 < float(expected["ablation"].detach()) < 1 and 0 < float(expected["insertion"].detach()) < 1
@@ -128,7 +128,7 @@ def test_delta_matches_eq5_by_hand(tmp_path, make):
     only_insertion[:, 0] = -1
     terms = m.delta(z, r, only_insertion)
     assert float(terms["ablation"].detach()) == 0
-    ref = delta_by_hand(g, seg, r, m.alpha.detach(), m.k_c, only_insertion)
+    ref = delta_by_hand(g, seg, r, m.alpha.detach(), m.k_insert, only_insertion)
     assert abs(float(terms["delta"].detach()) - float(ref["insertion"])) < 1e-5
 
 
@@ -148,7 +148,7 @@ def test_training_locations_follow_s64(tmp_path):
         assert pi >= 0 and float(r[b, 0].flatten()[pi]) == 0
     # a fresh search asked for the same samples in another order and split computes the same locations
     other = search(tmp_path)
-    other.k_c.copy_(m.k_c)
+    other.k_insert.copy_(m.k_insert)
     perm = torch.tensor([4, 1, 5])
     again = other.training_locations(idx[perm], z[perm], r[perm])
     assert torch.equal(again, locs[perm])
@@ -236,7 +236,7 @@ def test_search_tells_the_decoy_apart(tmp_path, trainer):
     # the Trainer-free evaluation on the same held-out z (test seed 102), in other batches: the same curves
     rankings = {"alpha": m.ranking(), "iou": m.iou_ranking()}
     ev = ace.evaluate(
-        m.generator, m.segmenter, "layer1", "dome", rankings, k_c=m.k_c, n=16, seed=102, batch_size=5, top_n=2
+        m.generator, m.segmenter, "layer1", "dome", rankings, k_c=m.k_insert, n=16, seed=102, batch_size=5, top_n=2
     )
     assert ev["sizes"] == summary["sizes"] and ev["presence"] == pytest.approx(summary["presence"])
     for name in rankings:
@@ -349,6 +349,34 @@ def test_bad_input(tmp_path):
         search(tmp_path, init="zeros")
     with pytest.raises(ValueError, match="must be positive"):
         search(tmp_path, top_n=0)
+    with pytest.raises(ValueError, match="'kc' is not understood.*'k_c\\*M'"):
+        search(tmp_path, insertion="kc")
+
+
+@pytest.mark.parametrize("spec", ["k_c", "k_c*1.25", "q0.9"])
+def test_the_insertion_constant_is_the_one_asked_for(tmp_path, spec):
+    """k_c stays the paper's mean; the inserted values are k_c, M·k_c or each unit's own quantile over the
+    locations of `kc_samples` samples (computed here by hand), and training and the test insert those."""
+    m = search(tmp_path, insertion=spec)
+    m.prepare()
+    k_c = concept_means(m.split, m.segmenter, "dome", n=32, seed=m.hparams.kc_seed, progress=False)["k_c"]
+    torch.testing.assert_close(m.k_c, k_c, atol=0, rtol=0)
+    if spec.startswith("q"):
+        maps = torch.cat([m.split.h(latents(range(i, min(i + 50, 32)), Z_DIM, 0)) for i in range(0, 32, 50)])
+        expected = torch.quantile(maps.transpose(0, 1).flatten(1), 0.9, dim=1)
+    else:
+        expected = k_c * (1.25 if spec == "k_c*1.25" else 1.0)  # (k_c*4 drives the planted renderer out of range)
+    torch.testing.assert_close(m.k_insert, expected, atol=1e-6, rtol=0)
+    z = latents(range(3), Z_DIM, seed=3)
+    r = m.split.h(z)
+    locations = torch.tensor([[-1, 0], [-1, 5], [-1, FM * FM - 1]])
+    alpha = m.alpha.detach()
+    torch.testing.assert_close(
+        m.delta(z, r, locations)["insertion"],
+        delta_by_hand(m.generator, m.segmenter, r, alpha, expected, locations)["insertion"],
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_absent_concept_fails_at_fit_start(tmp_path, trainer):
@@ -431,9 +459,29 @@ def test_a_checkpoint_of_another_search_is_refused(tmp_path, trainer):
         trainer(max_epochs=2, enable_checkpointing=True).fit(
             other, data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
         )
-    # the same concept with other settings for α's preparation, or another top-n: also another search
-    for changed, said in (({"kc_samples": 16}, "kc_samples: checkpoint 32, this run 16"), ({"top_n": 3}, "top_n")):
+    # the same concept with other settings for α's preparation, another top-n or another insertion constant: also
+    # another search
+    for changed, said in (
+        ({"kc_samples": 16}, "kc_samples: checkpoint 32, this run 16"),
+        ({"top_n": 3}, "top_n"),
+        ({"insertion": "k_c*4"}, "insertion: checkpoint 'k_c', this run 'k_c\\*4'"),
+    ):
         with pytest.raises(ValueError, match=f"another causal search.*{said}"):
             trainer(max_epochs=2, enable_checkpointing=True).fit(
                 search(tmp_path / "dome2", **changed), data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
             )
+
+
+def test_a_checkpoint_from_before_the_insertion_option_inserts_k_c(tmp_path, trainer):
+    """A checkpoint written before `insertion` existed (no k_insert, no insertion in its identity) is tested as
+    what it was, a k_c search: its inserted values are its k_c."""
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    data = LatentDataModule(n_train=4, n_val=2, n_test=2, batch_size=2)
+    trainer(max_epochs=1, enable_checkpointing=True, callbacks=[ckpt]).fit(search(tmp_path / "dome"), data)
+    path = tmp_path / "ckpt" / "last.ckpt"
+    old = torch.load(path, map_location="cpu", weights_only=True)
+    del old["state_dict"]["k_insert"], old["causal_search"]["insertion"]
+    torch.save(old, path)
+    m = search(tmp_path / "dome")
+    trainer().test(m, data, ckpt_path=str(path))
+    assert torch.equal(m.k_insert, old["state_dict"]["k_c"]) and float(m.k_c.abs().sum()) > 0

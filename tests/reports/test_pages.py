@@ -104,6 +104,7 @@ def test_causal_page_shows_the_stored_numbers_and_the_dissection_labels(root):
     assert page == root / "causal" / "tree-layer4" / PAGE
     assert "Causal units of tree in layer4" in text
     assert "97.8%" in text and "92.5%" in text and "-16.9% ± 21.1%" in text and "200 held-out samples" in text
+    assert "Insertion at one location (units set to k_c)" in text  # a result that names no constant inserted k_c
     rows = re.findall(r"<tr><td[^>]*>(\d+)</td><td[^>]*>(\d+)</td><td[^>]*>([\d.]+)</td>", text)
     assert rows == [("1", "5", "1.000"), ("2", "0", "0.889"), ("3", "3", "0.400")]  # top-n only, in α order
     # the dissection's label and IoU of unit 5 (door, 0.200) and unit 3 (tree, 0.040: below the cut, grey)
