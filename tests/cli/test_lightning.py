@@ -98,7 +98,7 @@ def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, ca
     assert listing[6] == f"next: {again}   (ACE on held-out z)"  # the same search and data, its checkpoint
     assert listing[7].startswith("next: python -m lightning_gd context --causal out/causal/tree-layer4 --concept tree")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    assert set(state) == {"alpha", "k_c", "iou", "presence", "prepared", "previous_top"}  # no frozen networks
+    assert set(state) == {"alpha", "k_c", "k_insert", "iou", "presence", "prepared", "previous_top"}  # no networks
     small[small.index("--trainer.enable_progress_bar") + 1] = "true"  # not a terminal: lines all the same
     cli.main(["test", "--ckpt_path", str(ckpt), *small])
     printed = capsys.readouterr().out
