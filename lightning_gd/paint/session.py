@@ -176,6 +176,7 @@ class PaintSession:
             raise InvalidValue("the palette is empty: no causal search or dissection of this layer was found")
         self.split = LayerSplit(generator, layer, z_dim)
         self.segmenter, self.layer, self.kc_samples, self.insertion = segmenter, layer, kc_samples, insertion
+        self.colours = segmenter.colours  # checked once here, not at every stroke (the segmenter is frozen)
         self._quantiles: torch.Tensor | None = None
         self.brushes = {b.name: b for b in brushes}
         self.images: OrderedDict[str, Canvas] = OrderedDict()
@@ -231,7 +232,7 @@ class PaintSession:
             "iou_cut": BRUSH_IOU,
             "legend": [  # the segmentation overlay's colours, one per segmenter class
                 {"name": name, "colour": "#" + "".join(f"{v:02x}" for v in colour)}
-                for name, colour in zip(self.segmenter.concepts, self.segmenter.colours)
+                for name, colour in zip(self.segmenter.concepts, self.colours)
             ],
         }
 
@@ -335,7 +336,7 @@ class PaintSession:
         labels = self.segmenter.labels(x)
         return {
             "image": _png(to_uint8(x)[0]),
-            "segmentation": _png(colorize(labels, self.segmenter.colours)[0]),
+            "segmentation": _png(colorize(labels, self.colours)[0]),
             "present": torch.unique(labels).tolist(),  # the classes the overlay shows, for its legend
             "edits": len(canvas.strokes),
             "ms": round(1000 * (time.perf_counter() - t0), 1),
