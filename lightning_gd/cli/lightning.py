@@ -202,6 +202,8 @@ def report_run(cli: LightningCLI, args: list[str], started: float) -> None:
             hp.get("layer"),
             "--out",
             f"out/context/{Path(str(out)).name}",
+            # the constant the search inserted with (k_c, context's own default, is left implicit)
+            *(["--insertion", hp["insertion"]] if hp.get("insertion", "k_c") != "k_c" else []),
         )
         + "   (where the units can insert it)"
     )

@@ -117,7 +117,9 @@ def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, ca
     assert not [w for w in recwarn if "LeafSpec" in str(w.message)]  # torch's deprecation inside Lightning
     summary = json.loads((run_dir / "ace.json").read_text())
     assert summary["sizes"] == [1, 20, 256] and set(summary["ablation_removed"]) >= {"alpha", "iou", "random_mean"}
-    assert summary["ablation_removed"]["alpha"][-1] == pytest.approx(1.0, abs=0.02)  # every unit off: no tree left
+    removed = summary["ablation_removed"]
+    assert removed["alpha"][-1] == pytest.approx(removed["iou"][-1], abs=1e-6)  # every unit off: one intervention
+    assert removed["alpha"][0] != removed["alpha"][-1]  # and a different one from a single unit
     for name in ("ace_curve.png", "grid_ablation.png", "grid_insertion.png"):
         assert (run_dir / name).stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tb_logs"]  # relative to the working folder
@@ -137,3 +139,22 @@ def test_a_fit_that_is_not_a_causal_search_suggests_its_own_next_step(tmp_path, 
     report_run(SimpleNamespace(trainer=trainer, model=gan), ["fit", "--config", "gan.yaml"], time.time() - 5)
     printed = capsys.readouterr().out
     assert "dissect-checkpoints" in printed and "ACE" not in printed  # a GAN's fit has no ACE to test
+
+
+@pytest.mark.parametrize("insertion, shown", [("q0.999", "--insertion q0.999"), ("k_c", None)])
+def test_the_context_hint_after_fit_inserts_with_the_searchs_constant(tmp_path, capsys, insertion, shown):
+    import time
+    from types import SimpleNamespace
+
+    from lightning_gd.cli.lightning import report_run
+
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(b"a checkpoint")
+    callback = SimpleNamespace(last_model_path=str(ckpt), best_model_path="")
+    trainer = SimpleNamespace(loggers=[], checkpoint_callback=callback, interrupted=False)
+    hparams = {"concept": "tree", "layer": "layer4", "insertion": insertion}
+    search = SimpleNamespace(hparams=hparams, out="out/causal/tree-layer4")
+    report_run(SimpleNamespace(trainer=trainer, model=search), ["fit", "--model.insertion", insertion], time.time())
+    hint = next(line for line in capsys.readouterr().out.splitlines() if "lightning_gd context" in line)
+    assert hint.startswith("next: python -m lightning_gd context --causal out/causal/tree-layer4 --concept tree")
+    assert (shown in hint) if shown else ("--insertion" not in hint)
