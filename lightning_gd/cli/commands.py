@@ -152,7 +152,8 @@ def _dissect_checkpoints(history: list[dict], options: dict, started: float) -> 
         weights = "ema" if options.get("prefix") == "generator_ema" else "generator"
         export = command("export-world", "gan", "--checkpoint", history[-1]["checkpoint"], "--gan_weights", weights)
         steps += [export, command("dissect", "--generator", "world:out/world/generator.safetensors")]
-    tb = _tensorboard(options.get("tb_dir"), run_name("emergence", out, [options["layer"]]))
+    # the layer dissected: --layer, or the generator's default layer when it was left out
+    tb = _tensorboard(options.get("tb_dir"), run_name("emergence", out, [history[-1]["layer"]]))
     print_outputs(files_since(out, started, options), tb, steps)
 
 

@@ -279,6 +279,13 @@ def test_dissect_checkpoints_command_and_bad_prefix(foreign_resumed, tmp_path, m
     assert doc["step"] == 8 and doc["interpretable"] == 1 and doc["per_concept"]["dome"] == 1
     with pytest.raises(KeyError, match="no weights under 'generator.'; its state_dict prefixes: nets"):
         cli.main(["dissect-checkpoints", str(ckdir / "step=8.ckpt"), *gen, *seg, *common])
+    # without --layer: the generator's declared default layer, which also names the TensorBoard run
+    declared = ["--generator", '{"class_path": "tests.helpers.TinyGenerator", "init_args": {}}']
+    monkeypatch.setattr("tests.helpers.TinyGenerator.probe_layers", ["layer1"], raising=False)
+    rest = ["--n", "12", "--out", str(tmp_path / "d"), "--tb_dir", str(tmp_path / "tb")]
+    cli.main(["dissect-checkpoints", str(ckdir / "step=8.ckpt"), *declared, *seg, "--prefix", "nets.G", *rest])
+    assert "tensorboard --logdir" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "tb").iterdir()] == ["emergence-d-layer1"]
 
 
 # ----------------------------------------------------------------------------------------------- causal-summary
