@@ -26,7 +26,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     session = paint_session(results=None, dissect_samples=300)
-    client = TestClient(create_app(session))
+    client = TestClient(create_app(session), base_url="http://127.0.0.1")  # the Host the server accepts
     brush = next(iter(session.brushes))
     key = client.post("/api/sample", json={"seed": 0}).json()["id"]
     h, w = session.size

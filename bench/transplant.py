@@ -4,8 +4,7 @@ concept-free square of another sample. Run it after an hour of training to compa
 
     python bench/transplant.py [--generator world] [--segmenter world] [--layer layer4] [--regions 1 2]
         [--concepts tree door window building] [--n 200]
-    python bench/transplant.py --checkpoints tb_logs/world_close_progan/version_0/checkpoints \
-        --segmenter world:out/world-close/segmenter.safetensors
+    python bench/transplant.py --checkpoints tb_logs/world_close_progan/version_0/checkpoints
 
 Prints, per concept and square side (in featuremap locations and image pixels): the pairs measured, the donor
 square's concept share, the share reproduced in the recipient square, their ratio, and the ratio by the

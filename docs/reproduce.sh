@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every table and figure of the README and docs/ about the embedded world, by their own commands, in order:
 # world samples and model cards, the causal searches (tree, building, road, door) and their summary, dissection
-# (every layer, both threshold modes; after the searches, so the unit browser links them), context (door), unit
+# (every layer, both threshold modes; after the searches, so the unit browser links them), context (door; tree with
+# three insertion constants, whose table is out/context/insertion_table.md), unit
 # emergence over the world GAN's checkpoints, artifact units, the browser and results-page screenshots and the
 # painting screenshots. Figures are copied to docs/images/ under the names the docs/ pages show. Run from the
 # repository root:
@@ -10,11 +11,13 @@
 #   STEPS="causal dissect" bash docs/reproduce.sh  # only some steps (world causal dissect context emergence
 #                                                  # artifacts screenshots)
 #
-# Each step logs to out/reproduce/<step>.log. About 1.5 hours on 2 shared CPU cores (the world card's FID of every
-# checkpoint, the dissections and the causal searches take most of it: about 30, 23 and 28 minutes beside other
-# work); the bench/ scripts are run separately (docs/development.md, "Benchmarks").
+# Each step logs to out/reproduce/<step>.log. The last full run took 57 minutes on 2 CPU cores as two one-thread
+# streams (OMP_NUM_THREADS=1; STEPS="world emergence artifacts", then "dissect" once the causal summary exists;
+# and STEPS="causal context", then "screenshots" once the dissection exists): causal 27 min, context 25 min (of
+# which the six tree insertion runs 20), world 11 min, emergence 3 min, artifacts 8 min, dissect 4 min,
+# screenshots under 1 min. The bench/ scripts are run separately (docs/development.md, "Benchmarks").
 set -euo pipefail
-CKPTS=${1:-tb_logs/world_progan/version_0/checkpoints}
+CKPTS=${1:-tb_logs/world_close_progan/version_0/checkpoints}
 STEPS=${STEPS:-world causal dissect context emergence artifacts screenshots}
 IMG=docs/images
 LOGS=out/reproduce
@@ -71,6 +74,13 @@ if want context; then
   cp out/context/door-r2/context.png "$IMG/context_door_region2.png"
   cp out/context/door-r2/where.png "$IMG/context_door_where.png"
   cp out/context/door/trace.png "$IMG/context_door_trace.png"
+  {
+    for r in 1 2; do for ins in k_c "k_c*4" q0.999; do
+      gd context --causal out/causal/tree-layer4 --locations 64 --region $r --insertion "$ins" \
+          --out "out/context/tree-r$r-${ins/\*/x}"
+    done; done
+    python docs/insertion_table.py out/context/tree-r1-* out/context/tree-r2-* > out/context/insertion_table.md
+  } > "$LOGS/insertion.log" 2>&1
 fi
 
 if want emergence; then
@@ -91,7 +101,8 @@ if want screenshots; then
   {
     python docs/screenshots.py browser out/dissect-quantile/report.html --filter tree
     python docs/screenshots.py page out/causal/tree-layer4/index.html --name causal_page --height 1400
-    LIGHTNING_GD_PAINT_RESULTS=out LIGHTNING_GD_SCREENSHOTS=out/paint-shots python -m pytest -q -o addopts="" \
+    LIGHTNING_GD_PAINT_RESULTS=out LIGHTNING_GD_PAINT_INSERTION=q0.999 LIGHTNING_GD_SCREENSHOTS=out/paint-shots \
+      python -m pytest -q -o addopts="" \
       tests/paint/test_browser.py
     python docs/screenshots.py sequence out/paint-shots
   } > "$LOGS/screenshots.log" 2>&1

@@ -69,7 +69,7 @@ def export_world(
         gan_weights: for the GAN, `ema` (the moving average) or `generator` (the weights under training).
 
     Examples:
-        python -m lightning_gd export-world gan --checkpoint tb_logs/world_progan/version_0/checkpoints/last.ckpt
+        python -m lightning_gd export-world gan --checkpoint tb_logs/world_close_progan/version_0/checkpoints/last.ckpt
         python -m lightning_gd export-world features --checkpoint tb_logs/world_features/version_0/checkpoints/last.ckpt
     """
     path = export(model, checkpoint, out, gan_weights)

@@ -385,4 +385,4 @@ def _draw_close_tree(rng, base, paint) -> None:
 
 
 VIEWS = {"street": render_street_scene, "close": render_close_scene}
-DEFAULT_VIEW = "street"  # the shipped GAN, segmenter and feature net were trained on this view
+DEFAULT_VIEW = "close"  # the shipped GAN, segmenter and feature net were trained on this view

@@ -23,7 +23,8 @@ def session(tmp_path_factory):
 @pytest.fixture(scope="module")
 def url(session):
     """The painting server on a free local port: (its address, the session it serves). With
-    LIGHTNING_GD_PAINT_RESULTS=<folder> it serves the brushes of the results there instead."""
+    LIGHTNING_GD_PAINT_RESULTS=<folder> it serves the brushes of the results there instead, drawing with the
+    insertion constant LIGHTNING_GD_PAINT_INSERTION (default k_c)."""
     import os
     import socket
     import threading
@@ -36,7 +37,8 @@ def url(session):
     from lightning_gd.paint.server import create_app
 
     results = os.environ.get("LIGHTNING_GD_PAINT_RESULTS")
-    served = paint_session(results=Path(results)) if results else session
+    insertion = os.environ.get("LIGHTNING_GD_PAINT_INSERTION", "k_c")
+    served = paint_session(results=Path(results), insertion=insertion) if results else session
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

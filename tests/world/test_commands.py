@@ -135,7 +135,7 @@ def test_exports_record_no_absolute_path_of_the_training_machine(tmp_path, monke
     from lightning_gd.world.weights import default_path
 
     recorded = read_metadata(default_path("generator"))["provenance"]["checkpoint"]
-    assert not Path(recorded).is_absolute() and recorded.startswith("tb_logs/world_progan/")
+    assert not Path(recorded).is_absolute() and recorded.startswith("tb_logs/")
 
 
 def test_exported_generator_loads_and_samples(chain):

@@ -1,0 +1,63 @@
+"""The insertion-constant table of docs/context.md and the README, from `context` runs' results.
+
+    python docs/insertion_table.py out/context/tree-r1-k_c out/context/tree-r1-q0.999 ...
+
+One row per run (its square and insertion constant, read from the run's own settings): the share of tree-free
+grass and sky windows where the concept appears, raw and with the realism guard, their ratio (sky / grass,
+guarded), and the effect with its 95 % interval. The backgrounds are `--backgrounds` (default grass and sky)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lightning_gd.results import ContextResult
+
+
+def _appears(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    return f"{100 * entry['appear_rate']:.1f} % ({100 * entry['appear_rate_guarded']:.1f} %)"
+
+
+def _effect(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    low, high = entry["ci"]
+    return f"{entry['effect']:.4f} [{low:.4f}, {high:.4f}]".replace("-", "−")
+
+
+def _ratio(first: dict | None, second: dict | None) -> str:
+    if first is None or second is None or not first["appear_rate_guarded"]:
+        return "-"
+    return f"{second['appear_rate_guarded'] / first['appear_rate_guarded']:.2f}"
+
+
+def table(runs: list[Path], backgrounds: tuple[str, str]) -> str:
+    first, second = backgrounds
+    lines = [
+        f"| square | constant | {first}: appears (guarded) | {second}: appears (guarded) | "
+        f"{second} / {first} (guarded) | effect on {first} [95 %] | effect on {second} [95 %] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        result = ContextResult.load(Path(run) / ContextResult.FILE)
+        region, by = result.settings["region"], result.by_background
+        a, b = by.get(first), by.get(second)
+        lines.append(
+            f"| {region}×{region} | {result.settings.get('insertion', 'k_c')} | {_appears(a)} | {_appears(b)} | "
+            f"{_ratio(a, b)} | {_effect(a)} | {_effect(b)} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", type=Path, nargs="+", help="output folders of `python -m lightning_gd context`")
+    ap.add_argument("--backgrounds", nargs=2, default=["grass", "sky"], help="the two backgrounds compared")
+    args = ap.parse_args()
+    print(table(args.runs, tuple(args.backgrounds)))
+
+
+if __name__ == "__main__":
+    main()
