@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torchvision
@@ -119,6 +120,7 @@ class GANModule(pl.LightningModule):
         ema_rampup: the half-life is at most this fraction of the images seen (None: no ramp-up).
         num_val_z: size of the fixed validation z used for sample grids.
         val_seed: seed of the fixed validation z.
+        z_seed: seed of the training z, which are drawn per step and rank from it (`training_z`).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class GANModule(pl.LightningModule):
         ema_rampup: float | None = 0.05,
         num_val_z: int = 64,
         val_seed: int = 1234,
+        z_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -167,8 +170,7 @@ class GANModule(pl.LightningModule):
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
         real = real.contiguous(memory_format=torch.channels_last)
         opt_g, opt_d = self.optimizers()
-        z = torch.randn(real.shape[0], self.z_dim, device=self.device)
-        fake = self.generator(z)
+        fake = self.generator(self.training_z(real.shape[0]))
 
         loss_d = F.softplus(-self.discriminator(real)).mean() + F.softplus(self.discriminator(fake.detach())).mean()
         logs = {"loss/d": loss_d.detach()}
@@ -189,6 +191,14 @@ class GANModule(pl.LightningModule):
         self._update_ema(real.shape[0])
         logs["loss/g"] = loss_g.detach()
         self.log_dict(logs, prog_bar=True)
+
+    def training_z(self, n: int) -> torch.Tensor:
+        """(n, z_dim) standard normal z of this training step, seeded by `z_seed`, the global step and the rank:
+        a resumed run goes on with new z (the process's RNG is reseeded at every start, so drawing from it
+        repeated the z of the run's first steps after each resume), and ranks draw different ones."""
+        seed = np.random.SeedSequence([self.hparams.z_seed, self.global_step, self.global_rank]).generate_state(1)[0]
+        gen = torch.Generator().manual_seed(int(seed))
+        return torch.randn(n, self.z_dim, generator=gen).to(self.device)
 
     @torch.no_grad()
     def _update_ema(self, batch: int) -> None:

@@ -153,6 +153,27 @@ def test_ema_update_by_hand_on_one_training_step():
     assert int(module.images_seen) == 4
 
 
+def test_training_z_depend_on_step_and_rank_not_on_the_process_rng(monkeypatch):
+    """The z of a training step come from (z_seed, global step, rank): a resumed run, whose process RNG is
+    reseeded, goes on with new z instead of repeating its first steps' z."""
+    module = GANModule(**TINY)
+
+    def at(step: int, rank: int = 0, z_seed: int = 0) -> torch.Tensor:
+        monkeypatch.setattr(GANModule, "global_step", property(lambda self: step))
+        monkeypatch.setattr(GANModule, "global_rank", property(lambda self: rank))
+        module.hparams.z_seed = z_seed
+        return module.training_z(4)
+
+    torch.manual_seed(0)
+    first = at(10)
+    torch.manual_seed(0)
+    torch.randn(100)  # another RNG state
+    assert torch.equal(at(10), first) and first.shape == (4, module.z_dim)
+    assert not torch.equal(at(12), first) and not torch.equal(at(10, rank=1), first)
+    assert not torch.equal(at(10, z_seed=1), first)
+    assert abs(float(torch.cat([at(s) for s in range(0, 400, 2)]).std()) - 1) < 0.05  # standard normal
+
+
 class SquareD(nn.Module):
     """D(x) = (a · x)²: ∇ₓD = 2 (a · x) a, so ‖∇ₓD‖² = 4 (a · x)² ‖a‖² by hand."""
 
