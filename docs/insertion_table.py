@@ -14,10 +14,15 @@ from pathlib import Path
 from lightning_gd.results import ContextResult
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
 def _appears(entry: dict | None) -> str:
     if entry is None:
-        return "-"
-    return f"{100 * entry['appear_rate']:.1f} % ({100 * entry['appear_rate_guarded']:.1f} %)"
+        return "-"  # no location of the run had this background
+    # a rate is None where the background had no concept-free window
+    return f"{_percent(entry.get('appear_rate'))} ({_percent(entry.get('appear_rate_guarded'))})"
 
 
 def _effect(entry: dict | None) -> str:
@@ -28,9 +33,10 @@ def _effect(entry: dict | None) -> str:
 
 
 def _ratio(first: dict | None, second: dict | None) -> str:
-    if first is None or second is None or not first["appear_rate_guarded"]:
+    rates = [e.get("appear_rate_guarded") if e is not None else None for e in (first, second)]
+    if rates[0] is None or rates[1] is None or not rates[0]:
         return "-"
-    return f"{second['appear_rate_guarded'] / first['appear_rate_guarded']:.2f}"
+    return f"{rates[1] / rates[0]:.2f}"
 
 
 def table(runs: list[Path], backgrounds: tuple[str, str]) -> str:

@@ -75,11 +75,12 @@ if want context; then
   cp out/context/door-r2/where.png "$IMG/context_door_where.png"
   cp out/context/door/trace.png "$IMG/context_door_trace.png"
   {
+    runs=()
     for r in 1 2; do for ins in k_c "k_c*4" q0.999; do
-      gd context --causal out/causal/tree-layer4 --locations 64 --region $r --insertion "$ins" \
-          --out "out/context/tree-r$r-${ins/\*/x}"
+      runs+=("out/context/tree-r$r-${ins/\*/x}")
+      gd context --causal out/causal/tree-layer4 --locations 64 --region $r --insertion "$ins" --out "${runs[-1]}"
     done; done
-    python docs/insertion_table.py out/context/tree-r1-* out/context/tree-r2-* > out/context/insertion_table.md
+    python docs/insertion_table.py "${runs[@]}" > out/context/insertion_table.md  # these six runs, in this order
   } > "$LOGS/insertion.log" 2>&1
 fi
 

@@ -120,7 +120,8 @@ class GANModule(pl.LightningModule):
         ema_rampup: the half-life is at most this fraction of the images seen (None: no ramp-up).
         num_val_z: size of the fixed validation z used for sample grids.
         val_seed: seed of the fixed validation z.
-        z_seed: seed of the training z, which are drawn per step and rank from it (`training_z`).
+        z_seed: seed of the training z, which are drawn per step and rank from it (`training_z`), not from
+            `seed_everything`'s RNG: two runs that should differ in their z need different z_seed.
     """
 
     def __init__(
@@ -138,6 +139,8 @@ class GANModule(pl.LightningModule):
         val_seed: int = 1234,
         z_seed: int = 0,
     ) -> None:
+        if not isinstance(z_seed, int) or z_seed < 0:
+            raise InvalidValue(f"z_seed must be an integer ≥ 0, got {z_seed!r}")
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False

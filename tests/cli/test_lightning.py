@@ -119,7 +119,7 @@ def test_default_fit_then_test_runs_end_to_end(tmp_path, monkeypatch, capsys, ca
     assert summary["sizes"] == [1, 20, 256] and set(summary["ablation_removed"]) >= {"alpha", "iou", "random_mean"}
     removed = summary["ablation_removed"]
     assert removed["alpha"][-1] == pytest.approx(removed["iou"][-1], abs=1e-6)  # every unit off: one intervention
-    assert removed["alpha"][0] != removed["alpha"][-1]  # and a different one from a single unit
+    assert removed["alpha"][1] > removed["random_mean"][1] + 0.1  # the top-20 removes trees, 20 random units don't
     for name in ("ace_curve.png", "grid_ablation.png", "grid_insertion.png"):
         assert (run_dir / name).stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tb_logs"]  # relative to the working folder

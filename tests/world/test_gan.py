@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from lightning_gd.errors import InvalidValue
 from lightning_gd.world.data import SceneDataModule
 from lightning_gd.world.gan import Discriminator, GANModule, ema_beta, minibatch_stddev, r1_penalty
 from lightning_gd.zoo.progan import ProGAN
@@ -172,6 +173,20 @@ def test_training_z_depend_on_step_and_rank_not_on_the_process_rng(monkeypatch):
     assert not torch.equal(at(12), first) and not torch.equal(at(10, rank=1), first)
     assert not torch.equal(at(10, z_seed=1), first)
     assert abs(float(torch.cat([at(s) for s in range(0, 400, 2)]).std()) - 1) < 0.05  # standard normal
+    with pytest.raises(InvalidValue, match="z_seed"):
+        GANModule(**TINY, z_seed=-1)
+
+
+def test_a_training_step_generates_from_training_z(monkeypatch):
+    module = GANModule(**TINY)
+    _stubbed(module)
+    drawn, seen = [], []
+    original = GANModule.training_z
+    monkeypatch.setattr(GANModule, "training_z", lambda self, n: drawn.append(original(self, n)) or drawn[-1])
+    monkeypatch.setattr(module.generator, "forward", lambda z: seen.append(z) or torch.zeros(len(z), 3, 64, 64))
+    module.train()
+    module.training_step(torch.rand(4, 3, 64, 64) * 2 - 1, 0)
+    assert len(drawn) == 1 and seen and seen[0] is drawn[0]  # the generator got the step's seeded z
 
 
 class SquareD(nn.Module):
