@@ -21,6 +21,7 @@ from lightning_gd.world.evaluate import (
     segment,
     segmenter_table,
     targets,
+    where_objects_stand,
     world_fid,
     world_fidelity,
 )
@@ -121,6 +122,7 @@ def measure(
     mb = weights_path("generator", weights).stat().st_size / 1e6
     cell_px = _cell_px(G, real)
     transplants = transplant_rows(G, seg, transplant_n)
+    stand = where_objects_stand(n=n, view=view, cell=round(cell_px**0.5))
     pr = (fidelity["precision"], fidelity["recall"])
     return {
         "view": view,
@@ -140,6 +142,7 @@ def measure(
             "transplants": transplants,
         },
         "features": fids,
+        "where_objects_stand": stand,
     }
 
 
@@ -182,6 +185,7 @@ def write_cards(
         *_segmenter_md(results["segmenter"], n, weights),
         *_generator_md(results["gan"], n, results["targets"], weights),
         *_geometry_md(results["gan"]),
+        *_stand_md(results["where_objects_stand"]),
         *_features_md(results["features"], n, weights),
     ]
     path = out / "MODEL_CARDS.md"
@@ -357,13 +361,51 @@ def _geometry_md(gan_t: dict) -> list[str]:
         "concept covers most, copied into a concept-free square of another; *reproduced* is the concept's share of "
         "the recipient window after the copy over its share of the donor window.",
         "",
-        "| concept | square | pairs | donor share | kept share | reproduced |",
-        "|---|---|---|---|---|---|",
+        "| concept | square | pairs | donor share | kept share | reproduced | reproduced by recipient background |",
+        "|---|---|---|---|---|---|---|",
         *[
             f"| {t['concept']} | {t['region']}×{t['region']} ({t['window_px']} px) | {t['pairs']} | "
-            f"{t['donor_share']:.2f} | {t['kept_share']:.2f} | {t['reproduced']:.2f} |"
+            f"{t['donor_share']:.2f} | {t['kept_share']:.2f} | {t['reproduced']:.2f} | {_by_background(t)} |"
             for t in gan_t["transplants"]
         ],
         "",
     ]
+    return md
+
+
+def _by_background(t: dict) -> str:
+    """`background (pairs) reproduced` for the backgrounds of at least 10 pairs."""
+    donor = t["donor_share"]
+    parts = [
+        f"{bg} ({v['pairs']}) {v['kept_share'] / donor:.2f}"
+        for bg, v in t.get("by_background", {}).items()
+        if v["pairs"] >= 10 and donor > 0
+    ]
+    return ", ".join(parts) or "–"
+
+
+def _stand_md(stand: dict) -> list[str]:
+    """Where the renders put each object, by what lies behind it: the context a faithful GAN learns."""
+    md = [
+        "## Where the world puts objects",
+        "",
+        "The same fresh renders drawn with and without each object (`render_scene(..., omit=...)`): each cell's "
+        "background is its majority label without the object; *covered* is the share of those cells where the "
+        "object has any pixel, *half* where it covers at least half of the cell. It is the world's own answer to "
+        "`context`'s question (how often does the object appear, by background), the rate a GAN faithful to "
+        "this world would reproduce.",
+        "",
+    ]
+    for concept, d in stand.items():
+        md += [
+            f"**{concept}** ({d['n']} scenes, {d['cell_px']}×{d['cell_px']} px cells)",
+            "",
+            "| background | cells | covered | half |",
+            "|---|---|---|---|",
+            *[
+                f"| {bg} | {v['windows']} | {v['covered']:.3f} | {v['half_covered']:.3f} |"
+                for bg, v in sorted(d["by_background"].items(), key=lambda kv: -kv[1]["windows"])
+            ],
+            "",
+        ]
     return md

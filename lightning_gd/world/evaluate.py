@@ -91,6 +91,66 @@ def presence(labels: torch.Tensor, num_classes: int, floor: float = PRESENT) -> 
     return count.double() / n, (shares * present).sum(0) / count.clamp_min(1)
 
 
+def stand_rates(with_c: torch.Tensor, without_c: torch.Tensor, c: int, num_classes: int, cell: int) -> dict:
+    """Where a concept stands, from label maps (n, H, W) of the same scenes drawn with it and without it.
+
+    Each `cell` × `cell` window's background is the majority label of the scene without the concept (ties: the
+    lower index). Per background: the windows counted, the share the concept covers at all (any pixel) in the
+    scene with it, the share it covers at least half of, and that last share per window row (None for a row with
+    no such window). The world's own answer to `context`'s question: how often the concept is there, by what is
+    behind it."""
+    n, H, W = with_c.shape
+    h, w = H // cell, W // cell
+    onehot = torch.nn.functional.one_hot(without_c.long(), num_classes).permute(0, 3, 1, 2).float()  # (n, C, H, W)
+    background = torch.nn.functional.avg_pool2d(onehot, cell).argmax(1)  # (n, h, w)
+    cover = torch.nn.functional.avg_pool2d((with_c == c).float()[:, None], cell)[:, 0]  # (n, h, w)
+    rows = torch.arange(h).view(1, h, 1).expand(n, h, w)
+    out = {}
+    for b in range(num_classes):
+        at = background == b
+        count = int(at.sum())
+        if count == 0:
+            continue
+        half = cover >= 0.5
+        by_row = []
+        for r in range(h):
+            in_row = at & (rows == r)
+            by_row.append(float(half[in_row].double().mean()) if bool(in_row.any()) else None)
+        out[b] = {
+            "windows": count,
+            "covered": float((cover[at] > 0).double().mean()),
+            "half_covered": float(half[at].double().mean()),
+            "half_covered_by_row": by_row,
+        }
+    return out
+
+
+STAND_CONCEPTS = ("tree", "door")  # the concepts whose insertion `context` measures in the docs
+
+
+def where_objects_stand(
+    concepts: tuple[str, ...] = STAND_CONCEPTS,
+    n: int = 2000,
+    seed: int = FRESH_SEED,
+    view: str | None = None,
+    cell: int = 8,
+) -> dict:
+    """`stand_rates` of each concept (of the renderer's `OMITTABLE`) on n fresh renders of `view`, drawn with and
+    without it, keyed by concept and background name."""
+    from lightning_gd.world.data import scene_seed
+    from lightning_gd.world.render import CONCEPTS, LABEL, render_scene
+
+    def labels(omit: tuple[str, ...]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([render_scene(scene_seed(seed, i), view, omit)[1] for i in range(n)]))
+
+    with_all = labels(())
+    out = {}
+    for concept in concepts:
+        rates = stand_rates(with_all, labels((concept,)), LABEL[concept], len(CONCEPTS), cell)
+        out[concept] = {"n": n, "cell_px": cell, "by_background": {CONCEPTS[b]: v for b, v in rates.items()}}
+    return out
+
+
 def segmenter_table(seg: Segmenter, n: int = 2000, view: str | None = None) -> dict:
     images, labels = render(n, view=view)
     pred, conf = segment(seg, images)

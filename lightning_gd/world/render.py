@@ -87,16 +87,30 @@ _GRASS = [(70, 140, 50), (100, 160, 60), (90, 120, 45), (140, 150, 70), (60, 110
 _CROWNS = [(40, 110, 40), (60, 130, 45), (30, 90, 50), (170, 110, 40), (150, 70, 30)]
 
 
-def render_scene(seed: int | np.random.SeedSequence, view: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+# Concepts a scene can be drawn without (`render_scene(..., omit=...)`): objects drawn over a background that
+# stays a valid scene without them. A building is not one (its windows and doors would float in the air).
+OMITTABLE: tuple[str, ...] = ("sun", "cloud", "road", "window", "door", "tree")
+
+
+def render_scene(
+    seed: int | np.random.SeedSequence, view: str | None = None, omit: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one scene of `view` (default `DEFAULT_VIEW`). Returns `(image, label)`: uint8 (64, 64, 3) and uint8
-    (64, 64) indices into CONCEPTS."""
+    (64, 64) indices into CONCEPTS. `omit` names concepts (of `OMITTABLE`) to leave out of the same scene: every
+    random draw is made as before, so the other pixels are unchanged and the omitted concept's pixels show what
+    lies behind it."""
     view = DEFAULT_VIEW if view is None else view
     if view not in VIEWS:
         raise InvalidValue(f"unknown world view {view!r}; choose one of {sorted(VIEWS)}")
-    return VIEWS[view](seed)
+    bad = sorted(set(omit) - set(OMITTABLE))
+    if bad:
+        raise InvalidValue(f"cannot omit {bad} from a scene; omittable concepts: {list(OMITTABLE)}")
+    return VIEWS[view](seed, frozenset(omit))
 
 
-def render_street_scene(seed: int | np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+def render_street_scene(
+    seed: int | np.random.SeedSequence, omit: frozenset[str] = frozenset()
+) -> tuple[np.ndarray, np.ndarray]:
     """The wide street view: many small objects, per-pixel texture noise, five sky moods."""
     rng = np.random.default_rng(seed)
     img = np.zeros((SIZE, SIZE, 3), np.float32)
@@ -104,8 +118,10 @@ def render_street_scene(seed: int | np.random.SeedSequence) -> tuple[np.ndarray,
 
     def paint(mask: np.ndarray, colour, concept: str, noise: float = 6.0) -> None:
         colour = np.asarray(colour, np.float32) * light
-        img[mask] = colour + rng.normal(0.0, noise, (int(mask.sum()), 3)).astype(np.float32)
-        lab[mask] = LABEL[concept]
+        texture = rng.normal(0.0, noise, (int(mask.sum()), 3)).astype(np.float32)  # drawn even when omitted
+        if concept not in omit:
+            img[mask] = colour + texture
+            lab[mask] = LABEL[concept]
 
     mood = rng.choice(list(_SKIES), p=[0.4, 0.15, 0.15, 0.18, 0.12])
     light = np.asarray(_SKY_LIGHT[mood], np.float32) * rng.uniform(0.85, 1.15)
@@ -276,7 +292,9 @@ _CLOSE_SKIES = {  # (zenith, horizon, light on the ground and objects)
 }
 
 
-def render_close_scene(seed: int | np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+def render_close_scene(
+    seed: int | np.random.SeedSequence, omit: frozenset[str] = frozenset()
+) -> tuple[np.ndarray, np.ndarray]:
     """The close view. Sizes at 64 px (a layer4 cell is 8×8): windows 8–11 × 8–10 px, doors 8–11 × 12–17 px,
     tree crowns of radius 9–13 px, buildings 26–44 px wide and 24–38 px tall."""
     rng = np.random.default_rng(seed)
@@ -287,6 +305,8 @@ def render_close_scene(seed: int | np.random.SeedSequence) -> tuple[np.ndarray, 
     light = light * rng.uniform(0.9, 1.1)
 
     def paint(mask: np.ndarray, colour, concept: str, shade: np.ndarray | None = None) -> None:
+        if concept in omit:
+            return
         colour = np.asarray(colour, np.float32) * light
         img[mask] = colour if shade is None else colour * shade[mask][:, None]
         lab[mask] = LABEL[concept]

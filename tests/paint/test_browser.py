@@ -32,6 +32,37 @@ def pick(names: list[str], wanted: str) -> str:
     return next((n for n in names if n.startswith(wanted)), names[0])
 
 
+def scene_to_paint(served, seeds: int = 300) -> tuple[int, tuple[int, int], tuple[int, int], tuple[int, ...]]:
+    """The first sample (seed) of the served generator with one door (its cells fit in 3×3) and a 2×2 square of
+    grass beside it, as its segmenter sees them: (seed, the grass square's rows and columns, the door's cell box as
+    (row0, row1, col0, col1)). Chosen from the unedited images, so that the strokes land where a person would paint
+    them whatever the generator."""
+    import torch
+    from torch.nn import functional as F
+
+    from lightning_gd.latents import latents
+
+    seg = served.segmenter
+    door, grass = seg.concept_index("door"), seg.concept_index("grass")
+    with torch.no_grad():
+        z = latents(list(range(seeds)), served.split.z_dim, 0)
+        labels = torch.cat([seg.labels(served.split.generator(zb)) for zb in z.split(100)])  # (S, 64, 64)
+    door_cells = F.avg_pool2d((labels == door).float()[:, None], PX)[:, 0] >= 0.25  # (S, 8, 8)
+    grass_squares = F.avg_pool2d((labels == grass).float()[:, None], 2 * PX, stride=PX)[:, 0] >= 0.95  # (S, 7, 7)
+    for s in range(seeds):
+        cells = torch.nonzero(door_cells[s])
+        if len(cells) == 0:
+            continue
+        box = (int(cells[:, 0].min()), int(cells[:, 0].max()), int(cells[:, 1].min()), int(cells[:, 1].max()))
+        if box[1] - box[0] > 2 or box[3] - box[2] > 2:  # more than one door, or a smear
+            continue
+        for y, x in torch.nonzero(grass_squares[s]).tolist():
+            apart = x + 1 < box[2] - 1 or x > box[3] + 1  # columns clear of the door's by a cell
+            if y >= 3 and apart:
+                return s, (y, y + 1), (x, x + 1), box
+    raise AssertionError(f"no sample among {seeds} seeds has a door and a 2×2 square of grass beside it")
+
+
 def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -44,7 +75,8 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         browser = p.chromium.launch(executable_path=chromium_path(), headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1000, "height": 640})
         page.on("request", lambda r: requests.append(r.url))
-        page.goto(f"{base}/?seed=89")  # grass at the first stroke, a building's door at the second
+        seed, rows, cols, door_box = scene_to_paint(served)
+        page.goto(f"{base}/?seed={seed}")  # grass at the first stroke, a building's door at the second
         page.wait_for_selector("body[data-ready='1']", timeout=60_000)
         before = image_of(page)
         page.screenshot(path=str(shots / "paint_1_original.png"))
@@ -52,7 +84,7 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         page.select_option("#concept", pick(names, "tree"))
         page.select_option("#strength", "20")
         box = page.locator("#brush").bounding_box()
-        rows, cols = (5, 6), (1, 2)  # a 2×2-cell stroke (the world's median tree covers 5 cells) on the grass
+        # rows, cols: a 2×2-cell stroke (the world's median tree covers 5 cells) on the grass
         page.mouse.move(box["x"] + cols[0] * CELL + 32, box["y"] + rows[0] * CELL + 32)
         page.mouse.down()
         for y in rows:
@@ -74,11 +106,12 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         assert ys.min() >= PX * (rows[0] - margin) and ys.max() < PX * (rows[1] + 1 + margin), (ys.min(), ys.max())
         assert xs.min() >= PX * (cols[0] - margin) and xs.max() < PX * (cols[1] + 1 + margin), (xs.min(), xs.max())
         page.select_option("#concept", pick(names, "door"))
-        page.mouse.move(box["x"] + 4 * CELL + 32, box["y"] + 4 * CELL + 32)
+        r0, r1, c0, c1 = door_box  # the door's cells
+        page.mouse.move(box["x"] + c0 * CELL + 32, box["y"] + r0 * CELL + 32)
         page.mouse.down()
-        for y in range(4, 8):  # rows 4-7, columns 4-6: the door's cells
-            page.mouse.move(box["x"] + 4 * CELL + 32, box["y"] + y * CELL + 32, steps=2)
-            page.mouse.move(box["x"] + 6 * CELL + 32, box["y"] + y * CELL + 32, steps=6)
+        for y in range(r0, r1 + 1):
+            page.mouse.move(box["x"] + c0 * CELL + 32, box["y"] + y * CELL + 32, steps=2)
+            page.mouse.move(box["x"] + c1 * CELL + 32, box["y"] + y * CELL + 32, steps=6)
         page.mouse.up()
         page.click("#remove")
         page.wait_for_selector("body[data-edits='2']", timeout=30_000)

@@ -279,3 +279,27 @@ def test_close_view_objects_cover_a_layer4_cell_and_a_tree_2x2_cells():
 def test_an_unknown_view_names_the_views():
     with pytest.raises(ValueError, match="close.*street"):
         render_scene(0, view="aerial")
+
+
+@pytest.mark.parametrize("omitted", ["tree", "door", "window"])
+def test_a_scene_drawn_without_an_object_differs_only_where_the_object_was(view, omitted):
+    c = LABEL[omitted]
+    seen = 0
+    for i in range(40):
+        img, lab = render_scene(i, view=view)
+        img_o, lab_o = render_scene(i, view=view, omit=(omitted,))
+        here = lab == c
+        seen += int(here.any())
+        assert not (lab_o == c).any()
+        np.testing.assert_array_equal(lab_o[~here], lab[~here])
+        np.testing.assert_array_equal(img_o[~here], img[~here])
+        if here.any():  # what shows through is the scene behind: never the object's own label
+            assert (img_o[here] != img[here]).any()
+    assert seen >= 10  # the object was in enough scenes for the check to mean something
+
+
+def test_omitting_a_building_or_an_unknown_concept_names_the_omittable_ones():
+    with pytest.raises(ValueError, match="omittable concepts.*tree"):
+        render_scene(0, omit=("building",))
+    with pytest.raises(ValueError, match="cannot omit \\['bush'\\]"):
+        render_scene(0, omit=("bush", "tree"))

@@ -1,10 +1,11 @@
 """The shipped generator's targets (world-card): the share bar by hand on made-up fractions, and the table; the
 per-image presence against a loop over images, and what its table says of a short share."""
 
+import pytest
 import torch
 
 from lightning_gd.world.cards import presence_rows, presence_table, targets_table
-from lightning_gd.world.evaluate import presence, quality_bar, targets
+from lightning_gd.world.evaluate import presence, quality_bar, stand_rates, targets
 
 
 def _rows(**shares):
@@ -123,3 +124,40 @@ def test_instance_sizes_are_medians_of_connected_components_drawn_by_hand():
     sizes = instance_sizes(labels, 4)
     assert sizes[1] == 5.0 and sizes[2] == 1.0 and sizes[3] == 0.0
     assert sizes[0] == (51 + 57) / 2  # background: one component per image, 64 − 13 and 64 − 7 pixels
+
+
+def test_stand_rates_against_a_loop_over_cells():
+    torch.manual_seed(5)
+    n, H, W, cell, C, c = 6, 8, 12, 4, 4, 3
+    without = torch.randint(0, 3, (n, H, W))  # backgrounds 0, 1, 2; none of them is concept 3
+    with_c = without.clone()
+    with_c[torch.rand(n, H, W) < 0.3] = c
+    with_c[0, :4, :4] = c  # one cell fully covered
+    got = stand_rates(with_c, without, c, C, cell)
+    windows: dict[int, list[tuple[float, int]]] = {}
+    for i in range(n):
+        for y in range(0, H, cell):
+            for x in range(0, W, cell):
+                counts = torch.bincount(without[i, y : y + cell, x : x + cell].flatten(), minlength=C)
+                bg = int(counts.argmax())  # ties: the lower index, as argmax takes the first
+                share = float((with_c[i, y : y + cell, x : x + cell] == c).float().mean())
+                windows.setdefault(bg, []).append((share, y // cell))
+    assert set(got) == set(windows)
+    for bg, cells in windows.items():
+        assert got[bg]["windows"] == len(cells)
+        assert abs(got[bg]["covered"] - sum(s > 0 for s, _ in cells) / len(cells)) < 1e-12
+        assert abs(got[bg]["half_covered"] - sum(s >= 0.5 for s, _ in cells) / len(cells)) < 1e-12
+        for r in range(H // cell):
+            in_row = [s for s, row in cells if row == r]
+            want = sum(s >= 0.5 for s in in_row) / len(in_row) if in_row else None
+            assert got[bg]["half_covered_by_row"][r] == (pytest.approx(want) if want is not None else None)
+
+
+def test_stand_rates_of_a_tree_drawn_only_on_grass():
+    without = torch.zeros(1, 8, 16, dtype=torch.long)  # sky (0) on the left cell, grass (1) on the right
+    without[:, :, 8:] = 1
+    with_c = without.clone()
+    with_c[0, 2:8, 10:14] = 2  # a tree on the grass, 24 of 64 pixels
+    got = stand_rates(with_c, without, 2, 3, 8)
+    assert got[0] == {"windows": 1, "covered": 0.0, "half_covered": 0.0, "half_covered_by_row": [0.0]}
+    assert got[1] == {"windows": 1, "covered": 1.0, "half_covered": 0.0, "half_covered_by_row": [0.0]}
