@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every table and figure of the README and docs/ about the embedded world, by their own commands, in order:
-# world samples and model cards, the causal searches (tree, building, road, door) and their summary, dissection
+# world samples and model cards, the λ rule's probes (it stops when a causal config disagrees with the rule), the
+# causal searches (tree, building, road, door) and their summary, dissection
 # (every layer, both threshold modes; after the searches, so the unit browser links them), context (door; tree with
 # three insertion constants, whose table is out/context/insertion_table.md), unit
 # emergence over the world GAN's checkpoints, artifact units, the browser and results-page screenshots and the
@@ -8,8 +9,8 @@
 # repository root:
 #
 #   bash docs/reproduce.sh [CHECKPOINT_FOLDER]   # the world GAN's training checkpoints, for world-card and emergence
-#   STEPS="causal dissect" bash docs/reproduce.sh  # only some steps (world causal dissect context emergence
-#                                                  # artifacts screenshots)
+#   STEPS="causal dissect" bash docs/reproduce.sh  # only some steps (world lambda causal dissect context
+#                                                  # emergence artifacts screenshots)
 #
 # Each step logs to out/reproduce/<step>.log. The last full run took 57 minutes on 2 CPU cores as two one-thread
 # streams (OMP_NUM_THREADS=1; STEPS="world emergence artifacts", then "dissect" once the causal summary exists;
@@ -18,7 +19,7 @@
 # screenshots under 1 min. The bench/ scripts are run separately (docs/development.md, "Benchmarks").
 set -euo pipefail
 CKPTS=${1:-tb_logs/world_close_progan/version_0/checkpoints}
-STEPS=${STEPS:-world causal dissect context emergence artifacts screenshots}
+STEPS=${STEPS:-world lambda causal dissect context emergence artifacts screenshots}
 IMG=docs/images
 LOGS=out/reproduce
 mkdir -p "$IMG" "$LOGS"
@@ -33,6 +34,16 @@ if want world; then
     ckpts=$(ls "$CKPTS"/step=*.ckpt | sort -t= -k2 -n | paste -sd, -)
     gd world-card --gan_checkpoints "[$ckpts]" --out lightning_gd/world/weights
   } > "$LOGS/world.log" 2>&1
+fi
+
+if want lambda; then
+  step lambda
+  mkdir -p out/lambda
+  python docs/choose_lambda.py --out out/lambda > "$LOGS/lambda.log" 2>&1 || {
+    echo "the λ rule disagrees with a causal config (or a probe failed): see $LOGS/lambda.log" >&2
+    exit 1
+  }
+  grep "^|" "$LOGS/lambda.log" > out/lambda/table.md
 fi
 
 if want causal; then
