@@ -83,7 +83,7 @@ def main() -> None:
             if row["diagnosis"] is None:
                 picked[concept] = lam
                 break
-    print("| concept | λ | largest α | units at α = 1 | units with α > 0.5 | diagnosis | val removed, each validation |")
+    print("| concept | λ | largest α | units at α = 1 | units with α > 0.5 | diagnosis | val removed, each check |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         verdict = "accepted" if r["diagnosis"] is None else r["diagnosis"].split(":")[0]

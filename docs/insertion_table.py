@@ -4,7 +4,9 @@
 
 One row per run (its square and insertion constant, read from the run's own settings): the share of tree-free
 grass and sky windows where the concept appears, raw and with the realism guard, their ratio (sky / grass,
-guarded), and the effect with its 95 % interval. The backgrounds are `--backgrounds` (default grass and sky)."""
+guarded), and the effect with its 95 % interval. The backgrounds are `--backgrounds` (default grass and sky).
+A second table gives the guarded rate by the featuremap row of the insertion (runs that recorded it), since the
+world draws tree crowns against the sky near the horizon but not high above it."""
 
 from __future__ import annotations
 
@@ -57,12 +59,34 @@ def table(runs: list[Path], backgrounds: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
+def row_table(runs: list[Path], backgrounds: tuple[str, str]) -> str:
+    """Per run and background, the guarded appear rate at each featuremap row of the insertion's square."""
+    lines, width = [], 0
+    for run in runs:
+        result = ContextResult.load(Path(run) / ContextResult.FILE)
+        region, constant = result.settings["region"], result.settings.get("insertion", "k_c")
+        for name in backgrounds:
+            rates = (result.by_background.get(name) or {}).get("appear_by_row")
+            if rates is None:
+                continue
+            width = max(width, len(rates))
+            lines.append(f"| {region}×{region} | {constant} | {name} | " + " | ".join(map(_percent, rates)) + " |")
+    if not lines:
+        return ""
+    head = "| square | constant | background | " + " | ".join(f"row {r}" for r in range(width)) + " |"
+    return "\n".join([head, "|---" * (width + 3) + "|", *lines])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, nargs="+", help="output folders of `python -m lightning_gd context`")
     ap.add_argument("--backgrounds", nargs=2, default=["grass", "sky"], help="the two backgrounds compared")
     args = ap.parse_args()
     print(table(args.runs, tuple(args.backgrounds)))
+    rows = row_table(args.runs, tuple(args.backgrounds))
+    if rows:
+        print("\nGuarded appear rate by the featuremap row of the insertion (row 0 at the top):\n")
+        print(rows)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,15 @@ def summarize(found: dict, concepts: tuple[str, ...], respond: float, reps: int,
     """By background concept: mean effect (the concept's share of the window gained), its 95 % bootstrap
     interval over images, the share of concept-free windows where it appears — raw (any pixel labelled as the
     concept) and guarded (the segmenter at least as confident of those pixels as of the bottom `GUARD_QUANTILE`
-    of the generator's own instances, so that a patch of the right colour does not count) — and the counts."""
+    of the generator's own instances, so that a patch of the right colour does not count) — and the counts; with the
+    insertion locations known, the guarded rate per featuremap row as well (`appear_by_row`)."""
     effect = gains(found)
     free = found["before"] == 0
     appeared = (found["after"] > 0) & free
     bar = guard_confidence(found)
     guarded = appeared & (found["confidence_after"] >= bar) if bar is not None else torch.zeros_like(appeared)
     stats = bootstrap_by_group(effect, found["background"], len(concepts), reps, seed)
+    row_of = _location_rows(found)  # (B, L) the row of each insertion's square, or None
     rows = {}
     for g, name in enumerate(concepts):
         in_group = found["background"] == g
@@ -58,6 +60,8 @@ def summarize(found: dict, concepts: tuple[str, ...], respond: float, reps: int,
             "count": int(stats["count"][g]),
             "count_free": n_free,
         }
+        if row_of is not None:
+            rows[name]["appear_by_row"] = _rate_by_row(guarded, in_group & free, row_of, found["size"][0])
     order = sorted(rows, key=lambda k: -rows[k]["effect"])
     overall = {
         "effect": float(effect.mean()),
@@ -68,6 +72,24 @@ def summarize(found: dict, concepts: tuple[str, ...], respond: float, reps: int,
         "count": int(effect.numel()),
     }
     return {"by_background": {k: rows[k] for k in order}, "overall": overall}
+
+
+def _location_rows(found: dict) -> torch.Tensor | None:
+    """(B, L): the featuremap row of each insertion's square (its top row); None when `found` has no locations."""
+    if "locations" not in found or "size" not in found:
+        return None
+    rows = torch.as_tensor(found["locations"]) // found["size"][1]  # (L,)
+    return rows.view(1, -1).expand_as(found["background"])
+
+
+def _rate_by_row(hit: torch.Tensor, counted: torch.Tensor, row_of: torch.Tensor, h: int) -> list[float | None]:
+    """Per featuremap row, the share of the `counted` windows (B, L) that are a `hit`; None for a row with none.
+    Tells an insertion the generator allows near the horizon from one it allows high in the sky."""
+    out = []
+    for r in range(h):
+        here = counted & (row_of == r)
+        out.append(float(hit[here].double().mean()) if bool(here.any()) else None)
+    return out
 
 
 def trace_summary(found: dict, respond: float) -> dict:

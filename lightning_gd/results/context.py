@@ -24,7 +24,12 @@ SETTINGS = Fields(
 )
 BACKGROUND = Fields(
     {"effect": NUMBER, "ci": ListOf(NUMBER, length=2), "appear_rate": Maybe(NUMBER), "count": INT},
-    {"respond_rate": NUMBER, "count_free": INT, "appear_rate_guarded": Maybe(NUMBER)},
+    {
+        "respond_rate": NUMBER,
+        "count_free": INT,
+        "appear_rate_guarded": Maybe(NUMBER),
+        "appear_by_row": ListOf(Maybe(NUMBER)),
+    },
 )
 OVERALL = Fields(
     {"effect": NUMBER, "appear_rate": Maybe(NUMBER), "respond_rate": NUMBER, "count": INT},
@@ -45,7 +50,8 @@ TRACE = Fields(
 @dataclass
 class ContextResult(ResultFile):
     """What `context` measured: `by_background` ({concept at the location: effect, its 95 % interval `ci`,
-    `appear_rate`, `appear_rate_guarded`, `respond_rate`, `count`, `count_free`}), `overall` (with the realism
+    `appear_rate`, `appear_rate_guarded` and that rate by the location's featuremap row `appear_by_row`,
+    `respond_rate`, `count`, `count_free`}), `overall` (with the realism
     guard's `guard_confidence`), the inserted `units` and `k_c`, the values they were set to (the paper's k_c
     unless `settings.insertion` names another constant),
     the images of where.png (`where_images`), and `trace` when traced."""

@@ -174,3 +174,38 @@ def test_the_realism_guard_counts_only_windows_as_confident_as_the_generators_ow
     assert row["appear_rate"] == pytest.approx(3 / 4)  # any pixel of the concept: windows 2, 3 of image 0, 2 of image 1
     assert row["appear_rate_guarded"] == pytest.approx(2 / 4)  # the faint one (0.5 < 0.81) does not count
     assert out["overall"]["guard_confidence"] == pytest.approx(0.81)
+
+
+def test_the_guarded_appear_rate_by_row_against_a_loop_over_windows():
+    from lightning_gd.causal.context_summary import guard_confidence, summarize
+
+    torch.manual_seed(2)
+    B, h, w = 5, 3, 4
+    locations = torch.tensor([0, 2, 5, 7, 9, 11])  # rows 0, 0, 1, 1, 2, 2
+    L = len(locations)
+    before = (torch.rand(B, L) < 0.3).double() * 4
+    after = before + (torch.rand(B, L) < 0.5).double() * 3
+    found = {
+        "before": before,
+        "after": after,
+        "confidence_before": torch.rand(B, L, dtype=torch.float64),
+        "confidence_after": torch.rand(B, L, dtype=torch.float64),
+        "window": torch.full((L,), 16.0, dtype=torch.float64),
+        "background": torch.randint(0, 2, (B, L)),
+        "locations": locations,
+        "size": (h, w),
+    }
+    bar = guard_confidence(found)
+    out = summarize(found, ("sky", "grass"), respond=0.05, reps=10, seed=0)
+    for g, name in enumerate(("sky", "grass")):
+        want = []
+        for r in range(h):
+            hits = [
+                bool(after[b, i] > 0 and found["confidence_after"][b, i] >= bar)
+                for b in range(B)
+                for i in range(L)
+                if int(locations[i]) // w == r and int(found["background"][b, i]) == g and before[b, i] == 0
+            ]
+            want.append(sum(hits) / len(hits) if hits else None)
+        got = out["by_background"][name]["appear_by_row"]
+        assert got == [pytest.approx(v) if v is not None else None for v in want]
