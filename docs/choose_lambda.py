@@ -5,10 +5,12 @@ the search's own diagnosis accepts (neither collapsed nor saturated). It reads n
     python docs/choose_lambda.py                      # tree building road door, into out/lambda/
     python docs/choose_lambda.py --concepts tree door --out out/lambda
 
-Each probe runs in its own folder out/lambda/<concept>-<λ>/ (its `out/`, `tb_logs/` and fit.log); a probe whose
-causal.json is already there is read, not run again. Prints the probe table (largest α, units at α = 1 and
-above 0.5, the diagnosis, the validation removal by the top-20 at each validation of the fit) and, per concept, the λ
-the rule picks against the one its config holds. Exit status 1 when a config disagrees with the rule."""
+Each probe runs in its own folder out/lambda/<concept>-<λ>/ (its `out/`, `tb_logs/` and fit.log; the k_c and
+dissection cache is the repository's out/cache); a probe whose causal.json is already there is read, not run
+again, so delete out/lambda after the generator changes (docs/reproduce.sh does). Prints the probe table
+(largest α, units at α = 1 and above 0.5, the diagnosis, the validation removal by the top-20 at each validation
+of the fit) and, per concept, the λ the rule picks against the one its config holds. Exit status 1 when a config
+disagrees with the rule."""
 
 from __future__ import annotations
 
@@ -31,14 +33,21 @@ def probe(concept: str, lam: float, root: Path) -> dict:
     """Run (or read) one probe: `fit` of the concept's config with λ = lam, in root/<concept>-<lam>."""
     folder = root / f"{concept}-{lam:g}"
     result = folder / "out" / "causal" / f"{concept}-layer4" / "causal.json"
-    if not result.is_file():
+    if result.is_file():
+        print(f"λ probe: {concept} λ = {lam:g}: read {result} (delete {root} to probe a new generator)", flush=True)
+    else:
         folder.mkdir(parents=True, exist_ok=True)
         config = str(CONFIGS / f"{concept}.yaml")
         cmd = [sys.executable, "-m", "lightning_gd", "fit", "--config", config, "--model.init_args.lam", f"{lam:g}"]
+        # one k_c and dissection cache for every probe and for the searches after them
+        cmd += ["--model.init_args.cache_dir", str(Path("out/cache").resolve())]
         print(f"λ probe: {concept} λ = {lam:g} ({folder})", flush=True)
         with open(folder / "fit.log", "w") as log:
-            subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True)
+            if subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT).returncode:
+                sys.exit(f"the λ probe {concept} λ = {lam:g} failed: see {folder / 'fit.log'}")
     doc = json.loads(result.read_text())
+    if float(doc["settings"]["lam"]) != lam:
+        sys.exit(f"{result} was written with λ = {doc['settings']['lam']}, not {lam:g}: delete {folder} and rerun")
     alpha = [u["alpha"] for u in doc["units"]]
     verdict = diagnose(torch.tensor(alpha), int(doc["top_n"]), lam)
     return {

@@ -12,7 +12,7 @@
 #   STEPS="causal dissect" bash docs/reproduce.sh  # only some steps (world lambda causal dissect context
 #                                                  # emergence artifacts screenshots)
 #
-# Each step logs to out/reproduce/<step>.log. The last full run took 57 minutes on 2 CPU cores as two one-thread
+# Each step logs to out/reproduce/<step>.log. The last full run (before the lambda step existed) took 57 minutes on 2 CPU cores as two one-thread
 # streams (OMP_NUM_THREADS=1; STEPS="world emergence artifacts", then "dissect" once the causal summary exists;
 # and STEPS="causal context", then "screenshots" once the dissection exists): causal 27 min, context 25 min (of
 # which the six tree insertion runs 20), world 11 min, emergence 3 min, artifacts 8 min, dissect 4 min,
@@ -38,6 +38,7 @@ fi
 
 if want lambda; then
   step lambda
+  rm -rf out/lambda  # probes of an earlier generator would be read again
   mkdir -p out/lambda
   python docs/choose_lambda.py --out out/lambda > "$LOGS/lambda.log" 2>&1 || {
     echo "the λ rule disagrees with a causal config (or a probe failed): see $LOGS/lambda.log" >&2

@@ -120,9 +120,10 @@ def measure(
     meta = read_metadata(weights_path("generator", weights)).get("provenance", {})
     ckpt_fids = _checkpoint_fids(list(gan_checkpoints), real, n, meta.get("gan_weights", "ema"), features)
     mb = weights_path("generator", weights).stat().st_size / 1e6
-    cell_px = _cell_px(G, real)
+    cell_h, cell_w = _cell_shape(G, real)
+    cell_px = cell_h * cell_w
     transplants = transplant_rows(G, seg, transplant_n)
-    stand = where_objects_stand(n=n, view=view, cell=round(cell_px**0.5))
+    stand = where_objects_stand(n=n, view=view, cell=cell_h) if cell_h == cell_w else {}
     pr = (fidelity["precision"], fidelity["recall"])
     return {
         "view": view,
@@ -146,14 +147,14 @@ def measure(
     }
 
 
-def _cell_px(generator, images: torch.Tensor) -> int:
-    """Pixels of one featuremap location of the probed layer."""
+def _cell_shape(generator, images: torch.Tensor) -> tuple[int, int]:
+    """Height and width in pixels of one featuremap location of the probed layer."""
     from lightning_gd.models.split import LayerSplit
 
     split = LayerSplit(generator, LAYER, check=False)
     with torch.no_grad():
         r = split.h(torch.zeros(1, split.z_dim))
-    return (images.shape[-1] // r.shape[-1]) * (images.shape[-2] // r.shape[-2])
+    return images.shape[-2] // r.shape[-2], images.shape[-1] // r.shape[-1]
 
 
 def write_cards(
@@ -359,7 +360,9 @@ def _geometry_md(gan_t: dict) -> list[str]:
         "",
         "Transplant probe (`lightning_gd.causal.transplant`): the featuremap of the square of one sample that a "
         "concept covers most, copied into a concept-free square of another; *reproduced* is the concept's share of "
-        "the recipient window after the copy over its share of the donor window.",
+        "the recipient window after the copy over its share of the donor window. *By recipient background*: the "
+        "same ratio over the pairs whose recipient window's majority label is that background (`background "
+        "(pairs) reproduced`, backgrounds of at least 10 pairs), each against the mean donor share of all pairs.",
         "",
         "| concept | square | pairs | donor share | kept share | reproduced | reproduced by recipient background |",
         "|---|---|---|---|---|---|---|",
@@ -386,24 +389,30 @@ def _by_background(t: dict) -> str:
 
 def _stand_md(stand: dict) -> list[str]:
     """Where the renders put each object, by what lies behind it: the context a faithful GAN learns."""
+    if not stand:
+        return []
     md = [
         "## Where the world puts objects",
         "",
         "The same fresh renders drawn with and without each object (`render_scene(..., omit=...)`): each cell's "
         "background is its majority label without the object; *covered* is the share of those cells where the "
-        "object has any pixel, *half* where it covers at least half of the cell. It is the world's own answer to "
-        "`context`'s question (how often does the object appear, by background), the rate a GAN faithful to "
-        "this world would reproduce.",
+        "object has any pixel, *half* where it covers at least half of the cell, and *half, by row* the same per "
+        "featuremap row from the top ('–': no such cell in that row). This is how common the object is on each "
+        "background in the world the GAN learns from: a reference for `context`, which measures something else "
+        "(how often an insertion of the object's units succeeds, in object-free windows, with a realism guard).",
         "",
     ]
     for concept, d in stand.items():
+        side = d["cell_side"]
         md += [
-            f"**{concept}** ({d['n']} scenes, {d['cell_px']}×{d['cell_px']} px cells)",
+            f"**{concept}** ({d['n']} scenes, {side}×{side} px cells)",
             "",
-            "| background | cells | covered | half |",
-            "|---|---|---|---|",
+            "| background | cells | covered | half | half, by row |",
+            "|---|---|---|---|---|",
             *[
-                f"| {bg} | {v['windows']} | {v['covered']:.3f} | {v['half_covered']:.3f} |"
+                f"| {bg} | {v['windows']} | {v['covered']:.3f} | {v['half_covered']:.3f} | "
+                + " ".join("–" if r is None else f"{r:.3f}" for r in v["half_covered_by_row"])
+                + " |"
                 for bg, v in sorted(d["by_background"].items(), key=lambda kv: -kv[1]["windows"])
             ],
             "",

@@ -101,9 +101,12 @@ def stand_rates(with_c: torch.Tensor, without_c: torch.Tensor, c: int, num_class
     behind it."""
     n, H, W = with_c.shape
     h, w = H // cell, W // cell
-    onehot = torch.nn.functional.one_hot(without_c.long(), num_classes).permute(0, 3, 1, 2).float()  # (n, C, H, W)
-    background = torch.nn.functional.avg_pool2d(onehot, cell).argmax(1)  # (n, h, w)
-    cover = torch.nn.functional.avg_pool2d((with_c == c).float()[:, None], cell)[:, 0]  # (n, h, w)
+    pool = torch.nn.functional.avg_pool2d
+    # (n, C, h, w), pooled one class at a time: a one-hot (n, H, W, C) of 2,000 scenes would take 0.6 GB
+    shares = torch.stack([pool((without_c == b).float()[:, None], cell)[:, 0] for b in range(num_classes)], 1)
+    background = shares.argmax(1)  # (n, h, w)
+    cover = pool((with_c == c).float()[:, None], cell)[:, 0]  # (n, h, w)
+    half = cover >= 0.5
     rows = torch.arange(h).view(1, h, 1).expand(n, h, w)
     out = {}
     for b in range(num_classes):
@@ -111,7 +114,6 @@ def stand_rates(with_c: torch.Tensor, without_c: torch.Tensor, c: int, num_class
         count = int(at.sum())
         if count == 0:
             continue
-        half = cover >= 0.5
         by_row = []
         for r in range(h):
             in_row = at & (rows == r)
@@ -147,7 +149,7 @@ def where_objects_stand(
     out = {}
     for concept in concepts:
         rates = stand_rates(with_all, labels((concept,)), LABEL[concept], len(CONCEPTS), cell)
-        out[concept] = {"n": n, "cell_px": cell, "by_background": {CONCEPTS[b]: v for b, v in rates.items()}}
+        out[concept] = {"n": n, "cell_side": cell, "by_background": {CONCEPTS[b]: v for b, v in rates.items()}}
     return out
 
 

@@ -118,7 +118,8 @@ def render_street_scene(
 
     def paint(mask: np.ndarray, colour, concept: str, noise: float = 6.0) -> None:
         colour = np.asarray(colour, np.float32) * light
-        texture = rng.normal(0.0, noise, (int(mask.sum()), 3)).astype(np.float32)  # drawn even when omitted
+        # drawn even when omitted, so that the random draws after it, and so every other pixel, stay the same
+        texture = rng.normal(0.0, noise, (int(mask.sum()), 3)).astype(np.float32)
         if concept not in omit:
             img[mask] = colour + texture
             lab[mask] = LABEL[concept]

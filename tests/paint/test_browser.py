@@ -34,19 +34,20 @@ def pick(names: list[str], wanted: str) -> str:
 
 def scene_to_paint(served, seeds: int = 300) -> tuple[int, tuple[int, int], tuple[int, int], tuple[int, ...]]:
     """The first sample (seed) of the served generator with one door (its cells fit in 3×3) and a 2×2 square of
-    grass beside it, as its segmenter sees them: (seed, the grass square's rows and columns, the door's cell box as
-    (row0, row1, col0, col1)). Chosen from the unedited images, so that the strokes land where a person would paint
-    them whatever the generator."""
+    grass in other columns, as its segmenter sees them: (seed, the grass square's rows and columns, the door's cell
+    box as (row0, row1, col0, col1)). Chosen from the unedited images, so that the strokes land where a person
+    would paint them whatever the generator."""
     import torch
     from torch.nn import functional as F
 
     from lightning_gd.latents import latents
+    from lightning_gd.models.generators import device_of
 
     seg = served.segmenter
     door, grass = seg.concept_index("door"), seg.concept_index("grass")
     with torch.no_grad():
-        z = latents(list(range(seeds)), served.split.z_dim, 0)
-        labels = torch.cat([seg.labels(served.split.generator(zb)) for zb in z.split(100)])  # (S, 64, 64)
+        z = latents(list(range(seeds)), served.split.z_dim, 0).to(device_of(served.split.generator))
+        labels = torch.cat([seg.labels(served.split.generator(zb)).cpu() for zb in z.split(100)])  # (S, 64, 64)
     door_cells = F.avg_pool2d((labels == door).float()[:, None], PX)[:, 0] >= 0.25  # (S, 8, 8)
     grass_squares = F.avg_pool2d((labels == grass).float()[:, None], 2 * PX, stride=PX)[:, 0] >= 0.95  # (S, 7, 7)
     for s in range(seeds):
@@ -58,7 +59,7 @@ def scene_to_paint(served, seeds: int = 300) -> tuple[int, tuple[int, int], tupl
             continue
         for y, x in torch.nonzero(grass_squares[s]).tolist():
             apart = x + 1 < box[2] - 1 or x > box[3] + 1  # columns clear of the door's by a cell
-            if y >= 3 and apart:
+            if y >= 3 and apart:  # rows 3-7: below the horizon band, where the world's trees stand
                 return s, (y, y + 1), (x, x + 1), box
     raise AssertionError(f"no sample among {seeds} seeds has a door and a 2×2 square of grass beside it")
 

@@ -32,6 +32,28 @@ def scenes(view) -> list[tuple[np.ndarray, np.ndarray]]:
 # determinism and format
 
 
+# sha256 of the images and labels of scenes 0-19: the shipped models were trained on these renders, so a change
+# that draws them differently (even an extra random draw) must come with a new RENDERER_VERSION and retraining
+RENDER_DIGESTS = {
+    "close": "b02a9c927cf80c48083fa2d3ea3ef8912e1c20d2d0869606be2e887b270101d8",
+    "street": "79156c45c0cdfc236d0b40f9809f5870a7c3c64cea8b979af7d71e0dbd7facba",
+}
+
+
+def test_the_renders_the_models_were_trained_on_do_not_change(view):
+    import hashlib
+
+    from lightning_gd.world.render import RENDERER_VERSION
+
+    digest = hashlib.sha256()
+    for i in range(20):
+        image, label = render_scene(i, view=view)
+        digest.update(image.tobytes())
+        digest.update(label.tobytes())
+    assert RENDERER_VERSION == 2
+    assert digest.hexdigest() == RENDER_DIGESTS[view]
+
+
 def test_same_seed_same_scene_different_seed_different_scene():
     img_a, lab_a = render_scene(7)
     img_b, lab_b = render_scene(7)
@@ -293,8 +315,8 @@ def test_a_scene_drawn_without_an_object_differs_only_where_the_object_was(view,
         assert not (lab_o == c).any()
         np.testing.assert_array_equal(lab_o[~here], lab[~here])
         np.testing.assert_array_equal(img_o[~here], img[~here])
-        if here.any():  # what shows through is the scene behind: never the object's own label
-            assert (img_o[here] != img[here]).any()
+        if here.any():  # the object's pixels now show the scene behind it, in other colours
+            assert (img_o[here] != img[here]).any(-1).mean() > 0.5
     assert seen >= 10  # the object was in enough scenes for the check to mean something
 
 

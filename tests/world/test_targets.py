@@ -161,3 +161,23 @@ def test_stand_rates_of_a_tree_drawn_only_on_grass():
     got = stand_rates(with_c, without, 2, 3, 8)
     assert got[0] == {"windows": 1, "covered": 0.0, "half_covered": 0.0, "half_covered_by_row": [0.0]}
     assert got[1] == {"windows": 1, "covered": 1.0, "half_covered": 0.0, "half_covered_by_row": [0.0]}
+
+
+def test_the_card_tables_of_where_objects_stand_and_of_the_transplant_backgrounds():
+    from lightning_gd.world.cards import _by_background, _stand_md
+
+    without = torch.zeros(1, 8, 16, dtype=torch.long)
+    without[:, :, 8:] = 1
+    with_c = without.clone()
+    with_c[0, 0:8, 8:14] = 2  # the object covers 48 of the grass cell's 64 pixels
+    rates = stand_rates(with_c, without, 2, 3, 8)
+    stand = {"tree": {"n": 1, "cell_side": 8, "by_background": {["sky", "grass"][b]: v for b, v in rates.items()}}}
+    md = "\n".join(_stand_md(stand))
+    assert "**tree** (1 scenes, 8×8 px cells)" in md
+    assert "| sky | 1 | 0.000 | 0.000 | 0.000 |" in md and "| grass | 1 | 1.000 | 1.000 | 1.000 |" in md
+    assert _stand_md({}) == []
+    t = {
+        "donor_share": 0.8,
+        "by_background": {"sky": {"pairs": 12, "kept_share": 0.4}, "sun": {"pairs": 3, "kept_share": 0.8}},
+    }
+    assert _by_background(t) == "sky (12) 0.50"  # backgrounds of fewer than 10 pairs are left out
