@@ -2,14 +2,16 @@
 pointed at that binary (nothing is downloaded). Load the page, paint a stroke with the mouse, press draw: the
 image changes only near the stroke; remove; undo; and no request leaves this machine.
 
-With LIGHTNING_GD_SCREENSHOTS=<folder> the run's screenshots (original, drawn, removed) are copied there (the
-README's are made this way, with LIGHTNING_GD_PAINT_RESULTS=out for the α rankings of finished searches and
-LIGHTNING_GD_PAINT_INSERTION for the value drawn units are set to, e.g. q0.999)."""
+With LIGHTNING_GD_SCREENSHOTS=<folder> the run's screenshots (original, drawn, removed) are copied there, with
+paint_counts.json (the sample, the strokes and the segmenter's tree and door pixels in each image). The README's
+are made this way, with LIGHTNING_GD_PAINT_RESULTS=out for the α rankings of finished searches and
+LIGHTNING_GD_PAINT_INSERTION for the value drawn units are set to, e.g. q0.999."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -116,6 +118,7 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         page.mouse.up()
         page.click("#remove")
         page.wait_for_selector("body[data-edits='2']", timeout=30_000)
+        removed = image_of(page)
         page.click("#clear")
         page.screenshot(path=str(shots / "paint_3_removed.png"))
         page.locator("#stage").screenshot(path=str(shots / "stage_3_removed.png"))
@@ -132,3 +135,20 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         out.mkdir(parents=True, exist_ok=True)
         for png in shots.iterdir():
             shutil.copy(png, out / png.name)
+        strokes = {"seed": seed, "tree_rows": rows, "tree_cols": cols, "door_cells": door_box}
+        counts = pixel_counts(served.segmenter, {"original": before, "drawn": drawn, "removed": removed})
+        (out / "paint_counts.json").write_text(json.dumps({**strokes, "pixels": counts}, indent=2))
+
+
+def pixel_counts(seg, images: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """The segmenter's tree and door pixel counts in each page image (64, 64, 3) uint8: what the README says of
+    the screenshots, measured on the very images they show."""
+    import torch
+
+    out = {}
+    for name, image in images.items():
+        x = torch.from_numpy(image).float().permute(2, 0, 1)[None] / 127.5 - 1  # (1, 3, 64, 64) in [-1, 1]
+        with torch.no_grad():
+            labels = seg.labels(x)[0]
+        out[name] = {c: int((labels == seg.concept_index(c)).sum()) for c in ("tree", "door")}
+    return out
