@@ -95,9 +95,8 @@ def dissect_checkpoints(
             processes, which measure what one does; only global rank 0 writes the outputs, the others return None).
 
     Examples:
-        CKPTS=tb_logs/world_close_progan/version_0/checkpoints
-        python -m lightning_gd dissect-checkpoints $CKPTS --prefix generator_ema
-        python -m lightning_gd dissect-checkpoints $CKPTS --layer layer6 --n 200
+        python -m lightning_gd dissect-checkpoints tb_logs/world_close_progan/version_0/checkpoints
+        python -m lightning_gd dissect-checkpoints tb_logs/my_gan/version_0/checkpoints --prefix generator_ema --n 200
     """
     from lightning_gd.reports.emergence import write_emergence
 
