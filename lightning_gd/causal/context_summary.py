@@ -61,7 +61,7 @@ def summarize(found: dict, concepts: tuple[str, ...], respond: float, reps: int,
             "count_free": n_free,
         }
         if row_of is not None:
-            rows[name]["appear_by_row"] = _rate_by_row(guarded, in_group & free, row_of, found["size"][0])
+            rows[name]["appear_by_row"] = rate_by_row(guarded, in_group & free, row_of, found["size"][0])
     order = sorted(rows, key=lambda k: -rows[k]["effect"])
     overall = {
         "effect": float(effect.mean()),
@@ -82,8 +82,10 @@ def _location_rows(found: dict) -> torch.Tensor | None:
     return rows.view(1, -1).expand_as(found["background"])
 
 
-def _rate_by_row(hit: torch.Tensor, counted: torch.Tensor, row_of: torch.Tensor, h: int) -> list[float | None]:
-    """Per featuremap row, the share of the `counted` windows (B, L) that are a `hit`; None for a row with none.
+def rate_by_row(hit: torch.Tensor, counted: torch.Tensor, row_of: torch.Tensor, h: int) -> list[float | None]:
+    """Per featuremap row (0 … h−1), the share of the `counted` windows that are a `hit`; None for a row with none.
+    `hit`, `counted` and `row_of` (each window's row) share one shape: (B, L) insertions here, (n, h, w) cells in
+    the world's `stand_rates`.
     Tells an insertion the generator allows near the horizon from one it allows high in the sky."""
     out = []
     for r in range(h):

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lightning_gd.causal.context_summary import rate_by_row
 from lightning_gd.models.images import to_uint8
 from lightning_gd.models.segmenters import Segmenter
 from lightning_gd.world.data import render_batch
@@ -114,15 +115,11 @@ def stand_rates(with_c: torch.Tensor, without_c: torch.Tensor, c: int, num_class
         count = int(at.sum())
         if count == 0:
             continue
-        by_row = []
-        for r in range(h):
-            in_row = at & (rows == r)
-            by_row.append(float(half[in_row].double().mean()) if bool(in_row.any()) else None)
         out[b] = {
             "windows": count,
             "covered": float((cover[at] > 0).double().mean()),
             "half_covered": float(half[at].double().mean()),
-            "half_covered_by_row": by_row,
+            "half_covered_by_row": rate_by_row(half, at, rows, h),
         }
     return out
 
