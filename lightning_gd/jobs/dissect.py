@@ -141,9 +141,13 @@ def dissect(
         print(f"realism filter: {len(dropped)} units of {unit_fid.layer} with per-unit FID > {max_unit_fid} left out")
     shown = shown_images(G, result, zd, segmenter=seg)
     with staged(out) as stage:
-        return write_dissection(
+        doc = write_dissection(
             result, stage, shown, info, causal=causal, tb_dir=tb_dir, tb_name=run_name("dissect", out, layers)
         )
+    from lightning_gd.reports.pages import refresh_pages_beside
+
+    refresh_pages_beside(out)  # the causal searches' pages, written before it, now show its labels
+    return doc
 
 
 def dissection_result(diss: Dissection, info: dict | None = None) -> DissectionResult:

@@ -215,3 +215,18 @@ def write_page(folder: str | Path, refresh_related: bool = True, extra: tuple[Re
             if other.kind in BODIES and (other.folder / PAGE).is_file():
                 write_page(other.folder, refresh_related=False, extra=(me_there,))
     return path
+
+
+def refresh_pages_beside(folder: str | Path) -> list[Path]:
+    """Rewrite the results pages already beside `folder` (same layer, same generator or none recorded) after a
+    result that has no page of this kind was put there — a dissection written after the causal searches: their
+    pages then list its labels and link to its unit browser. Returns the pages rewritten."""
+    final = final_folder(Path(folder))
+    me = read_result(final, strict=False)
+    if me is None:
+        return []
+    return [
+        write_page(other.folder, refresh_related=False)
+        for other, _ in related(me, final)
+        if other.kind in BODIES and (other.folder / PAGE).is_file()
+    ]

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from lightning_gd.errors import InvalidValue
 from lightning_gd.outputs import check_owned
@@ -67,7 +68,7 @@ def _checkpoint_fids(
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for ckpt in checkpoints:
+        for ckpt in tqdm(checkpoints, desc="checkpoint FID", disable=not checkpoints):
             path = export("gan", ckpt, Path(tmp) / "g.safetensors", gan_weights)
             step = read_metadata(path)["provenance"]["global_step"]
             rows.append(

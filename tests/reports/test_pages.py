@@ -15,7 +15,7 @@ import pytest
 
 from lightning_gd.reports.figures import figure, save
 from lightning_gd.reports.page_parts import PAGE, find_results
-from lightning_gd.reports.pages import write_page
+from lightning_gd.reports.pages import refresh_pages_beside, write_page
 
 PNG = save(figure(0.3, 0.2), None)  # a real (blank) PNG: the browser must be able to decode it
 
@@ -120,6 +120,20 @@ def test_causal_page_shows_the_stored_numbers_and_the_dissection_labels(root):
     assert "grid_insertion.png" not in text  # not written: not shown
     assert "Warning:" not in text  # the search's α ranked its units by itself
     assert_offline_and_resolving(page)
+
+
+def test_a_dissection_written_after_the_search_refreshes_its_page(tmp_path):
+    """`dissect` after `fit`/`test` (docs/reproduce.sh's order): the search's page gains the dissection's labels."""
+    causal(tmp_path / "causal" / "tree-layer4")
+    page = write_page(tmp_path / "causal" / "tree-layer4")
+    assert "No dissection of this generator and layer was found" in page.read_text()
+    dissection(tmp_path / "dissect")
+    dissection(tmp_path / "dissect-other", generator="progan:bedroom.pth")
+    assert refresh_pages_beside(tmp_path / "dissect") == [page]
+    text = page.read_text()
+    assert "No dissection" not in text and "dissect (quantile)" in text
+    assert "../../dissect/report.html#layer4/0" in references(page) and "dissect-other" not in text
+    assert refresh_pages_beside(tmp_path / "dissect-other") == []  # another generator's: the page is left alone
 
 
 def test_causal_page_warns_of_a_collapsed_search(root):
