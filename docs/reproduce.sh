@@ -12,11 +12,11 @@
 #   STEPS="causal dissect" bash docs/reproduce.sh  # only some steps (world lambda causal dissect context
 #                                                  # emergence artifacts screenshots)
 #
-# Each step logs to out/reproduce/<step>.log. The last full run (before the lambda step existed) took 57 minutes on 2 CPU cores as two one-thread
+# Each step logs to out/reproduce/<step>.log. The last full run took 70 minutes on 2 CPU cores as two one-thread
 # streams (OMP_NUM_THREADS=1; STEPS="world emergence artifacts", then "dissect" once the causal summary exists;
-# and STEPS="causal context", then "screenshots" once the dissection exists): causal 27 min, context 25 min (of
-# which the six tree insertion runs 20), world 11 min, emergence 3 min, artifacts 8 min, dissect 4 min,
-# screenshots under 1 min. The bench/ scripts are run separately (docs/development.md, "Benchmarks").
+# and STEPS="lambda", then "causal context", then "screenshots" once the dissection exists): lambda 17 min (five
+# probes), causal 26 min, context 25 min (of which the six tree insertion runs 20), world 18 min (FID of 34
+# checkpoints), emergence 5 min, artifacts 8 min, dissect 4 min, screenshots under 1 min. The bench/ scripts are run separately (docs/development.md, "Benchmarks").
 set -euo pipefail
 CKPTS=${1:-tb_logs/world_close_progan/version_0/checkpoints}
 STEPS=${STEPS:-world lambda causal dissect context emergence artifacts screenshots}

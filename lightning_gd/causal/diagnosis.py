@@ -2,8 +2,8 @@
 
 - **Collapsed.** ‖α‖₂'s gradient has length λ whatever the effect is worth, so for a concept whose δ_α moves
   little per unit (rare, or spread over many units) every α can shrink towards 0: the top-n is then decided by
-  differences of a few thousandths. On the world GAN's layer4 at λ = 0.1, the tree and door searches end with
-  every α below 0.005 (docs/causal.md, "Choosing λ").
+  differences of a few thousandths. On the world GAN's layer4 at λ = 0.1, the building search ends with every
+  α below 0.001 (docs/causal.md, "Choosing λ").
 - **Saturated.** More than n units at α = 1: the top-n among them is decided by the tie-break (IoU), not by α.
 
 And what `test` can check against the fit: that the checkpoint it reads is the one `causal.json` was written from.
