@@ -115,8 +115,13 @@ def final_folder(folder: Path) -> Path:
     return folder.parent if folder.name.startswith(".staging-") else folder
 
 
+# folders that hold one result per concept and layer (`out/causal/tree-layer4`, `out/context/door-layer4`): the
+# results root of such a result is the folder above them, where the dissections and the other analyses are
+FAMILY_FOLDERS = ("causal", "context")
+
+
 def results_root(final: Path) -> Path:
-    return final.parent.parent if final.parent.name == "causal" else final.parent
+    return final.parent.parent if final.parent.name in FAMILY_FOLDERS else final.parent
 
 
 def find_results(root: Path) -> list[Result]:

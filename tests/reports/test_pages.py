@@ -136,6 +136,20 @@ def test_a_dissection_written_after_the_search_refreshes_its_page(tmp_path):
     assert refresh_pages_beside(tmp_path / "dissect-other") == []  # another generator's: the page is left alone
 
 
+def test_a_context_result_links_the_search_and_dissection_of_its_layer(root):
+    """`out/context/<concept>-<layer>` sits one level below the results root, as `out/causal/...` does."""
+    from tests.results.samples import context
+
+    write_page(root / "causal" / "tree-layer4")
+    write(root / "context" / "door-layer4", {"context.json": context()})
+    page = write_page(root / "context" / "door-layer4")
+    refs = references(page)
+    assert "../../causal/tree-layer4/index.html" in refs and "../../dissect/report.html" in refs
+    assert not any("other" in ref for ref in refs)  # another generator's results are not linked
+    assert "../../context/door-layer4/index.html" in references(root / "causal" / "tree-layer4" / "index.html")
+    assert_offline_and_resolving(page)
+
+
 def test_causal_page_warns_of_a_collapsed_search(root):
     folder = root / "causal" / "tree-layer4"
     search = json.loads((folder / "causal.json").read_text())
