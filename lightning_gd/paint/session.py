@@ -168,7 +168,7 @@ class PaintSession:
         brushes: list[Brush],
         z_dim: int | None = None,
         kc_samples: int = 200,
-        strengths: tuple[int, ...] = (5, 10, 20),
+        strengths: tuple[int, ...] = (5, 10, 20, 40, 80),
         insertion: str = "k_c",
     ) -> None:
         parse_insertion(insertion)

@@ -39,7 +39,7 @@ def client(session):
 def test_palette_names_concepts_of_the_layer(client, session):
     p = client.get("/api/concepts").json()
     assert p["layer"] == "layer4" and p["featuremap"] == [8, 8] and p["units"] == 256
-    assert p["strengths"] == [5, 10, 20] and {c["ranking"] for c in p["concepts"]} == {"iou"}
+    assert p["strengths"] == [5, 10, 20, 40, 80] and {c["ranking"] for c in p["concepts"]} == {"iou"}
     assert BRUSH in [c["name"] for c in p["concepts"]] and len(p["concepts"]) >= 5
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text and "/api/edit" in page.text
