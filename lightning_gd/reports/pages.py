@@ -211,9 +211,7 @@ def write_page(folder: str | Path, refresh_related: bool = True, extra: tuple[Re
     if refresh_related:
         # a staged folder is not in place yet: the pages refreshed now must still link to where it will be
         me_there = Result(me.kind, final, me.title, me.layers, me.generator, me.docs, PAGE)
-        for other, _ in related(me, final):
-            if other.kind in BODIES and (other.folder / PAGE).is_file():
-                write_page(other.folder, refresh_related=False, extra=(me_there,))
+        _rewrite_pages_beside(me, final, extra=(me_there,))
     return path
 
 
@@ -223,10 +221,13 @@ def refresh_pages_beside(folder: str | Path) -> list[Path]:
     pages then list its labels and link to its unit browser. Returns the pages rewritten."""
     final = final_folder(Path(folder))
     me = read_result(final, strict=False)
-    if me is None:
-        return []
+    return [] if me is None else _rewrite_pages_beside(me, final)
+
+
+def _rewrite_pages_beside(me: Result, final: Path, extra: tuple[Result, ...] = ()) -> list[Path]:
+    """The pages that exist of the results related to `me` (at `final`), written again."""
     return [
-        write_page(other.folder, refresh_related=False)
+        write_page(other.folder, refresh_related=False, extra=extra)
         for other, _ in related(me, final)
         if other.kind in BODIES and (other.folder / PAGE).is_file()
     ]

@@ -23,6 +23,7 @@ from tests.helpers import chromium_path
 
 CELL = 64  # page pixels per featuremap cell (512 px / 8 cells)
 PX = 8  # image pixels per featuremap cell (64 / 8)
+DRAW_UNITS = 20  # the units of the tree stroke: the page's setting at start
 REMOVE_UNITS = 80  # the units of the removal stroke: the largest of the page's settings
 
 
@@ -86,7 +87,7 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         page.screenshot(path=str(shots / "paint_1_original.png"))
         page.locator("#stage").screenshot(path=str(shots / "stage_1_original.png"))
         page.select_option("#concept", pick(names, "tree"))
-        page.select_option("#strength", "20")
+        page.select_option("#strength", str(DRAW_UNITS))
         box = page.locator("#brush").bounding_box()
         # rows, cols: a 2×2-cell stroke (the world's median tree covers 5 cells) on the grass
         page.mouse.move(box["x"] + cols[0] * CELL + 32, box["y"] + rows[0] * CELL + 32)
@@ -139,8 +140,8 @@ def test_paint_a_stroke_draw_remove_undo(url, tmp_path):
         out.mkdir(parents=True, exist_ok=True)
         for png in shots.iterdir():
             shutil.copy(png, out / png.name)
-        strokes = {"seed": seed, "tree_rows": rows, "tree_cols": cols, "tree_units": 20, "door_cells": door_box}
-        strokes["door_units"] = REMOVE_UNITS
+        strokes = {"seed": seed, "tree_rows": rows, "tree_cols": cols, "tree_units": DRAW_UNITS}
+        strokes |= {"door_cells": door_box, "door_units": REMOVE_UNITS}
         counts = pixel_counts(served.segmenter, {"original": before, "drawn": drawn, "removed": removed})
         (out / "paint_counts.json").write_text(json.dumps({**strokes, "pixels": counts}, indent=2))
 
